@@ -1,0 +1,125 @@
+//! Application state shared by every request, and server start-up (store, fixtures, keys).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::fixture::{Fixture, FixtureError, DEFAULT_FIXTURE};
+use crate::identity::keys::KeySet;
+use crate::store::{Store, StoreError};
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub keys: Arc<KeySet>,
+    pub admin_key: Arc<AdminKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    #[error("signing keys: {0}")]
+    Keys(String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// The admin API key, compared in constant time.
+pub struct AdminKey {
+    value: String,
+    /// Where the key is kept when it was generated (shown at start-up), if anywhere.
+    pub path: Option<PathBuf>,
+}
+
+impl AdminKey {
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let a = self.value.as_bytes();
+        let b = presented.as_bytes();
+        a.len() == b.len() && bool::from(a.ct_eq(b))
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The configured key, else the one kept in `dir/admin.key`, else a new one written there
+    /// readable by the owner only.
+    fn load_or_create(configured: Option<&str>, dir: &Path) -> Result<AdminKey, StartError> {
+        if let Some(value) = configured {
+            return Ok(AdminKey {
+                value: value.to_string(),
+                path: None,
+            });
+        }
+        let path = dir.join("admin.key");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let value = text.trim().to_string();
+            if !value.is_empty() {
+                return Ok(AdminKey {
+                    value,
+                    path: Some(path),
+                });
+            }
+        }
+        let value = format!(
+            "iek_{}",
+            crate::identity::credentials::generate_secret().replace(['~', '.', '-'], "x")
+        );
+        write_owner_only(&path, &value).map_err(|e| StartError::Io(path.clone(), e))?;
+        Ok(AdminKey {
+            value,
+            path: Some(path),
+        })
+    }
+}
+
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+impl AppState {
+    /// Opens the store in `data_dir`, seeds it from fixtures when new, and loads the keys.
+    pub fn open(config: Config, data_dir: &Path) -> Result<AppState, StartError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StartError::Io(data_dir.to_path_buf(), e))?;
+        let store = Store::open(&data_dir.join("store"))?;
+        if store.has_no_tenants() {
+            seed(&store, &config.fixtures)?;
+        }
+        let keys = KeySet::load_or_create(&store).map_err(|e| StartError::Keys(e.to_string()))?;
+        let admin_key = AdminKey::load_or_create(config.admin_key.as_deref(), data_dir)?;
+        store.flush()?;
+        Ok(AppState {
+            store,
+            config: Arc::new(config),
+            keys: Arc::new(keys),
+            admin_key: Arc::new(admin_key),
+        })
+    }
+}
+
+/// Loads the given fixtures, or the embedded default tenant when none is given.
+fn seed(store: &Store, fixtures: &[PathBuf]) -> Result<(), FixtureError> {
+    if fixtures.is_empty() {
+        return Fixture::parse(DEFAULT_FIXTURE, "contoso.toml")?.load_into(store, "contoso.toml");
+    }
+    for path in fixtures {
+        Fixture::read(path)?.load_into(store, &path.display().to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Configuration: command-line options, each also settable by an `INGEST_*` environment
+//! variable and in a TOML `--config` file. Precedence: command line, environment, file, default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+/// How a revoked or disabled service principal is treated when it presents a valid token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationMode {
+    /// The service principal is checked on every request: revocation stops imports at once.
+    Immediate,
+    /// Real Entra fidelity: an issued token stays usable until it expires.
+    TokenLifetime,
+}
+
+/// An external token issuer trusted offline (e.g. a real Entra tenant), by issuer URL and a
+/// JWKS file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub jwks_file: PathBuf,
+}
+
+/// `serve` options as given on the command line or in the environment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as the long options, e.g. `listen = "127.0.0.1:0"`).
+    #[arg(long, env = "INGEST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on; port 0 picks a free port (the printed URL has it).
+    #[arg(long, env = "INGEST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Store directory (sled).
+    #[arg(long, env = "INGEST_DATA")]
+    pub data: Option<PathBuf>,
+    /// Use a throw-away store, removed on exit (for test suites).
+    #[arg(long, env = "INGEST_EPHEMERAL")]
+    pub ephemeral: bool,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long, env = "INGEST_NO_TLS")]
+    pub no_tls: bool,
+    /// PEM certificate chain to serve (with --tls-key); else a local development CA is used.
+    #[arg(long, env = "INGEST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "INGEST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Directory of the generated development CA and server certificate.
+    #[arg(long, env = "INGEST_CERTS")]
+    pub certs: Option<PathBuf>,
+    /// Tenant fixture(s) loaded into an empty store (default: the embedded contoso.toml).
+    #[arg(long = "fixture", env = "INGEST_FIXTURE", value_delimiter = ',')]
+    pub fixtures: Vec<PathBuf>,
+    /// Admin API key (else generated on first start and kept in the data directory).
+    #[arg(long, env = "INGEST_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Largest request body accepted, in bytes (default 64 MiB).
+    #[arg(long, env = "INGEST_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Most items accepted in one CreateItem request (default 1000).
+    #[arg(long, env = "INGEST_MAX_ITEMS_PER_REQUEST")]
+    pub max_items_per_request: Option<usize>,
+    /// Clock skew allowed when checking token and assertion lifetimes, in seconds (default 300).
+    #[arg(long, env = "INGEST_CLOCK_SKEW_SECS")]
+    pub clock_skew_secs: Option<u64>,
+    /// Lifetime of issued access tokens, in seconds (default 3599).
+    #[arg(long, env = "INGEST_TOKEN_LIFETIME_SECS")]
+    pub token_lifetime_secs: Option<u64>,
+    /// Whether revoking consent stops tokens already issued.
+    #[arg(long, env = "INGEST_REVOCATION", value_enum)]
+    pub revocation: Option<RevocationMode>,
+    /// Accept HTTP Basic with the third-party data mailbox's credentials (pre-OAuth partners).
+    #[arg(long, env = "INGEST_LEGACY_BASIC_AUTH")]
+    pub legacy_basic_auth: bool,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ingest_emulator=debug`.
+    #[arg(long, env = "INGEST_LOG")]
+    pub log: Option<String>,
+}
+
+/// The same options in a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    ephemeral: Option<bool>,
+    no_tls: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    certs: Option<PathBuf>,
+    fixture: Option<Vec<PathBuf>>,
+    admin_key: Option<String>,
+    max_body_bytes: Option<u64>,
+    max_items_per_request: Option<usize>,
+    clock_skew_secs: Option<u64>,
+    token_lifetime_secs: Option<u64>,
+    revocation: Option<RevocationMode>,
+    legacy_basic_auth: Option<bool>,
+    log: Option<String>,
+    /// Legacy Basic auth passwords by user principal name (only with legacy-basic-auth).
+    #[serde(default)]
+    legacy_passwords: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// The effective configuration of a running server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    pub ephemeral: bool,
+    pub tls: TlsSource,
+    pub fixtures: Vec<PathBuf>,
+    pub admin_key: Option<String>,
+    pub max_body_bytes: u64,
+    pub max_items_per_request: usize,
+    pub clock_skew_secs: u64,
+    pub token_lifetime_secs: u64,
+    pub revocation: RevocationMode,
+    pub legacy_basic_auth: bool,
+    pub legacy_passwords: std::collections::BTreeMap<String, String>,
+    pub trusted_issuers: Vec<TrustedIssuer>,
+    pub log: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsSource {
+    None,
+    /// Generated development CA and server certificate in this directory (`None`: inside the
+    /// ephemeral store directory).
+    Generated(Option<PathBuf>),
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+impl Config {
+    pub fn resolve(args: ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let tls_cert = args.tls_cert.or(file.tls_cert);
+        let tls_key = args.tls_key.or(file.tls_key);
+        let no_tls = args.no_tls || file.no_tls.unwrap_or(false);
+        let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
+        // An ephemeral server keeps its generated CA in its throw-away directory unless told.
+        let certs = args.certs.or(file.certs).or_else(|| (!ephemeral).then(|| PathBuf::from("certs")));
+        let tls = match (no_tls, tls_cert, tls_key) {
+            (true, _, _) => TlsSource::None,
+            (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (false, None, None) => TlsSource::Generated(certs),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls-cert and tls-key must be given together".into(),
+                ))
+            }
+        };
+        let fixtures = if args.fixtures.is_empty() {
+            file.fixture.unwrap_or_default()
+        } else {
+            args.fixtures
+        };
+        let legacy_basic_auth = args.legacy_basic_auth || file.legacy_basic_auth.unwrap_or(false);
+        Ok(Config {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
+            data: args.data.or(file.data).unwrap_or_else(|| PathBuf::from("data")),
+            ephemeral,
+            tls,
+            fixtures,
+            admin_key: args.admin_key.or(file.admin_key),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(64 * 1024 * 1024),
+            max_items_per_request: args
+                .max_items_per_request
+                .or(file.max_items_per_request)
+                .unwrap_or(1000),
+            clock_skew_secs: args.clock_skew_secs.or(file.clock_skew_secs).unwrap_or(300),
+            token_lifetime_secs: args
+                .token_lifetime_secs
+                .or(file.token_lifetime_secs)
+                .unwrap_or(3599),
+            revocation: args
+                .revocation
+                .or(file.revocation)
+                .unwrap_or(RevocationMode::Immediate),
+            legacy_basic_auth,
+            legacy_passwords: file.legacy_passwords,
+            trusted_issuers: file.trusted_issuers,
+            log: args
+                .log
+                .or(file.log)
+                .unwrap_or_else(|| "info".to_string()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
+}

@@ -1,0 +1,211 @@
+//! Tenant fixtures (TOML): a tenant, its users, external identities and registered apps,
+//! loaded into a new store. The default, `fixtures/contoso.toml`, is embedded in the binary.
+
+use std::path::Path;
+
+use chrono::Utc;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::domain::TenantId;
+use crate::store::model::{AppRecord, ServicePrincipalRecord, TenantRecord, UserRecord};
+use crate::store::{Store, StoreError};
+
+/// The embedded default tenant.
+pub const DEFAULT_FIXTURE: &str = include_str!("../fixtures/contoso.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("cannot read fixture {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid fixture {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("fixture {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    pub tenant: FixtureTenant,
+    #[serde(default)]
+    pub users: Vec<FixtureUser>,
+    #[serde(default)]
+    pub external_identities: Vec<FixtureExternalIdentity>,
+    #[serde(default)]
+    pub apps: Vec<FixtureApp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureTenant {
+    pub id: Uuid,
+    pub display_name: String,
+    pub domains: Vec<String>,
+    pub third_party_mailbox: Option<String>,
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureUser {
+    pub upn: String,
+    pub display_name: Option<String>,
+    /// Primary SMTP address; the UPN when absent.
+    pub mail: Option<String>,
+    #[serde(default)]
+    pub proxy_addresses: Vec<String>,
+    #[serde(default = "yes")]
+    pub mailbox_enabled: bool,
+    #[serde(default)]
+    pub litigation_hold: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureExternalIdentity {
+    pub id: String,
+    pub user: String,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureApp {
+    pub app_id: Uuid,
+    pub display_name: String,
+    #[serde(default = "default_roles")]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// PEM certificates whose keys may sign client assertions.
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    /// Whether the tenant admin consented (a service principal exists).
+    #[serde(default)]
+    pub consented: bool,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_roles() -> Vec<String> {
+    vec!["full_access_as_app".to_string()]
+}
+
+impl Fixture {
+    pub fn parse(text: &str, path: &str) -> Result<Fixture, FixtureError> {
+        toml::from_str(text).map_err(|source| FixtureError::Parse {
+            path: path.to_string(),
+            source,
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Fixture, FixtureError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Fixture::parse(&text, &shown)
+    }
+
+    /// Writes the fixture's tenant, users, apps and consents into the store.
+    pub fn load_into(&self, store: &Store, path: &str) -> Result<(), FixtureError> {
+        let invalid = |message: String| FixtureError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        let tenant = TenantId(self.tenant.id);
+        store.put_tenant(&TenantRecord {
+            id: self.tenant.id,
+            display_name: self.tenant.display_name.clone(),
+            domains: self.tenant.domains.iter().map(|d| d.to_lowercase()).collect(),
+            third_party_mailbox: self.tenant.third_party_mailbox.clone(),
+            retention_days: self.tenant.retention_days,
+        })?;
+        for user in &self.users {
+            let external_ids = self
+                .external_identities
+                .iter()
+                .filter(|x| x.user.eq_ignore_ascii_case(&user.upn))
+                .map(|x| x.id.clone())
+                .collect();
+            store.put_user(
+                tenant,
+                &UserRecord {
+                    user_principal_name: user.upn.clone(),
+                    display_name: user.display_name.clone().unwrap_or_else(|| user.upn.clone()),
+                    mail: user.mail.clone().unwrap_or_else(|| user.upn.clone()),
+                    proxy_addresses: user.proxy_addresses.clone(),
+                    mailbox_enabled: user.mailbox_enabled,
+                    litigation_hold: user.litigation_hold,
+                    external_ids,
+                },
+            )?;
+        }
+        for mapping in &self.external_identities {
+            if !self.users.iter().any(|u| u.upn.eq_ignore_ascii_case(&mapping.user)) {
+                return Err(invalid(format!(
+                    "external identity {} maps to unknown user {}",
+                    mapping.id, mapping.user
+                )));
+            }
+        }
+        for app in &self.apps {
+            let mut record = AppRecord {
+                app_id: app.app_id,
+                home_tenant: self.tenant.id,
+                display_name: app.display_name.clone(),
+                required_roles: app.roles.clone(),
+                secrets: Vec::new(),
+                certificates: Vec::new(),
+                created: Utc::now(),
+            };
+            for secret in &app.secrets {
+                record.secrets.push(crate::identity::credentials::secret_record(secret, None));
+            }
+            for pem in &app.certificates {
+                let cert = crate::identity::credentials::certificate_record(pem)
+                    .map_err(|e| invalid(format!("app {}: {e}", app.app_id)))?;
+                record.certificates.push(cert);
+            }
+            store.put_app(&record)?;
+            if app.consented {
+                store.put_service_principal(&ServicePrincipalRecord {
+                    app_id: app.app_id,
+                    tenant: self.tenant.id,
+                    id: Uuid::new_v4(),
+                    account_enabled: app.enabled,
+                    app_roles: app.roles.clone(),
+                    created: Utc::now(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_fixture_parses() {
+        let fixture = Fixture::parse(DEFAULT_FIXTURE, "contoso.toml").expect("parses");
+        assert_eq!(fixture.tenant.domains[0], "contoso.onmicrosoft.com");
+        assert!(fixture.users.iter().any(|u| !u.mailbox_enabled));
+        assert!(fixture.tenant.third_party_mailbox.is_some());
+    }
+}

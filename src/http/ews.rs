@@ -1,0 +1,117 @@
+//! The ingestion endpoint over HTTP: authenticate, read the body within its limit, parse, hand to
+//! `ingest`, answer. Also serves the WSDL and XSDs.
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use http_body_util::BodyExt;
+use tracing::{info, warn};
+
+use super::CorrelationId;
+use crate::app::AppState;
+use crate::errors::EndpointError;
+
+pub const SERVICE_PATH: &str = "/service/ThirdPartyIngestionService.svc";
+pub const EWS_PATH: &str = "/EWS/Exchange.asmx";
+
+const WSDL: &str = include_str!("../../wsdl/ThirdPartyIngestionService.wsdl");
+const MESSAGES_XSD: &str = include_str!("../../wsdl/messages.xsd");
+const TYPES_XSD: &str = include_str!("../../wsdl/types.xsd");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(SERVICE_PATH, post(endpoint).get(description))
+        .route(EWS_PATH, post(endpoint).get(description))
+}
+
+async fn endpoint(
+    State(state): State<AppState>,
+    Extension(CorrelationId(correlation_id)): Extension<CorrelationId>,
+    request: Request,
+) -> Response {
+    match handle(&state, correlation_id, request).await {
+        Ok(xml) => {
+            let mut response = (StatusCode::OK, xml).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"));
+            if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+                headers.insert("x-IngestionCorrelationID", value);
+            }
+            response
+        }
+        Err(error) => {
+            warn!(error = %error, "request refused");
+            error.into_response()
+        }
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    correlation_id: uuid::Uuid,
+    request: Request,
+) -> Result<String, EndpointError> {
+    let principal = crate::identity::authenticate(state, request.headers())?;
+    let limit = state.config.max_body_bytes;
+    let body = read_body(request.headers(), request.into_body(), limit).await?;
+    let parsed = crate::ews::parse::parse_request(&body)?;
+    info!(tenant = %principal.tenant, app = %principal.app_id, bytes = body.len(), "EWS request");
+    Ok(crate::ingest::execute(state, &principal, parsed, correlation_id).await?)
+}
+
+/// Reads the body, refusing one over `limit` without reading it whole: at once when its
+/// Content-Length says so, else as soon as the bytes read pass the limit.
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<bytes_of::Bytes, EndpointError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(EndpointError::BodyTooLarge { limit });
+    }
+    let limited = http_body_util::Limited::new(body, limit as usize);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(EndpointError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(EndpointError::BodyRead(e.to_string())),
+    }
+}
+
+mod bytes_of {
+    pub use axum::body::Bytes;
+}
+
+/// `?wsdl`, `?xsd=messages.xsd`, `?xsd=types.xsd`.
+async fn description(
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    State(state): State<AppState>,
+) -> Response {
+    let xml = if query.contains_key("wsdl") || query.contains_key("WSDL") {
+        let base = crate::http::base_url(&state, &headers);
+        WSDL.replace("https://localhost:8443", &base)
+    } else {
+        match query.get("xsd").map(String::as_str) {
+            Some("messages.xsd") => MESSAGES_XSD.to_string(),
+            Some("types.xsd") => TYPES_XSD.to_string(),
+            _ => {
+                return (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    [(header::ALLOW, "POST")],
+                    "POST a SOAP envelope here; GET ?wsdl for the service description.\n",
+                )
+                    .into_response()
+            }
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"))],
+        xml,
+    )
+        .into_response()
+}

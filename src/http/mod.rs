@@ -1,0 +1,167 @@
+//! The HTTP layer: listener, TLS, HTTP/1.1 and HTTP/2, the router, per-request correlation ids
+//! and graceful shutdown. Thin on purpose: handlers delegate to `identity`, `ingest`, `admin`.
+
+mod ews;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info_span, warn, Instrument};
+use uuid::Uuid;
+
+use crate::app::AppState;
+
+/// Most connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+/// Time a client has to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The id of one request, carried in every log line and, for ingestion requests, in the
+/// `x-IngestionCorrelationID` header.
+#[derive(Debug, Clone, Copy)]
+pub struct CorrelationId(pub Uuid);
+
+/// Every route the server answers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(ews::routes())
+        .merge(crate::admin::routes())
+        .merge(crate::identity::routes())
+        .layer(middleware::from_fn(correlate))
+        .with_state(state)
+}
+
+/// Gives each request a correlation id and a tracing span that carries it.
+async fn correlate(mut request: Request, next: Next) -> Response {
+    let id = Uuid::new_v4();
+    request.extensions_mut().insert(CorrelationId(id));
+    // HTTP/2 carries the host in the URI authority, not in a Host header: normalise.
+    if !request.headers().contains_key(http::header::HOST) {
+        if let Some(value) = request
+            .uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            request.headers_mut().insert(http::header::HOST, value);
+        }
+    }
+    let span = info_span!("request", correlation_id = %id, method = %request.method(), path = %request.uri().path());
+    async move {
+        let response = next.run(request).await;
+        debug!(status = response.status().as_u16(), "answered");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => { warn!(error = %e, "accept failed"); continue; }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), router, peer, stop).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(TokioIo::new(stream), router, peer, stop).await,
+            }
+        });
+    }
+    // Stop accepting; ask open connections to finish their current request and close.
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        let _ = limit.acquire_many(MAX_CONNECTIONS as u32).await;
+    })
+    .await;
+}
+
+async fn serve_connection<I>(io: I, router: Router, peer: SocketAddr, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let service = TowerToHyperService::new(router);
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result { debug!(%peer, error = %e, "connection ended with an error"); }
+        }
+        _ = stop.wait_for(|stop| *stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// A plain-text response, for the few places that need one.
+pub fn text(status: http::StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
+}
+
+/// The base URL the client used: our scheme, and its `Host` (or HTTP/2 authority).
+pub fn base_url(state: &AppState, headers: &http::HeaderMap) -> String {
+    let scheme = match state.config.tls {
+        crate::config::TlsSource::None => "http",
+        _ => "https",
+    };
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| state.config.listen.to_string());
+    format!("{scheme}://{host}")
+}

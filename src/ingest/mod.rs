@@ -1,0 +1,356 @@
+//! The EWS operations behind the ingestion endpoint, for an authenticated principal:
+//! validate -> route -> store atomically -> reply. Knows no HTTP; XML only through `ews::reply`.
+
+pub mod route;
+pub mod validate;
+
+use chrono::Utc;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::domain::{Destination, Folder, Item, Principal, TenantId, MAX_ITEM_BYTES};
+use crate::ews::reply::{self, AttachmentResult, FolderInfo, FolderResult, ItemResult};
+use crate::ews::types::{CreateAttachment, CreateItem, EwsRequest, FolderRef, Operation};
+use crate::store::model::*;
+use crate::store::{IngestionCommit, StoreError};
+use validate::ItemError;
+
+/// Request-level failures: the whole request is refused and nothing is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The documented sender rule (answered 401 with the documented text).
+    #[error("the sender {address} has no active mailbox in the tenant")]
+    SenderNotActive { address: String },
+    #[error("The request contains {count} items; at most {max} items are accepted in one CreateItem request.")]
+    TooManyItems { count: usize, max: usize },
+    #[error("The operation {0} is not supported by the third-party ingestion service; it accepts CreateItem (and GetFolder, ConvertId, CreateAttachment for client compatibility).")]
+    UnsupportedOperation(String),
+    #[error("the token's tenant {0} does not exist")]
+    UnknownTenant(TenantId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Executes one parsed EWS request and returns the SOAP reply body.
+pub async fn execute(
+    state: &AppState,
+    principal: &Principal,
+    request: EwsRequest,
+    correlation_id: Uuid,
+) -> Result<String, IngestError> {
+    match request.operation {
+        Operation::CreateItem(create) => create_item(state, principal, create, correlation_id).await,
+        Operation::GetFolder(get) => get_folder(state, principal, &request.header.impersonated_smtp, &get.folders),
+        Operation::ConvertId => Ok(reply::convert_id_error()),
+        Operation::CreateAttachment(create) => create_attachment(state, principal, create).await,
+        Operation::Unsupported(name) => Err(IngestError::UnsupportedOperation(name)),
+    }
+}
+
+async fn create_item(
+    state: &AppState,
+    principal: &Principal,
+    create: CreateItem,
+    correlation_id: Uuid,
+) -> Result<String, IngestError> {
+    let max = state.config.max_items_per_request;
+    if create.items.len() > max {
+        return Err(IngestError::TooManyItems {
+            count: create.items.len(),
+            max,
+        });
+    }
+    let store = &state.store;
+    let tenant = store
+        .tenant(principal.tenant)?
+        .ok_or(IngestError::UnknownTenant(principal.tenant))?;
+    let validated: Vec<Result<Item, ItemError>> =
+        create.items.iter().map(validate::validate).collect();
+
+    for item in validated.iter().flatten() {
+        if let Some(address) = route::inactive_sender(store, &tenant, item)? {
+            return Err(IngestError::SenderNotActive { address });
+        }
+    }
+
+    let received = Utc::now();
+    let mut results = Vec::with_capacity(validated.len());
+    let mut outcomes = Vec::with_capacity(validated.len());
+    let mut items = Vec::new();
+    for (index, item) in validated.into_iter().enumerate() {
+        let routed = item.and_then(|item| match route::route(store, &tenant, &item) {
+            Ok(destinations) => Ok((item, destinations)),
+            Err(route::RouteError::NoDestination) => Err(ItemError {
+                code: "ErrorItemSave",
+                message: "The item was not imported: no participant maps to a user with an active mailbox and the tenant has no third-party data mailbox.".into(),
+            }),
+            Err(route::RouteError::Store(e)) => Err(ItemError {
+                code: "ErrorInternalServerError",
+                message: format!("The item was not imported: {e}"),
+            }),
+        });
+        match routed {
+            Ok((item, destinations)) => {
+                let id = Uuid::new_v4();
+                let record = item_record(id, &tenant, principal, correlation_id, received, &item, &destinations);
+                results.push(ItemResult::Created {
+                    item_id: id.to_string(),
+                    change_key: change_key(id),
+                    attachment_ids: (0..item.attachments.len()).map(|n| attachment_id(id, n)).collect(),
+                });
+                outcomes.push(ItemOutcomeRecord::Stored {
+                    index,
+                    item_id: id,
+                    copies: record.copies.clone(),
+                });
+                let contents = item.attachments.into_iter().map(|a| a.content).collect();
+                items.push((record, contents));
+            }
+            Err(error) => {
+                results.push(ItemResult::Failed {
+                    code: error.code.to_string(),
+                    message: error.message.clone(),
+                });
+                outcomes.push(ItemOutcomeRecord::Failed {
+                    index,
+                    code: error.code.to_string(),
+                    message: error.message,
+                });
+            }
+        }
+    }
+
+    let stored = items.len();
+    let outcome = match (stored, outcomes.len()) {
+        (0, 0) => "Success",
+        (0, _) => "Failed",
+        (s, n) if s == n => "Success",
+        _ => "PartialSuccess",
+    };
+    let record = IngestionRecord {
+        correlation_id,
+        tenant: tenant.id,
+        app_id: Some(principal.app_id.0),
+        received,
+        operation: "CreateItem".into(),
+        http_status: 200,
+        outcome: outcome.into(),
+        items: outcomes,
+        error: None,
+    };
+    store.commit_ingestion(IngestionCommit { record, items }).await?;
+    info!(items = results.len(), stored, outcome, "CreateItem committed");
+    Ok(reply::create_item(&results))
+}
+
+fn item_record(
+    id: Uuid,
+    tenant: &TenantRecord,
+    principal: &Principal,
+    correlation_id: Uuid,
+    received: chrono::DateTime<Utc>,
+    item: &Item,
+    destinations: &[Destination],
+) -> ItemRecord {
+    let address = |p: &crate::domain::Participant| AddressRecord {
+        name: p.name.clone(),
+        address: p.address.clone(),
+    };
+    ItemRecord {
+        id,
+        tenant: tenant.id,
+        correlation_id,
+        app_id: Some(principal.app_id.0),
+        received,
+        item_class: item.class.as_sent.clone(),
+        searched_item_class: item.class.searched(),
+        kind: "externaldata".into(),
+        source: item.class.source.clone(),
+        event: item.class.event.clone(),
+        subject: item.subject.clone(),
+        body: item.body.as_ref().map(|b| b.content.clone()),
+        body_type: item.body.as_ref().map(|b| match b.format {
+            crate::domain::BodyFormat::Text => "Text".to_string(),
+            crate::domain::BodyFormat::Html => "HTML".to_string(),
+        }),
+        from: address(&item.from),
+        sender: item.sender.as_ref().map(address),
+        to: item.to.iter().map(address).collect(),
+        cc: item.cc.iter().map(address).collect(),
+        bcc: item.bcc.iter().map(address).collect(),
+        sent: item.sent,
+        created: item.created,
+        internet_message_id: item.internet_message_id.clone(),
+        attachments: item
+            .attachments
+            .iter()
+            .map(|a| AttachmentMeta {
+                name: a.name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.content.len() as u64,
+                content_id: a.content_id.clone(),
+                is_inline: a.is_inline,
+            })
+            .collect(),
+        extended_properties: item
+            .extended_properties
+            .iter()
+            .map(|p| ExtendedPropertyRecord {
+                tag: p.tag,
+                name: p.name.clone(),
+                property_type: p.property_type.clone(),
+                values: p.values.clone(),
+            })
+            .collect(),
+        from_mime: item.from_mime,
+        size: item.size as u64,
+        copies: destinations
+            .iter()
+            .map(|d| CopyRecord {
+                mailbox: d.mailbox.clone(),
+                folder: d.folder.path(),
+            })
+            .collect(),
+    }
+}
+
+/// EWS change keys are opaque; ours is stable per item.
+fn change_key(id: Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(&id.as_bytes()[..12])
+}
+
+/// Attachment ids name the item and the attachment's position: `{item}.{n}`.
+fn attachment_id(item: Uuid, n: usize) -> String {
+    format!("{item}.{n}")
+}
+
+/// Distinguished folders a client may ask for, with their path in our store.
+fn distinguished(id: &str) -> Option<(&'static str, Option<Folder>, &'static str, Option<&'static str>)> {
+    // (display name, stored folder, folder class, parent distinguished id)
+    match id.to_ascii_lowercase().as_str() {
+        "root" => Some(("Root", None, "", None)),
+        "msgfolderroot" => Some(("Top of Information Store", None, "IPF.Note", Some("root"))),
+        "inbox" => Some(("Inbox", Some(Folder::Inbox), "IPF.Note", Some("msgfolderroot"))),
+        "recoverableitemspurges" => Some(("Purges", Some(Folder::Purges), "", Some("recoverableitemsroot"))),
+        _ => None,
+    }
+}
+
+fn folder_id(mailbox: &str, distinguished_id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{mailbox}/{distinguished_id}"))
+}
+
+fn get_folder(
+    state: &AppState,
+    principal: &Principal,
+    impersonated: &Option<String>,
+    folders: &[FolderRef],
+) -> Result<String, IngestError> {
+    let mut results = Vec::with_capacity(folders.len());
+    for folder in folders {
+        results.push(match folder {
+            FolderRef::Distinguished { id, mailbox } => {
+                let mailbox = mailbox.clone().or_else(|| impersonated.clone());
+                describe_folder(state, principal, id, mailbox.as_deref())?
+            }
+            FolderRef::Id(_) => FolderResult::Failed {
+                code: "ErrorFolderNotFound".into(),
+                message: "The specified folder could not be found in the store.".into(),
+            },
+        });
+    }
+    Ok(reply::get_folder(&results))
+}
+
+fn describe_folder(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    mailbox: Option<&str>,
+) -> Result<FolderResult, IngestError> {
+    let user = match mailbox {
+        Some(address) => state.store.user_by_address(principal.tenant, address)?,
+        None => None,
+    };
+    let Some(user) = user.filter(|u| u.mailbox_enabled) else {
+        return Ok(FolderResult::Failed {
+            code: "ErrorNonExistentMailbox".into(),
+            message: format!(
+                "No mailbox with SMTP address {} exists in this tenant.",
+                mailbox.unwrap_or("(none given)")
+            ),
+        });
+    };
+    let Some((display_name, stored, class, parent)) = distinguished(id) else {
+        return Ok(FolderResult::Failed {
+            code: "ErrorFolderNotFound".into(),
+            message: format!("The distinguished folder '{id}' is not available in this service."),
+        });
+    };
+    let upn = user.user_principal_name.to_lowercase();
+    let total = stored.map_or(0, |f| state.store.folder_count(principal.tenant, &upn, &f.path()));
+    Ok(FolderResult::Found(FolderInfo {
+        folder_id: folder_id(&upn, id),
+        change_key: "AQAAAA==".into(),
+        parent_folder_id: parent.map(|p| folder_id(&upn, p)),
+        display_name: display_name.into(),
+        folder_class: (!class.is_empty()).then(|| class.to_string()),
+        total_count: total as u64,
+        child_folder_count: 0,
+        unread_count: 0,
+    }))
+}
+
+async fn create_attachment(
+    state: &AppState,
+    principal: &Principal,
+    create: CreateAttachment,
+) -> Result<String, IngestError> {
+    let parent = Uuid::parse_str(create.parent_item_id.trim()).ok();
+    let item = match parent {
+        Some(id) => state.store.item(id)?.filter(|i| i.tenant == principal.tenant.0),
+        None => None,
+    };
+    let mut results = Vec::with_capacity(create.attachments.len());
+    for attachment in create.attachments {
+        let Some(item) = &item else {
+            results.push(AttachmentResult::Failed {
+                code: "ErrorItemNotFound".into(),
+                message: "The specified parent item could not be found.".into(),
+            });
+            continue;
+        };
+        let meta = AttachmentMeta {
+            name: attachment.name.unwrap_or_else(|| "attachment".into()),
+            content_type: attachment
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            size: attachment.content.len() as u64,
+            content_id: attachment.content_id,
+            is_inline: attachment.is_inline,
+        };
+        match state
+            .store
+            .add_attachment(item.id, meta, attachment.content, MAX_ITEM_BYTES as u64)
+            .await
+        {
+            Ok(n) => results.push(AttachmentResult::Created {
+                attachment_id: attachment_id(item.id, n),
+                root_item_id: item.id.to_string(),
+                root_item_change_key: change_key(item.id),
+            }),
+            Err(StoreError::Conflict(message)) => results.push(AttachmentResult::Failed {
+                code: "ErrorMessageSizeExceeded".into(),
+                message: format!("The attachment was not added: {message}."),
+            }),
+            Err(e) => {
+                warn!(error = %e, "CreateAttachment failed");
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(reply::create_attachment(&results))
+}

@@ -1,0 +1,135 @@
+//! `ingest-emulator`: run the server, or talk to a running one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use ingest_emulator::app::AppState;
+use ingest_emulator::config::{Config, ServeArgs, TlsSource};
+use ingest_emulator::{cli, http, tls};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "ingest-emulator", version, about = "Emulator of the Microsoft 365 third-party data ingestion service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTPS on 127.0.0.1:8443, store in ./data, default tenant fixture).
+    Serve(ServeArgs),
+    /// Register, consent, revoke and list connector apps on a running server.
+    Apps(cli::AppsArgs),
+    /// Print an access token for a client id and secret, from a running server.
+    Token(cli::TokenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Apps(args) => cli::apps(args).map_err(|e| e.to_string()),
+        Command::Token(args) => cli::token(args).map_err(|e| e.to_string()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ingest-emulator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let started = Instant::now();
+    let config = Config::resolve(args).map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(run(config, started))
+}
+
+async fn run(config: Config, started: Instant) -> Result<(), String> {
+    let ephemeral_dir = if config.ephemeral {
+        Some(tempfile::Builder::new().prefix("ingest-emulator-").tempdir().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let data_dir: PathBuf = match &ephemeral_dir {
+        Some(dir) => dir.path().to_path_buf(),
+        None => config.data.clone(),
+    };
+    let (tls_config, ca_cert) = match &config.tls {
+        TlsSource::None => (None, None),
+        TlsSource::Files { cert, key } => (Some(tls::server_config(cert, key).map_err(|e| e.to_string())?), None),
+        TlsSource::Generated(dir) => {
+            let dir = dir.clone().unwrap_or_else(|| data_dir.join("certs"));
+            let certs = tls::dev_certificates(&dir).map_err(|e| e.to_string())?;
+            let config = tls::server_config(&certs.server_cert, &certs.server_key).map_err(|e| e.to_string())?;
+            (Some(config), Some(certs.ca_cert))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = AppState::open(config.clone(), &data_dir).map_err(|e| e.to_string())?;
+
+    let scheme = if tls_config.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{local}");
+    let ca_line = match &ca_cert {
+        Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()).display().to_string(),
+        None if tls_config.is_some() => "(your --tls-cert is served; trust its issuer)".to_string(),
+        None => "(plain HTTP: no TLS)".to_string(),
+    };
+    let key_line = match &state.admin_key.path {
+        Some(path) => format!("{}  (kept in {})", state.admin_key.value(), path.display()),
+        None => "(as configured)".to_string(),
+    };
+    let store_line = if config.ephemeral { format!("{} (ephemeral)", data_dir.display()) } else { data_dir.display().to_string() };
+    println!("ingest-emulator {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
+    println!("  Base URL:        {base}");
+    println!("  EWS endpoint:    {base}/service/ThirdPartyIngestionService.svc");
+    println!("  Token authority: {base}/{{tenant}}   (e.g. {base}/contoso.onmicrosoft.com/oauth2/v2.0/token)");
+    println!("  CA certificate:  {ca_line}");
+    println!("  Admin API:       {base}/api   (Authorization: Bearer <admin key>)");
+    println!("  Admin key:       {key_line}");
+    println!("  Store:           {store_line}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let store = state.store.clone();
+    let router = http::router(state);
+    http::serve(listener, tls_config, router, shutdown_signal()).await;
+    store.flush().map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    drop(ephemeral_dir);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

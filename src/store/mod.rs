@@ -1,0 +1,636 @@
+//! The store: sled trees for the directory (tenants, users, apps, consents, signing keys) and
+//! the mailboxes (items, copies, ingestion records).
+//!
+//! Invariants:
+//! - All items, copies and the ingestion record of one request are written in one sled
+//!   transaction, so a request is never half stored, even across `kill -9`.
+//! - [`Store::commit_ingestion`] returns only once the write is on disk. Concurrent requests
+//!   share one flush (group commit): nothing fsyncs per item.
+//! - Keys are `tenant (16 bytes) || lower-case name`, so one tenant's records are one prefix.
+
+pub mod model;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use uuid::Uuid;
+
+use crate::domain::TenantId;
+use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored record could not be read: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(e: TransactionError<StoreError>) -> Self {
+        match e {
+            TransactionError::Abort(inner) => inner,
+            TransactionError::Storage(s) => StoreError::Sled(s),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What one ingestion request writes: its record and every stored item with its attachments.
+pub struct IngestionCommit {
+    pub record: IngestionRecord,
+    pub items: Vec<(ItemRecord, Vec<Vec<u8>>)>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tenants: sled::Tree,
+    domains: sled::Tree,
+    users: sled::Tree,
+    addresses: sled::Tree,
+    apps: sled::Tree,
+    service_principals: sled::Tree,
+    signing_keys: sled::Tree,
+    items: sled::Tree,
+    blobs: sled::Tree,
+    copies: sled::Tree,
+    ingestions: sled::Tree,
+    flusher: mpsc::Sender<tokio::sync::oneshot::Sender<Result<()>>>,
+}
+
+fn tenant_key(tenant: Uuid, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + name.len());
+    key.extend_from_slice(tenant.as_bytes());
+    key.extend_from_slice(name.to_lowercase().as_bytes());
+    key
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// Key of one copy: tenant, mailbox, folder, newest first, item id.
+fn copy_key(tenant: Uuid, copy: &CopyRecord, received: DateTime<Utc>, item: Uuid) -> Vec<u8> {
+    let mut key = copy_prefix(tenant, &copy.mailbox, Some(&copy.folder));
+    let micros = received.timestamp_micros().max(0) as u64;
+    key.extend_from_slice(&(u64::MAX - micros).to_be_bytes());
+    key.extend_from_slice(item.as_bytes());
+    key
+}
+
+fn copy_prefix(tenant: Uuid, mailbox: &str, folder: Option<&str>) -> Vec<u8> {
+    let mut key = tenant_key(tenant, mailbox);
+    key.push(0);
+    if let Some(folder) = folder {
+        key.extend_from_slice(folder.to_lowercase().as_bytes());
+        key.push(0);
+    }
+    key
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(None)
+            .open()?;
+        let flusher = spawn_flusher(db.clone());
+        let inner = Inner {
+            tenants: db.open_tree("tenants")?,
+            domains: db.open_tree("domains")?,
+            users: db.open_tree("users")?,
+            addresses: db.open_tree("addresses")?,
+            apps: db.open_tree("apps")?,
+            service_principals: db.open_tree("service_principals")?,
+            signing_keys: db.open_tree("signing_keys")?,
+            items: db.open_tree("items")?,
+            blobs: db.open_tree("blobs")?,
+            copies: db.open_tree("copies")?,
+            ingestions: db.open_tree("ingestions")?,
+            flusher,
+            db,
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// True when no tenant exists yet (a new store, to be seeded from fixtures).
+    pub fn has_no_tenants(&self) -> bool {
+        self.inner.tenants.is_empty()
+    }
+
+    /// Waits until everything written so far is on disk. Concurrent callers share one flush.
+    pub async fn durable(&self) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.flusher.send(tx).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Flushes synchronously (shutdown, admin writes).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    // ----- tenants -----
+
+    pub fn put_tenant(&self, tenant: &TenantRecord) -> Result<()> {
+        let i = &self.inner;
+        (&i.tenants, &i.domains).transaction(|(tenants, domains)| {
+            for domain in &tenant.domains {
+                if let Some(owner) = domains.get(domain.to_lowercase().as_bytes())? {
+                    if owner.as_ref() != tenant.id.as_bytes() {
+                        return Err(abort(StoreError::Conflict(format!(
+                            "domain {domain} already belongs to another tenant"
+                        ))));
+                    }
+                }
+            }
+            if let Some(old) = tenants.get(tenant.id.as_bytes())? {
+                let old: TenantRecord = decode(&old).map_err(abort)?;
+                for domain in old.domains {
+                    domains.remove(domain.to_lowercase().as_bytes())?;
+                }
+            }
+            for domain in &tenant.domains {
+                domains.insert(domain.to_lowercase().as_bytes(), tenant.id.as_bytes())?;
+            }
+            tenants.insert(tenant.id.as_bytes(), encode(tenant).map_err(abort)?)?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub fn tenant(&self, id: TenantId) -> Result<Option<TenantRecord>> {
+        match self.inner.tenants.get(id.0.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Finds a tenant by GUID or by any of its accepted domains.
+    pub fn resolve_tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
+        if let Ok(id) = Uuid::parse_str(name) {
+            return self.tenant(TenantId(id));
+        }
+        match self.inner.domains.get(name.to_lowercase().as_bytes())? {
+            Some(id) => match Uuid::from_slice(&id) {
+                Ok(id) => self.tenant(TenantId(id)),
+                Err(_) => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        self.inner
+            .tenants
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Deletes a tenant and everything in it: users, consents, items, records.
+    pub fn delete_tenant(&self, id: TenantId) -> Result<bool> {
+        let Some(tenant) = self.tenant(id)? else {
+            return Ok(false);
+        };
+        let i = &self.inner;
+        for domain in &tenant.domains {
+            i.domains.remove(domain.to_lowercase().as_bytes())?;
+        }
+        for tree in [
+            &i.users,
+            &i.addresses,
+            &i.service_principals,
+            &i.copies,
+            &i.ingestions,
+        ] {
+            for key in tree.scan_prefix(id.0.as_bytes()).keys() {
+                tree.remove(key?)?;
+            }
+        }
+        for item in self.items_of_tenant(id)? {
+            self.remove_item_unchecked(item.id)?;
+        }
+        i.tenants.remove(id.0.as_bytes())?;
+        Ok(true)
+    }
+
+    fn items_of_tenant(&self, id: TenantId) -> Result<Vec<ItemRecord>> {
+        let mut out = Vec::new();
+        for value in self.inner.items.iter().values() {
+            let item: ItemRecord = decode(&value?)?;
+            if item.tenant == id.0 {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    // ----- users -----
+
+    /// Creates or replaces a user and its address index. An address already mapped to another
+    /// user of the tenant is a conflict.
+    pub fn put_user(&self, tenant: TenantId, user: &UserRecord) -> Result<()> {
+        let i = &self.inner;
+        let upn = user.user_principal_name.to_lowercase();
+        (&i.users, &i.addresses).transaction(|(users, addresses)| {
+            if let Some(old) = users.get(tenant_key(tenant.0, &upn))? {
+                let old: UserRecord = decode(&old).map_err(abort)?;
+                for address in old.addresses() {
+                    addresses.remove(tenant_key(tenant.0, &address))?;
+                }
+            }
+            for address in user.addresses() {
+                let key = tenant_key(tenant.0, &address);
+                if let Some(owner) = addresses.get(&key)? {
+                    if owner.as_ref() != upn.as_bytes() {
+                        return Err(abort(StoreError::Conflict(format!(
+                            "address {address} already belongs to {}",
+                            String::from_utf8_lossy(&owner)
+                        ))));
+                    }
+                }
+                addresses.insert(key, upn.as_bytes())?;
+            }
+            users.insert(tenant_key(tenant.0, &upn), encode(user).map_err(abort)?)?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub fn user(&self, tenant: TenantId, upn: &str) -> Result<Option<UserRecord>> {
+        match self.inner.users.get(tenant_key(tenant.0, upn))? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn users(&self, tenant: TenantId) -> Result<Vec<UserRecord>> {
+        self.inner
+            .users
+            .scan_prefix(tenant.0.as_bytes())
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    pub fn delete_user(&self, tenant: TenantId, upn: &str) -> Result<bool> {
+        let Some(user) = self.user(tenant, upn)? else {
+            return Ok(false);
+        };
+        let i = &self.inner;
+        (&i.users, &i.addresses).transaction(|(users, addresses)| {
+            for address in user.addresses() {
+                addresses.remove(tenant_key(tenant.0, &address))?;
+            }
+            users.remove(tenant_key(tenant.0, &user.user_principal_name))?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(true)
+    }
+
+    /// The user an address (SMTP, proxy, UPN or external identity) maps to, case-insensitively.
+    pub fn user_by_address(&self, tenant: TenantId, address: &str) -> Result<Option<UserRecord>> {
+        match self.inner.addresses.get(tenant_key(tenant.0, address.trim()))? {
+            Some(upn) => self.user(tenant, &String::from_utf8_lossy(&upn)),
+            None => Ok(None),
+        }
+    }
+
+    // ----- applications and consents -----
+
+    pub fn put_app(&self, app: &AppRecord) -> Result<()> {
+        self.inner.apps.insert(app.app_id.as_bytes(), encode(app)?)?;
+        Ok(())
+    }
+
+    pub fn app(&self, app_id: Uuid) -> Result<Option<AppRecord>> {
+        match self.inner.apps.get(app_id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applications registered in `tenant`.
+    pub fn apps(&self, tenant: TenantId) -> Result<Vec<AppRecord>> {
+        let mut out = Vec::new();
+        for value in self.inner.apps.iter().values() {
+            let app: AppRecord = decode(&value?)?;
+            if app.home_tenant == tenant.0 {
+                out.push(app);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes an app registration and every consent to it.
+    pub fn delete_app(&self, app_id: Uuid) -> Result<bool> {
+        let existed = self.inner.apps.remove(app_id.as_bytes())?.is_some();
+        for entry in self.inner.service_principals.iter() {
+            let (key, value) = entry?;
+            let sp: ServicePrincipalRecord = decode(&value)?;
+            if sp.app_id == app_id {
+                self.inner.service_principals.remove(key)?;
+            }
+        }
+        Ok(existed)
+    }
+
+    fn sp_key(tenant: TenantId, app_id: Uuid) -> Vec<u8> {
+        let mut key = tenant.0.as_bytes().to_vec();
+        key.extend_from_slice(app_id.as_bytes());
+        key
+    }
+
+    pub fn put_service_principal(&self, sp: &ServicePrincipalRecord) -> Result<()> {
+        self.inner
+            .service_principals
+            .insert(Self::sp_key(TenantId(sp.tenant), sp.app_id), encode(sp)?)?;
+        Ok(())
+    }
+
+    pub fn service_principal(
+        &self,
+        tenant: TenantId,
+        app_id: Uuid,
+    ) -> Result<Option<ServicePrincipalRecord>> {
+        match self
+            .inner
+            .service_principals
+            .get(Self::sp_key(tenant, app_id))?
+        {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn service_principals(&self, tenant: TenantId) -> Result<Vec<ServicePrincipalRecord>> {
+        self.inner
+            .service_principals
+            .scan_prefix(tenant.0.as_bytes())
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    pub fn delete_service_principal(&self, tenant: TenantId, app_id: Uuid) -> Result<bool> {
+        Ok(self
+            .inner
+            .service_principals
+            .remove(Self::sp_key(tenant, app_id))?
+            .is_some())
+    }
+
+    // ----- signing keys -----
+
+    pub fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        self.inner
+            .signing_keys
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Stores `key`; when it is active, every other key becomes inactive (still published).
+    pub fn put_signing_key(&self, key: &SigningKeyRecord) -> Result<()> {
+        let tree = &self.inner.signing_keys;
+        tree.transaction(|tx| {
+            if key.active {
+                for other in self.signing_keys().map_err(abort)? {
+                    if other.kid != key.kid && other.active {
+                        let demoted = SigningKeyRecord {
+                            active: false,
+                            ..other
+                        };
+                        tx.insert(demoted.kid.as_bytes(), encode(&demoted).map_err(abort)?)?;
+                    }
+                }
+            }
+            tx.insert(key.kid.as_bytes(), encode(key).map_err(abort)?)?;
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    pub fn delete_signing_key(&self, kid: &str) -> Result<bool> {
+        let removed = self.inner.signing_keys.remove(kid.as_bytes())?.is_some();
+        self.flush()?;
+        Ok(removed)
+    }
+
+    // ----- items and ingestion records -----
+
+    /// Writes one request's items, copies, attachments and record atomically, then waits until
+    /// they are durable.
+    pub async fn commit_ingestion(&self, commit: IngestionCommit) -> Result<()> {
+        self.write_ingestion(&commit)?;
+        self.durable().await
+    }
+
+    fn write_ingestion(&self, commit: &IngestionCommit) -> Result<()> {
+        let i = &self.inner;
+        let record = encode(&commit.record)?;
+        let mut encoded = Vec::with_capacity(commit.items.len());
+        for (item, _) in &commit.items {
+            encoded.push(encode(item)?);
+        }
+        let ingestion_key = {
+            let mut key = commit.record.tenant.as_bytes().to_vec();
+            key.extend_from_slice(commit.record.correlation_id.as_bytes());
+            key
+        };
+        (&i.items, &i.blobs, &i.copies, &i.ingestions).transaction(
+            |(items, blobs, copies, ingestions)| {
+                for ((item, attachments), bytes) in commit.items.iter().zip(&encoded) {
+                    items.insert(item.id.as_bytes(), bytes.as_slice())?;
+                    for (n, content) in attachments.iter().enumerate() {
+                        blobs.insert(blob_key(item.id, n), content.as_slice())?;
+                    }
+                    for copy in &item.copies {
+                        copies.insert(copy_key(item.tenant, copy, item.received, item.id), &[])?;
+                    }
+                }
+                ingestions.insert(ingestion_key.as_slice(), record.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Records a request that stored nothing (refused or faulted), for the journal.
+    pub fn record_ingestion(&self, record: &IngestionRecord) -> Result<()> {
+        let mut key = record.tenant.as_bytes().to_vec();
+        key.extend_from_slice(record.correlation_id.as_bytes());
+        self.inner.ingestions.insert(key, encode(record)?)?;
+        Ok(())
+    }
+
+    pub fn ingestion(&self, tenant: TenantId, correlation_id: Uuid) -> Result<Option<IngestionRecord>> {
+        let mut key = tenant.0.as_bytes().to_vec();
+        key.extend_from_slice(correlation_id.as_bytes());
+        match self.inner.ingestions.get(key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn item(&self, id: Uuid) -> Result<Option<ItemRecord>> {
+        match self.inner.items.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn attachment(&self, id: Uuid, n: usize) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.blobs.get(blob_key(id, n))?.map(|v| v.to_vec()))
+    }
+
+    /// Appends an attachment to a stored item (EWS `CreateAttachment`), atomically and durably.
+    /// Returns the attachment's index.
+    pub async fn add_attachment(
+        &self,
+        id: Uuid,
+        meta: AttachmentMeta,
+        content: Vec<u8>,
+        max_item_bytes: u64,
+    ) -> Result<usize> {
+        let i = &self.inner;
+        let index = (&i.items, &i.blobs).transaction(|(items, blobs)| {
+            let Some(bytes) = items.get(id.as_bytes())? else {
+                return Err(abort(StoreError::NotFound(format!("item {id}"))));
+            };
+            let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
+            if item.size + meta.size > max_item_bytes {
+                return Err(abort(StoreError::Conflict(format!(
+                    "the item would exceed the maximum size of {max_item_bytes} bytes"
+                ))));
+            }
+            let index = item.attachments.len();
+            item.size += meta.size;
+            item.attachments.push(meta.clone());
+            blobs.insert(blob_key(id, index), content.as_slice())?;
+            items.insert(id.as_bytes(), encode(&item).map_err(abort)?)?;
+            Ok(index)
+        })?;
+        self.durable().await?;
+        Ok(index)
+    }
+
+    /// Number of copies in one folder of a mailbox.
+    pub fn folder_count(&self, tenant: TenantId, mailbox: &str, folder: &str) -> usize {
+        self.inner
+            .copies
+            .scan_prefix(copy_prefix(tenant.0, mailbox, Some(folder)))
+            .count()
+    }
+
+    /// Item ids in one folder of a mailbox, newest first.
+    pub fn folder_items(
+        &self,
+        tenant: TenantId,
+        mailbox: &str,
+        folder: &str,
+        skip: usize,
+        top: usize,
+    ) -> Result<Vec<Uuid>> {
+        let mut out = Vec::new();
+        for key in self
+            .inner
+            .copies
+            .scan_prefix(copy_prefix(tenant.0, mailbox, Some(folder)))
+            .keys()
+            .skip(skip)
+            .take(top)
+        {
+            let key = key?;
+            if let Some(id) = key.get(key.len() - 16..).and_then(|b| Uuid::from_slice(b).ok()) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_item_unchecked(&self, id: Uuid) -> Result<()> {
+        let i = &self.inner;
+        let Some(item) = self.item(id)? else {
+            return Ok(());
+        };
+        for copy in &item.copies {
+            i.copies
+                .remove(copy_key(item.tenant, copy, item.received, item.id))?;
+        }
+        for n in 0..item.attachments.len() {
+            i.blobs.remove(blob_key(id, n))?;
+        }
+        i.items.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Total number of stored items (all tenants).
+    pub fn item_count(&self) -> usize {
+        self.inner.items.len()
+    }
+}
+
+fn blob_key(item: Uuid, n: usize) -> Vec<u8> {
+    let mut key = item.as_bytes().to_vec();
+    key.extend_from_slice(&(n as u32).to_be_bytes());
+    key
+}
+
+/// A thread that flushes sled for everyone waiting: callers that arrive during a flush are
+/// served by the next one, so N concurrent requests cost about two fsyncs, not N.
+fn spawn_flusher(db: sled::Db) -> mpsc::Sender<tokio::sync::oneshot::Sender<Result<()>>> {
+    let (tx, rx) = mpsc::channel::<tokio::sync::oneshot::Sender<Result<()>>>();
+    std::thread::Builder::new()
+        .name("store-flusher".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                while let Ok(next) = rx.try_recv() {
+                    waiting.push(next);
+                }
+                let outcome = db.flush().map(|_| ());
+                for waiter in waiting {
+                    let reply = match &outcome {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(StoreError::Sled(e.clone())),
+                    };
+                    let _ = waiter.send(reply);
+                }
+            }
+        })
+        .expect("spawning the store flusher thread");
+    tx
+}

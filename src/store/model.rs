@@ -1,0 +1,217 @@
+//! Storage records: what sled holds, serialised as JSON. Separate from domain and wire types so
+//! the on-disk format changes only on purpose.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantRecord {
+    pub id: Uuid,
+    pub display_name: String,
+    /// Accepted domains, lower case. The first is the initial `*.onmicrosoft.com`-style domain.
+    pub domains: Vec<String>,
+    /// User principal name of the third-party data (catch-all) mailbox.
+    pub third_party_mailbox: Option<String>,
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    pub user_principal_name: String,
+    pub display_name: String,
+    /// Primary SMTP address.
+    pub mail: String,
+    #[serde(default)]
+    pub proxy_addresses: Vec<String>,
+    pub mailbox_enabled: bool,
+    #[serde(default)]
+    pub litigation_hold: bool,
+    /// External identities mapped to this user (a Twitter handle, a Bloomberg UUID...).
+    #[serde(default)]
+    pub external_ids: Vec<String>,
+}
+
+impl UserRecord {
+    /// Every address that maps to this user: primary SMTP, proxies (without `smtp:` prefix),
+    /// the UPN and external identities. Lower case.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut all = vec![self.mail.to_lowercase(), self.user_principal_name.to_lowercase()];
+        for proxy in &self.proxy_addresses {
+            let bare = match proxy.split_once(':') {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("smtp") => rest,
+                _ => proxy.as_str(),
+            };
+            all.push(bare.to_lowercase());
+        }
+        all.extend(self.external_ids.iter().map(|id| id.to_lowercase()));
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRecord {
+    pub key_id: Uuid,
+    /// First three characters, as Entra shows (`hint`).
+    pub hint: String,
+    /// SHA-256 of the secret value, hex. The value itself is never stored.
+    pub sha256: String,
+    pub end_date_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRecord {
+    pub key_id: Uuid,
+    /// DER of the X.509 certificate, base64 (standard).
+    pub der_base64: String,
+    /// base64url (no padding) SHA-1 and SHA-256 thumbprints of the DER.
+    pub x5t: String,
+    pub x5t_s256: String,
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppRecord {
+    pub app_id: Uuid,
+    /// Tenant the app is registered in (its home tenant).
+    pub home_tenant: Uuid,
+    pub display_name: String,
+    /// App roles the application requests, e.g. `full_access_as_app`.
+    pub required_roles: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<SecretRecord>,
+    #[serde(default)]
+    pub certificates: Vec<CertificateRecord>,
+    pub created: DateTime<Utc>,
+}
+
+/// A service principal: an admin's consent to an app in a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePrincipalRecord {
+    pub app_id: Uuid,
+    pub tenant: Uuid,
+    /// Object id, carried as `oid`/`sub` in tokens.
+    pub id: Uuid,
+    pub account_enabled: bool,
+    /// Roles granted by the consent.
+    pub app_roles: Vec<String>,
+    pub created: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// PKCS#8 DER of the RSA private key, base64.
+    pub private_pkcs8_base64: String,
+    /// Self-signed certificate DER carrying the public key (`x5c`), base64.
+    pub certificate_base64: String,
+    pub x5t: String,
+    pub created: DateTime<Utc>,
+    /// The key new tokens are signed with; others stay valid for validation until removed.
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressRecord {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentMeta {
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub content_id: Option<String>,
+    pub is_inline: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendedPropertyRecord {
+    pub tag: Option<u32>,
+    pub name: Option<String>,
+    pub property_type: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyRecord {
+    pub mailbox: String,
+    pub folder: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRecord {
+    pub id: Uuid,
+    pub tenant: Uuid,
+    pub correlation_id: Uuid,
+    pub app_id: Option<Uuid>,
+    pub received: DateTime<Utc>,
+    pub item_class: String,
+    pub searched_item_class: String,
+    pub kind: String,
+    pub source: String,
+    pub event: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub body_type: Option<String>,
+    pub from: AddressRecord,
+    pub sender: Option<AddressRecord>,
+    pub to: Vec<AddressRecord>,
+    pub cc: Vec<AddressRecord>,
+    pub bcc: Vec<AddressRecord>,
+    pub sent: DateTime<Utc>,
+    pub created: Option<DateTime<Utc>>,
+    pub internet_message_id: Option<String>,
+    pub attachments: Vec<AttachmentMeta>,
+    pub extended_properties: Vec<ExtendedPropertyRecord>,
+    pub from_mime: bool,
+    pub size: u64,
+    pub copies: Vec<CopyRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", tag = "result")]
+pub enum ItemOutcomeRecord {
+    Stored {
+        index: usize,
+        item_id: Uuid,
+        copies: Vec<CopyRecord>,
+    },
+    Failed {
+        index: usize,
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestionRecord {
+    pub correlation_id: Uuid,
+    pub tenant: Uuid,
+    pub app_id: Option<Uuid>,
+    pub received: DateTime<Utc>,
+    pub operation: String,
+    pub http_status: u16,
+    /// `Success`, `PartialSuccess` (some items failed), `Failed` (no item stored).
+    pub outcome: String,
+    pub items: Vec<ItemOutcomeRecord>,
+    /// Request-level error, when the whole request was refused.
+    pub error: Option<String>,
+}

@@ -1,0 +1,125 @@
+//! TLS: rustls server configuration from the operator's PEM files or from a local development
+//! CA generated on first start (rcgen) and reused afterwards. Private keys never leave `certs/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("no certificate in {0}")]
+    NoCertificate(PathBuf),
+    #[error("no private key in {0}")]
+    NoKey(PathBuf),
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("invalid TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// File names inside the certificate directory.
+pub const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+const SERVER_CERT: &str = "server.pem";
+const SERVER_KEY: &str = "server.key";
+
+/// Paths of a development CA and server certificate, created if missing.
+pub struct DevCertificates {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Loads the development CA and server certificate from `dir`, generating them on first use.
+pub fn dev_certificates(dir: &Path) -> Result<DevCertificates, TlsError> {
+    let paths = DevCertificates {
+        ca_cert: dir.join(CA_CERT),
+        server_cert: dir.join(SERVER_CERT),
+        server_key: dir.join(SERVER_KEY),
+    };
+    if paths.ca_cert.exists() && paths.server_cert.exists() && paths.server_key.exists() {
+        return Ok(paths);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.to_path_buf(), e))?;
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::default();
+    let mut ca_name = DistinguishedName::new();
+    ca_name.push(DnType::CommonName, "ingest-emulator development CA");
+    ca_name.push(DnType::OrganizationName, "ingest-emulator");
+    ca_params.distinguished_name = ca_name;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    ca_params.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    let ca = ca_params.self_signed(&ca_key)?;
+
+    let server_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().expect("IPv4 literal")));
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("::1".parse().expect("IPv6 literal")));
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "localhost");
+    params.distinguished_name = name;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    let server = params.signed_by(&server_key, &ca, &ca_key)?;
+
+    write_private(&dir.join(CA_KEY), &ca_key.serialize_pem())?;
+    write_private(&paths.server_key, &server_key.serialize_pem())?;
+    write(&paths.server_cert, &(server.pem() + &ca.pem()))?;
+    // The CA certificate last: its presence marks a complete set.
+    write(&paths.ca_cert, &ca.pem())?;
+    Ok(paths)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), TlsError> {
+    std::fs::write(path, text).map_err(|e| TlsError::Write(path.to_path_buf(), e))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
+    write(path, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| TlsError::Write(path.to_path_buf(), e))?;
+    }
+    Ok(())
+}
+
+/// A rustls server configuration (HTTP/2 and HTTP/1.1 by ALPN) from PEM files.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let cert_pem = std::fs::read(cert).map_err(|e| TlsError::Read(cert.to_path_buf(), e))?;
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Read(cert.to_path_buf(), e))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(cert.to_path_buf()));
+    }
+    let key_pem = std::fs::read(key).map_err(|e| TlsError::Read(key.to_path_buf(), e))?;
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| TlsError::Read(key.to_path_buf(), e))?
+        .ok_or_else(|| TlsError::NoKey(key.to_path_buf()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,95 @@
+//! Durability: an acknowledged item survives `kill -9` and restart; parallel batches lose
+//! nothing.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn acknowledged_items_survive_sigkill_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &[]);
+    let token = server.token();
+    let mut acknowledged = Vec::new();
+    for n in 0..5 {
+        let messages: Vec<String> = (0..3)
+            .map(|i| Msg { subject: Some(format!("r{n} i{i}")), cc: vec!["bob@contoso.com".into()], ..Msg::default() }.xml())
+            .collect();
+        let reply = server.ews(&token, &create_item(&messages));
+        assert_eq!(reply.status, 200);
+        acknowledged.push((reply.correlation_id().unwrap(), reply.item_ids()));
+    }
+    server.kill();
+
+    let server = Server::start_in(dir.path(), &[]);
+    let token = server.token();
+    for (correlation, ids) in &acknowledged {
+        let record = server.ingestion(correlation);
+        let stored: Vec<&str> = record["items"].as_array().unwrap().iter().map(|i| i["itemId"].as_str().unwrap()).collect();
+        assert_eq!(&stored, ids);
+    }
+    assert_eq!(server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges"), 15);
+    assert_eq!(server.folder_count(&token, "bob@contoso.com", "recoverableitemspurges"), 15);
+}
+
+#[test]
+fn directory_and_keys_persist_across_restart_so_old_tokens_stay_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &[]);
+    let token = server.token();
+    server.kill();
+    let server = Server::start_in(dir.path(), &[]);
+    let reply = server.ews(&token, &create_item(&[Msg::default().xml()]));
+    assert_eq!(reply.status, 200, "a token from before the restart is still valid");
+}
+
+#[test]
+fn parallel_batches_lose_nothing() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let threads = 8;
+    let requests = 10;
+    let per_request = 5;
+    let results: Vec<Vec<(String, Vec<String>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let server = &server;
+                let token = &token;
+                scope.spawn(move || {
+                    (0..requests)
+                        .map(|r| {
+                            let messages: Vec<String> = (0..per_request)
+                                .map(|i| Msg { subject: Some(format!("t{t} r{r} i{i}")), ..Msg::default() }.xml())
+                                .collect();
+                            let reply = server.ews(token, &create_item(&messages));
+                            assert_eq!(reply.status, 200, "{}", reply.body);
+                            (reply.correlation_id().unwrap(), reply.item_ids())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all_ids = std::collections::HashSet::new();
+    for (correlation, ids) in results.iter().flatten() {
+        assert_eq!(ids.len(), per_request);
+        let record = server.ingestion(correlation);
+        assert_eq!(record["items"].as_array().unwrap().len(), per_request);
+        all_ids.extend(ids.iter().cloned());
+    }
+    assert_eq!(all_ids.len(), threads * requests * per_request);
+    assert_eq!(
+        server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges") as usize,
+        threads * requests * per_request
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully_with_exit_0() {
+    let mut server = Server::start(&[]);
+    let token = server.token();
+    assert_eq!(server.ews(&token, &create_item(&[Msg::default().xml()])).status, 200);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
