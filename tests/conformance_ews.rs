@@ -22,13 +22,19 @@ fn captures() -> Vec<PathBuf> {
         }
     }
     files.sort();
-    assert!(files.len() >= 9, "expected the captured requests, found {files:?}");
+    assert!(
+        files.len() >= 9,
+        "expected the captured requests, found {files:?}"
+    );
     files
 }
 
 /// Splits a raw HTTP/1.1 request into request line, headers and body.
 fn parse_capture(raw: &str) -> (String, String, Vec<(String, String)>, String) {
-    let (head, body) = raw.split_once("\r\n\r\n").or_else(|| raw.split_once("\n\n")).expect("head and body");
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .or_else(|| raw.split_once("\n\n"))
+        .expect("head and body");
     let mut lines = head.lines();
     let request_line = lines.next().unwrap();
     let mut parts = request_line.split_whitespace();
@@ -47,7 +53,13 @@ fn replay(server: &Server, token: &str, file: &Path) -> EwsReply {
     assert_eq!(method, "POST");
     let mut request = server.post(&path);
     for (name, value) in headers {
-        let skip = ["host", "content-length", "authorization", "connection", "accept-encoding"];
+        let skip = [
+            "host",
+            "content-length",
+            "authorization",
+            "connection",
+            "accept-encoding",
+        ];
         if !skip.contains(&name.to_ascii_lowercase().as_str()) {
             request = request.header(name, value);
         }
@@ -63,13 +75,21 @@ fn every_captured_exchangelib_request_is_accepted() {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         let reply = replay(&server, &token, &file);
         assert_eq!(reply.status, 200, "{name}: {}", reply.body);
-        assert!(reply.body.contains("ServerVersionInfo"), "{name}: version header");
+        assert!(
+            reply.body.contains("ServerVersionInfo"),
+            "{name}: version header"
+        );
         assert!(reply.correlation_id().is_some(), "{name}: correlation id");
         if name.contains("CreateItem") {
             let messages = reply.messages();
             assert!(!messages.is_empty(), "{name}");
             for (class, code, id) in &messages {
-                assert_eq!((class.as_str(), code.as_str()), ("Success", "NoError"), "{name}: {}", reply.body);
+                assert_eq!(
+                    (class.as_str(), code.as_str()),
+                    ("Success", "NoError"),
+                    "{name}: {}",
+                    reply.body
+                );
                 assert!(!id.is_empty(), "{name}: ItemId");
             }
         }
@@ -84,21 +104,37 @@ fn every_captured_exchangelib_request_is_accepted() {
 fn the_captured_structured_item_is_stored_as_sent() {
     let server = Server::start(&[]);
     let token = server.token();
-    let file = captures().into_iter().find(|f| f.ends_with("exchangelib/004-CreateItem.http")).unwrap();
+    let file = captures()
+        .into_iter()
+        .find(|f| f.ends_with("exchangelib/004-CreateItem.http"))
+        .unwrap();
     let reply = replay(&server, &token, &file);
     let record = server.ingestion(&reply.correlation_id().unwrap());
     let copies = record["items"][0]["copies"].as_array().unwrap();
-    let mailboxes: Vec<&str> = copies.iter().map(|c| c["mailbox"].as_str().unwrap()).collect();
+    let mailboxes: Vec<&str> = copies
+        .iter()
+        .map(|c| c["mailbox"].as_str().unwrap())
+        .collect();
     assert_eq!(mailboxes, ["alice@contoso.com", "bob@contoso.com"]);
-    assert!(reply.body.contains("AttachmentId"), "attachment ids are returned: {}", reply.body);
+    assert!(
+        reply.body.contains("AttachmentId"),
+        "attachment ids are returned: {}",
+        reply.body
+    );
 }
 
 #[test]
 fn the_captured_mime_item_routes_from_its_mime_headers() {
     let server = Server::start(&[]);
     let token = server.token();
-    let file = captures().into_iter().find(|f| f.ends_with("exchangelib/006-CreateItem.http")).unwrap();
+    let file = captures()
+        .into_iter()
+        .find(|f| f.ends_with("exchangelib/006-CreateItem.http"))
+        .unwrap();
     let reply = replay(&server, &token, &file);
     let record = server.ingestion(&reply.correlation_id().unwrap());
-    assert_eq!(record["items"][0]["copies"][0]["mailbox"], "alice@contoso.com");
+    assert_eq!(
+        record["items"][0]["copies"][0]["mailbox"],
+        "alice@contoso.com"
+    );
 }

@@ -14,7 +14,13 @@ fn a_valid_batch_is_acknowledged_with_ids_in_order_and_a_correlation_id() {
     let server = Server::start(&[]);
     let token = server.token();
     let messages: Vec<String> = (0..3)
-        .map(|n| Msg { subject: Some(format!("item {n}")), ..Msg::default() }.xml())
+        .map(|n| {
+            Msg {
+                subject: Some(format!("item {n}")),
+                ..Msg::default()
+            }
+            .xml()
+        })
         .collect();
     let reply = server.ews(&token, &create_item(&messages));
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -27,7 +33,9 @@ fn a_valid_batch_is_acknowledged_with_ids_in_order_and_a_correlation_id() {
     assert!(reply.body.contains("ServerVersionInfo"));
     let messages = reply.messages();
     assert_eq!(messages.len(), 3);
-    assert!(messages.iter().all(|(class, code, _)| class == "Success" && code == "NoError"));
+    assert!(messages
+        .iter()
+        .all(|(class, code, _)| class == "Success" && code == "NoError"));
 
     let record = server.ingestion(&correlation);
     let items = record["items"].as_array().unwrap();
@@ -47,10 +55,34 @@ fn each_missing_mandatory_property_fails_only_its_item_and_names_the_property() 
     let server = Server::start(&[]);
     let token = server.token();
     let cases = [
-        ("FROM", Msg { from: None, ..Msg::default() }),
-        ("TO", Msg { to: vec![], ..Msg::default() }),
-        ("DATE", Msg { sent: None, ..Msg::default() }),
-        ("MESSAGECLASS", Msg { class: None, ..Msg::default() }),
+        (
+            "FROM",
+            Msg {
+                from: None,
+                ..Msg::default()
+            },
+        ),
+        (
+            "TO",
+            Msg {
+                to: vec![],
+                ..Msg::default()
+            },
+        ),
+        (
+            "DATE",
+            Msg {
+                sent: None,
+                ..Msg::default()
+            },
+        ),
+        (
+            "MESSAGECLASS",
+            Msg {
+                class: None,
+                ..Msg::default()
+            },
+        ),
     ];
     let mut messages = vec![Msg::default().xml()];
     messages.extend(cases.iter().map(|(_, m)| m.xml()));
@@ -66,10 +98,21 @@ fn each_missing_mandatory_property_fails_only_its_item_and_names_the_property() 
         assert_eq!(class, "Error");
         assert_eq!(code, "ErrorItemSave");
         assert!(text.contains("not imported"), "{text}");
-        assert!(text.contains(&format!("property {property} ")), "{text} should name {property}");
+        assert!(
+            text.contains(&format!("property {property} ")),
+            "{text} should name {property}"
+        );
     }
     // Only the two valid items were stored.
-    assert_eq!(item_count(&server, &token, "alice@contoso.com", "recoverableitemspurges"), 2);
+    assert_eq!(
+        item_count(
+            &server,
+            &token,
+            "alice@contoso.com",
+            "recoverableitemspurges"
+        ),
+        2
+    );
     let record = server.ingestion(&reply.correlation_id().unwrap());
     assert_eq!(record["outcome"], "PartialSuccess");
 }
@@ -78,7 +121,11 @@ fn each_missing_mandatory_property_fails_only_its_item_and_names_the_property() 
 fn optional_properties_may_be_absent() {
     let server = Server::start(&[]);
     let token = server.token();
-    let bare = Msg { subject: None, body: None, ..Msg::default() };
+    let bare = Msg {
+        subject: None,
+        body: None,
+        ..Msg::default()
+    };
     let reply = server.ews(&token, &create_item(&[bare.xml()]));
     assert_eq!(reply.messages()[0].0, "Success", "{}", reply.body);
 }
@@ -98,7 +145,13 @@ fn message_class_must_begin_with_ipm_note_and_name_a_source() {
     ];
     let messages: Vec<String> = classes
         .iter()
-        .map(|(class, _)| Msg { class: Some(class.to_string()), ..Msg::default() }.xml())
+        .map(|(class, _)| {
+            Msg {
+                class: Some(class.to_string()),
+                ..Msg::default()
+            }
+            .xml()
+        })
         .collect();
     let reply = server.ews(&token, &create_item(&messages));
     let results = reply.messages();
@@ -120,8 +173,19 @@ fn item_class_may_come_as_extended_property_0x001a_in_hex_or_decimal() {
             &format!("<t:ExtendedProperty><t:ExtendedFieldURI PropertyTag=\"{tag}\" PropertyType=\"String\"/><t:Value>IPM.Note.SMS</t:Value></t:ExtendedProperty><t:DateTimeSent>"),
         )
     };
-    let reply = server.ews(&token, &create_item(&[with_property("0x1a"), with_property("26"), with_property("0x001A")]));
-    assert!(reply.messages().iter().all(|m| m.0 == "Success"), "{}", reply.body);
+    let reply = server.ews(
+        &token,
+        &create_item(&[
+            with_property("0x1a"),
+            with_property("26"),
+            with_property("0x001A"),
+        ]),
+    );
+    assert!(
+        reply.messages().iter().all(|m| m.0 == "Success"),
+        "{}",
+        reply.body
+    );
 }
 
 #[test]
@@ -138,14 +202,25 @@ fn an_item_over_10_mb_is_refused_and_the_rest_of_the_batch_stored() {
     assert_eq!(results[0].0, "Error");
     assert_eq!(results[0].1, "ErrorMessageSizeExceeded");
     assert_eq!(results[1].0, "Success");
-    assert_eq!(item_count(&server, &token, "alice@contoso.com", "recoverableitemspurges"), 1);
+    assert_eq!(
+        item_count(
+            &server,
+            &token,
+            "alice@contoso.com",
+            "recoverableitemspurges"
+        ),
+        1
+    );
 }
 
 #[test]
 fn a_body_over_the_limit_is_refused_with_413() {
     let server = Server::start(&["--max-body-bytes", "4096"]);
     let token = server.token();
-    let big = Msg { body: Some("x".repeat(8000)), ..Msg::default() };
+    let big = Msg {
+        body: Some("x".repeat(8000)),
+        ..Msg::default()
+    };
     let reply = server.ews(&token, &create_item(&[big.xml()]));
     assert_eq!(reply.status, 413);
     assert!(reply.correlation_id().is_none());
@@ -158,18 +233,40 @@ fn a_body_over_the_limit_is_refused_with_413() {
 fn a_sender_of_the_tenant_without_an_active_mailbox_fails_the_whole_request_with_401() {
     let server = Server::start(&[]);
     let token = server.token();
-    for sender in ["dave@contoso.com", "nobody@contoso.com", "DAVE@Contoso.onmicrosoft.com"] {
+    for sender in [
+        "dave@contoso.com",
+        "nobody@contoso.com",
+        "DAVE@Contoso.onmicrosoft.com",
+    ] {
         let good = Msg::default();
-        let bad = Msg { from: Some(sender.into()), ..Msg::default() };
+        let bad = Msg {
+            from: Some(sender.into()),
+            ..Msg::default()
+        };
         let reply = server.ews(&token, &create_item(&[good.xml(), bad.xml()]));
         assert_eq!(reply.status, 401, "{sender}: {}", reply.body);
         assert!(reply.body.contains("One or more messages in the Request failed to be delivered to either From or Sender email address. You will need to resend your entire Request. Error: The request failed. The remote server returned an error: (401) Unauthorized."), "{}", reply.body);
         assert!(reply.correlation_id().is_none());
     }
     // Nothing of those requests was stored, not even the good item.
-    assert_eq!(item_count(&server, &token, "alice@contoso.com", "recoverableitemspurges"), 0);
+    assert_eq!(
+        item_count(
+            &server,
+            &token,
+            "alice@contoso.com",
+            "recoverableitemspurges"
+        ),
+        0
+    );
     // A sender of the tenant with an active mailbox, and an external sender, are fine.
-    let reply = server.ews(&token, &create_item(&[Msg { from: Some("bob@contoso.com".into()), ..Msg::default() }.xml()]));
+    let reply = server.ews(
+        &token,
+        &create_item(&[Msg {
+            from: Some("bob@contoso.com".into()),
+            ..Msg::default()
+        }
+        .xml()]),
+    );
     assert_eq!(reply.status, 200);
 }
 
@@ -178,11 +275,29 @@ fn malformed_xml_doctype_and_unknown_operations_are_soap_faults_with_500() {
     let server = Server::start(&[]);
     let token = server.token();
     let cases = [
-        ("truncated", create_item(&[Msg::default().xml()])[..300].to_string()),
-        ("doctype", format!("<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"aaaa\">]>{}", &create_item(&[Msg::default().xml()])[39..])),
+        (
+            "truncated",
+            create_item(&[Msg::default().xml()])[..300].to_string(),
+        ),
+        (
+            "doctype",
+            format!(
+                "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"aaaa\">]>{}",
+                &create_item(&[Msg::default().xml()])[39..]
+            ),
+        ),
         ("not xml", "hello".to_string()),
-        ("wrong operation", create_item(&[]).replace("CreateItem", "DeleteItem")),
-        ("body with elements", create_item(&[Msg::default().xml().replace("<t:Body BodyType=\"Text\">hello world</t:Body>", "<t:Body BodyType=\"Text\"><b>hi</b></t:Body>")])),
+        (
+            "wrong operation",
+            create_item(&[]).replace("CreateItem", "DeleteItem"),
+        ),
+        (
+            "body with elements",
+            create_item(&[Msg::default().xml().replace(
+                "<t:Body BodyType=\"Text\">hello world</t:Body>",
+                "<t:Body BodyType=\"Text\"><b>hi</b></t:Body>",
+            )]),
+        ),
     ];
     for (name, envelope) in cases {
         let reply = server.ews(&token, &envelope);
@@ -190,7 +305,15 @@ fn malformed_xml_doctype_and_unknown_operations_are_soap_faults_with_500() {
         assert!(reply.body.contains("Fault>"), "{name}: {}", reply.body);
         assert!(reply.body.contains("faultstring"), "{name}");
     }
-    assert_eq!(item_count(&server, &token, "alice@contoso.com", "recoverableitemspurges"), 0);
+    assert_eq!(
+        item_count(
+            &server,
+            &token,
+            "alice@contoso.com",
+            "recoverableitemspurges"
+        ),
+        0
+    );
 }
 
 #[test]
@@ -214,11 +337,24 @@ fn the_endpoint_also_answers_at_ews_exchange_asmx_and_serves_its_wsdl() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
-    let wsdl = server.get("/service/ThirdPartyIngestionService.svc?wsdl").send().unwrap().text().unwrap();
+    let wsdl = server
+        .get("/service/ThirdPartyIngestionService.svc?wsdl")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(wsdl.contains("definitions"));
-    assert!(wsdl.contains(&server.url), "the WSDL names the address the client used");
+    assert!(
+        wsdl.contains(&server.url),
+        "the WSDL names the address the client used"
+    );
     for xsd in ["messages.xsd", "types.xsd"] {
-        let response = server.get(&format!("/service/ThirdPartyIngestionService.svc?xsd={xsd}")).send().unwrap();
+        let response = server
+            .get(&format!(
+                "/service/ThirdPartyIngestionService.svc?xsd={xsd}"
+            ))
+            .send()
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.text().unwrap().contains("schema"));
     }
@@ -236,5 +372,9 @@ fn create_attachment_adds_to_an_item_just_created() {
     let reply = server.ews(&token, &envelope);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body.contains("AttachmentId"), "{}", reply.body);
-    assert!(reply.body.contains(&format!("RootItemId=\"{id}\"")), "{}", reply.body);
+    assert!(
+        reply.body.contains(&format!("RootItemId=\"{id}\"")),
+        "{}",
+        reply.body
+    );
 }

@@ -13,7 +13,14 @@ fn acknowledged_items_survive_sigkill_and_restart() {
     let mut acknowledged = Vec::new();
     for n in 0..5 {
         let messages: Vec<String> = (0..3)
-            .map(|i| Msg { subject: Some(format!("r{n} i{i}")), cc: vec!["bob@contoso.com".into()], ..Msg::default() }.xml())
+            .map(|i| {
+                Msg {
+                    subject: Some(format!("r{n} i{i}")),
+                    cc: vec!["bob@contoso.com".into()],
+                    ..Msg::default()
+                }
+                .xml()
+            })
             .collect();
         let reply = server.ews(&token, &create_item(&messages));
         assert_eq!(reply.status, 200);
@@ -25,11 +32,22 @@ fn acknowledged_items_survive_sigkill_and_restart() {
     let token = server.token();
     for (correlation, ids) in &acknowledged {
         let record = server.ingestion(correlation);
-        let stored: Vec<&str> = record["items"].as_array().unwrap().iter().map(|i| i["itemId"].as_str().unwrap()).collect();
+        let stored: Vec<&str> = record["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["itemId"].as_str().unwrap())
+            .collect();
         assert_eq!(&stored, ids);
     }
-    assert_eq!(server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges"), 15);
-    assert_eq!(server.folder_count(&token, "bob@contoso.com", "recoverableitemspurges"), 15);
+    assert_eq!(
+        server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges"),
+        15
+    );
+    assert_eq!(
+        server.folder_count(&token, "bob@contoso.com", "recoverableitemspurges"),
+        15
+    );
 }
 
 #[test]
@@ -40,7 +58,10 @@ fn directory_and_keys_persist_across_restart_so_old_tokens_stay_valid() {
     server.kill();
     let server = Server::start_in(dir.path(), &[]);
     let reply = server.ews(&token, &create_item(&[Msg::default().xml()]));
-    assert_eq!(reply.status, 200, "a token from before the restart is still valid");
+    assert_eq!(
+        reply.status, 200,
+        "a token from before the restart is still valid"
+    );
 }
 
 #[test]
@@ -59,7 +80,13 @@ fn parallel_batches_lose_nothing() {
                     (0..requests)
                         .map(|r| {
                             let messages: Vec<String> = (0..per_request)
-                                .map(|i| Msg { subject: Some(format!("t{t} r{r} i{i}")), ..Msg::default() }.xml())
+                                .map(|i| {
+                                    Msg {
+                                        subject: Some(format!("t{t} r{r} i{i}")),
+                                        ..Msg::default()
+                                    }
+                                    .xml()
+                                })
                                 .collect();
                             let reply = server.ews(token, &create_item(&messages));
                             assert_eq!(reply.status, 200, "{}", reply.body);
@@ -89,7 +116,12 @@ fn parallel_batches_lose_nothing() {
 fn sigterm_shuts_down_gracefully_with_exit_0() {
     let mut server = Server::start(&[]);
     let token = server.token();
-    assert_eq!(server.ews(&token, &create_item(&[Msg::default().xml()])).status, 200);
+    assert_eq!(
+        server
+            .ews(&token, &create_item(&[Msg::default().xml()]))
+            .status,
+        200
+    );
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 }

@@ -11,7 +11,12 @@ fn copies(server: &Server, correlation: &str) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["mailbox"].as_str().unwrap().to_string(), c["folder"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["mailbox"].as_str().unwrap().to_string(),
+                c["folder"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -26,17 +31,24 @@ fn every_mapped_participant_gets_one_copy_by_smtp_proxy_or_external_identity() {
     let server = Server::start(&[]);
     let token = server.token();
     let msg = Msg {
-        from: Some("@alice_contoso".into()),              // external identity -> alice
-        to: vec!["BOB@contoso.onmicrosoft.com".into()],   // proxy, other case -> bob
-        cc: vec!["alice.wilber@contoso.com".into()],      // proxy -> alice again
-        bcc: vec!["8F14E45F-CEEA-467F-A9F0-3B2C1D6A5E71".into(), "dave@contoso.com".into()], // carol; dave inactive
+        from: Some("@alice_contoso".into()), // external identity -> alice
+        to: vec!["BOB@contoso.onmicrosoft.com".into()], // proxy, other case -> bob
+        cc: vec!["alice.wilber@contoso.com".into()], // proxy -> alice again
+        bcc: vec![
+            "8F14E45F-CEEA-467F-A9F0-3B2C1D6A5E71".into(),
+            "dave@contoso.com".into(),
+        ], // carol; dave inactive
         ..Msg::default()
     };
     let reply = server.ews(&token, &create_item(&[msg.xml()]));
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         copies(&server, &reply.correlation_id().unwrap()),
-        vec![purges("alice@contoso.com"), purges("bob@contoso.com"), purges("carol@contoso.com")]
+        vec![
+            purges("alice@contoso.com"),
+            purges("bob@contoso.com"),
+            purges("carol@contoso.com")
+        ]
     );
 }
 
@@ -52,17 +64,37 @@ fn an_item_with_no_mapped_participant_goes_to_the_third_party_mailbox_inbox() {
     let reply = server.ews(&token, &create_item(&[msg.xml()]));
     assert_eq!(
         copies(&server, &reply.correlation_id().unwrap()),
-        vec![("thirdpartydata@contoso.com".to_string(), "Inbox".to_string())]
+        vec![(
+            "thirdpartydata@contoso.com".to_string(),
+            "Inbox".to_string()
+        )]
     );
-    assert_eq!(server.folder_count(&token, "thirdpartydata@contoso.com", "inbox"), 1);
-    assert_eq!(server.folder_count(&token, "thirdpartydata@contoso.com", "recoverableitemspurges"), 0);
+    assert_eq!(
+        server.folder_count(&token, "thirdpartydata@contoso.com", "inbox"),
+        1
+    );
+    assert_eq!(
+        server.folder_count(
+            &token,
+            "thirdpartydata@contoso.com",
+            "recoverableitemspurges"
+        ),
+        0
+    );
 }
 
 #[test]
 fn a_sender_outside_the_tenant_domains_is_an_ordinary_participant() {
     let server = Server::start(&[]);
     let token = server.token();
-    let msg = Msg { from: Some("partner@fabrikam.example".into()), to: vec!["carol@contoso.com".into()], ..Msg::default() };
+    let msg = Msg {
+        from: Some("partner@fabrikam.example".into()),
+        to: vec!["carol@contoso.com".into()],
+        ..Msg::default()
+    };
     let reply = server.ews(&token, &create_item(&[msg.xml()]));
-    assert_eq!(copies(&server, &reply.correlation_id().unwrap()), vec![purges("carol@contoso.com")]);
+    assert_eq!(
+        copies(&server, &reply.correlation_id().unwrap()),
+        vec![purges("carol@contoso.com")]
+    );
 }

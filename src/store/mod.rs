@@ -149,7 +149,10 @@ impl Store {
     /// Waits until everything written so far is on disk. Concurrent callers share one flush.
     pub async fn durable(&self) -> Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.flusher.send(tx).map_err(|_| StoreError::Closed)?;
+        self.inner
+            .flusher
+            .send(tx)
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -321,7 +324,11 @@ impl Store {
 
     /// The user an address (SMTP, proxy, UPN or external identity) maps to, case-insensitively.
     pub fn user_by_address(&self, tenant: TenantId, address: &str) -> Result<Option<UserRecord>> {
-        match self.inner.addresses.get(tenant_key(tenant.0, address.trim()))? {
+        match self
+            .inner
+            .addresses
+            .get(tenant_key(tenant.0, address.trim()))?
+        {
             Some(upn) => self.user(tenant, &String::from_utf8_lossy(&upn)),
             None => Ok(None),
         }
@@ -330,7 +337,9 @@ impl Store {
     // ----- applications and consents -----
 
     pub fn put_app(&self, app: &AppRecord) -> Result<()> {
-        self.inner.apps.insert(app.app_id.as_bytes(), encode(app)?)?;
+        self.inner
+            .apps
+            .insert(app.app_id.as_bytes(), encode(app)?)?;
         Ok(())
     }
 
@@ -423,23 +432,22 @@ impl Store {
     }
 
     /// Stores `key`; when it is active, every other key becomes inactive (still published).
+    /// One atomic batch.
     pub fn put_signing_key(&self, key: &SigningKeyRecord) -> Result<()> {
-        let tree = &self.inner.signing_keys;
-        tree.transaction(|tx| {
-            if key.active {
-                for other in self.signing_keys().map_err(abort)? {
-                    if other.kid != key.kid && other.active {
-                        let demoted = SigningKeyRecord {
-                            active: false,
-                            ..other
-                        };
-                        tx.insert(demoted.kid.as_bytes(), encode(&demoted).map_err(abort)?)?;
-                    }
+        let mut batch = sled::Batch::default();
+        if key.active {
+            for other in self.signing_keys()? {
+                if other.kid != key.kid && other.active {
+                    let demoted = SigningKeyRecord {
+                        active: false,
+                        ..other
+                    };
+                    batch.insert(demoted.kid.as_bytes(), encode(&demoted)?);
                 }
             }
-            tx.insert(key.kid.as_bytes(), encode(key).map_err(abort)?)?;
-            Ok(())
-        })?;
+        }
+        batch.insert(key.kid.as_bytes(), encode(key)?);
+        self.inner.signing_keys.apply_batch(batch)?;
         self.flush()
     }
 
@@ -496,7 +504,11 @@ impl Store {
         Ok(())
     }
 
-    pub fn ingestion(&self, tenant: TenantId, correlation_id: Uuid) -> Result<Option<IngestionRecord>> {
+    pub fn ingestion(
+        &self,
+        tenant: TenantId,
+        correlation_id: Uuid,
+    ) -> Result<Option<IngestionRecord>> {
         let mut key = tenant.0.as_bytes().to_vec();
         key.extend_from_slice(correlation_id.as_bytes());
         match self.inner.ingestions.get(key)? {
@@ -574,7 +586,10 @@ impl Store {
             .take(top)
         {
             let key = key?;
-            if let Some(id) = key.get(key.len() - 16..).and_then(|b| Uuid::from_slice(b).ok()) {
+            if let Some(id) = key
+                .get(key.len() - 16..)
+                .and_then(|b| Uuid::from_slice(b).ok())
+            {
                 out.push(id);
             }
         }

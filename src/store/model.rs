@@ -39,7 +39,10 @@ impl UserRecord {
     /// Every address that maps to this user: primary SMTP, proxies (without `smtp:` prefix),
     /// the UPN and external identities. Lower case.
     pub fn addresses(&self) -> Vec<String> {
-        let mut all = vec![self.mail.to_lowercase(), self.user_principal_name.to_lowercase()];
+        let mut all = vec![
+            self.mail.to_lowercase(),
+            self.user_principal_name.to_lowercase(),
+        ];
         for proxy in &self.proxy_addresses {
             let bare = match proxy.split_once(':') {
                 Some((scheme, rest)) if scheme.eq_ignore_ascii_case("smtp") => rest,

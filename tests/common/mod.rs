@@ -144,7 +144,10 @@ impl Server {
         let status = response.status();
         let body: serde_json::Value = response.json().expect("token JSON");
         assert_eq!(status, 200, "token request failed: {body}");
-        body["access_token"].as_str().expect("access_token").to_string()
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
     }
 
     /// POSTs a SOAP envelope to the ingestion endpoint with a bearer token.
@@ -168,7 +171,11 @@ impl Server {
             )
             .send()
             .expect("ingestion record");
-        assert_eq!(response.status(), 200, "no ingestion record for {correlation_id}");
+        assert_eq!(
+            response.status(),
+            200,
+            "no ingestion record for {correlation_id}"
+        );
         response.json().expect("JSON")
     }
 
@@ -204,7 +211,8 @@ pub fn client_for(ca_cert: Option<&Path>) -> reqwest::blocking::Client {
         .tls_built_in_root_certs(false);
     if let Some(path) = ca_cert {
         let pem = std::fs::read(path).expect("read CA");
-        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"));
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"));
     }
     builder.build().expect("HTTP client")
 }
@@ -221,7 +229,11 @@ impl From<reqwest::blocking::Response> for EwsReply {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.text().unwrap_or_default();
-        EwsReply { status, headers, body }
+        EwsReply {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
@@ -350,7 +362,10 @@ impl Msg {
             x += &format!("<t:CcRecipients>{}</t:CcRecipients>", mailboxes(&self.cc));
         }
         if !self.bcc.is_empty() {
-            x += &format!("<t:BccRecipients>{}</t:BccRecipients>", mailboxes(&self.bcc));
+            x += &format!(
+                "<t:BccRecipients>{}</t:BccRecipients>",
+                mailboxes(&self.bcc)
+            );
         }
         if let Some(from) = &self.from {
             x += &format!("<t:From>{}</t:From>", mailboxes(std::slice::from_ref(from)));
