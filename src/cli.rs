@@ -65,7 +65,12 @@ pub struct Connection {
     )]
     pub url: String,
     /// Tenant: its GUID or any of its domains.
-    #[arg(long, default_value = "contoso.onmicrosoft.com", global = true)]
+    #[arg(
+        long,
+        env = "INGEST_TENANT",
+        default_value = "contoso.onmicrosoft.com",
+        global = true
+    )]
     pub tenant: String,
     /// PEM CA certificate to trust (default: certs/ca.pem if it exists, else system roots).
     #[arg(long, env = "INGEST_CA_CERT", global = true)]
@@ -443,7 +448,12 @@ fn apps_table(apps: &Value, sps: &Value) -> String {
     };
     let list = |v: &Value| -> String {
         v.as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default()
     };
     for app in apps {
@@ -503,7 +513,10 @@ mod tests {
             "https://127.0.0.1:8443"
         );
         assert!(base_url("127.0.0.1:8443").is_err());
-        assert_eq!(segment("contoso.onmicrosoft.com"), "contoso.onmicrosoft.com");
+        assert_eq!(
+            segment("contoso.onmicrosoft.com"),
+            "contoso.onmicrosoft.com"
+        );
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
     }
 

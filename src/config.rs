@@ -135,7 +135,10 @@ pub enum TlsSource {
     /// Generated development CA and server certificate in this directory (`None`: inside the
     /// ephemeral store directory).
     Generated(Option<PathBuf>),
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +164,10 @@ impl Config {
         let no_tls = args.no_tls || file.no_tls.unwrap_or(false);
         let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
         // An ephemeral server keeps its generated CA in its throw-away directory unless told.
-        let certs = args.certs.or(file.certs).or_else(|| (!ephemeral).then(|| PathBuf::from("certs")));
+        let certs = args
+            .certs
+            .or(file.certs)
+            .or_else(|| (!ephemeral).then(|| PathBuf::from("certs")));
         let tls = match (no_tls, tls_cert, tls_key) {
             (true, _, _) => TlsSource::None,
             (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
@@ -183,7 +189,10 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
-            data: args.data.or(file.data).unwrap_or_else(|| PathBuf::from("data")),
+            data: args
+                .data
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("data")),
             ephemeral,
             tls,
             fixtures,
@@ -208,10 +217,7 @@ impl Config {
             legacy_basic_auth,
             legacy_passwords: file.legacy_passwords,
             trusted_issuers: file.trusted_issuers,
-            log: args
-                .log
-                .or(file.log)
-                .unwrap_or_else(|| "info".to_string()),
+            log: args.log.or(file.log).unwrap_or_else(|| "info".to_string()),
         })
     }
 }

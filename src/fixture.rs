@@ -131,7 +131,12 @@ impl Fixture {
         store.put_tenant(&TenantRecord {
             id: self.tenant.id,
             display_name: self.tenant.display_name.clone(),
-            domains: self.tenant.domains.iter().map(|d| d.to_lowercase()).collect(),
+            domains: self
+                .tenant
+                .domains
+                .iter()
+                .map(|d| d.to_lowercase())
+                .collect(),
             third_party_mailbox: self.tenant.third_party_mailbox.clone(),
             retention_days: self.tenant.retention_days,
         })?;
@@ -146,7 +151,10 @@ impl Fixture {
                 tenant,
                 &UserRecord {
                     user_principal_name: user.upn.clone(),
-                    display_name: user.display_name.clone().unwrap_or_else(|| user.upn.clone()),
+                    display_name: user
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| user.upn.clone()),
                     mail: user.mail.clone().unwrap_or_else(|| user.upn.clone()),
                     proxy_addresses: user.proxy_addresses.clone(),
                     mailbox_enabled: user.mailbox_enabled,
@@ -156,7 +164,11 @@ impl Fixture {
             )?;
         }
         for mapping in &self.external_identities {
-            if !self.users.iter().any(|u| u.upn.eq_ignore_ascii_case(&mapping.user)) {
+            if !self
+                .users
+                .iter()
+                .any(|u| u.upn.eq_ignore_ascii_case(&mapping.user))
+            {
                 return Err(invalid(format!(
                     "external identity {} maps to unknown user {}",
                     mapping.id, mapping.user
@@ -174,7 +186,9 @@ impl Fixture {
                 created: Utc::now(),
             };
             for secret in &app.secrets {
-                record.secrets.push(crate::identity::credentials::secret_record(secret, None));
+                record
+                    .secrets
+                    .push(crate::identity::credentials::secret_record(secret, None));
             }
             for pem in &app.certificates {
                 let cert = crate::identity::credentials::certificate_record(pem)

@@ -4,14 +4,16 @@
 //! `http` (thin hyper/axum layer) -> `identity` (bearer token) -> `ews` (SOAP parse/reply)
 //! -> `ingest` (validate, route) -> `store` (sled, atomic and durable) -> `ews::reply`.
 
-pub mod ews;
+pub mod app;
+pub mod config;
 pub mod domain;
-pub mod store;
+pub mod ews;
 pub mod fixture;
 pub mod identity;
-pub mod config;
-pub mod tls;
-pub mod app;
 pub mod ingest;
-// pub mod http;
-// pub mod errors;
+pub mod store;
+pub mod tls;
+pub mod http;
+pub mod errors;
+pub mod admin;
+pub mod cli;

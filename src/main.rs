@@ -11,7 +11,11 @@ use ingest_emulator::{cli, http, tls};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "ingest-emulator", version, about = "Emulator of the Microsoft 365 third-party data ingestion service")]
+#[command(
+    name = "ingest-emulator",
+    version,
+    about = "Emulator of the Microsoft 365 third-party data ingestion service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
 async fn run(config: Config, started: Instant) -> Result<(), String> {
     let ephemeral_dir = if config.ephemeral {
-        Some(tempfile::Builder::new().prefix("ingest-emulator-").tempdir().map_err(|e| e.to_string())?)
+        Some(
+            tempfile::Builder::new()
+                .prefix("ingest-emulator-")
+                .tempdir()
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
@@ -69,11 +78,15 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
     };
     let (tls_config, ca_cert) = match &config.tls {
         TlsSource::None => (None, None),
-        TlsSource::Files { cert, key } => (Some(tls::server_config(cert, key).map_err(|e| e.to_string())?), None),
+        TlsSource::Files { cert, key } => (
+            Some(tls::server_config(cert, key).map_err(|e| e.to_string())?),
+            None,
+        ),
         TlsSource::Generated(dir) => {
             let dir = dir.clone().unwrap_or_else(|| data_dir.join("certs"));
             let certs = tls::dev_certificates(&dir).map_err(|e| e.to_string())?;
-            let config = tls::server_config(&certs.server_cert, &certs.server_key).map_err(|e| e.to_string())?;
+            let config = tls::server_config(&certs.server_cert, &certs.server_key)
+                .map_err(|e| e.to_string())?;
             (Some(config), Some(certs.ca_cert))
         }
     };
@@ -83,10 +96,17 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let state = AppState::open(config.clone(), &data_dir).map_err(|e| e.to_string())?;
 
-    let scheme = if tls_config.is_some() { "https" } else { "http" };
+    let scheme = if tls_config.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let base = format!("{scheme}://{local}");
     let ca_line = match &ca_cert {
-        Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()).display().to_string(),
+        Some(path) => std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string(),
         None if tls_config.is_some() => "(your --tls-cert is served; trust its issuer)".to_string(),
         None => "(plain HTTP: no TLS)".to_string(),
     };
@@ -94,8 +114,16 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
         Some(path) => format!("{}  (kept in {})", state.admin_key.value(), path.display()),
         None => "(as configured)".to_string(),
     };
-    let store_line = if config.ephemeral { format!("{} (ephemeral)", data_dir.display()) } else { data_dir.display().to_string() };
-    println!("ingest-emulator {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
+    let store_line = if config.ephemeral {
+        format!("{} (ephemeral)", data_dir.display())
+    } else {
+        data_dir.display().to_string()
+    };
+    println!(
+        "ingest-emulator {} ready in {} ms",
+        env!("CARGO_PKG_VERSION"),
+        started.elapsed().as_millis()
+    );
     println!("  Base URL:        {base}");
     println!("  EWS endpoint:    {base}/service/ThirdPartyIngestionService.svc");
     println!("  Token authority: {base}/{{tenant}}   (e.g. {base}/contoso.onmicrosoft.com/oauth2/v2.0/token)");

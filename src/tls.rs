@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -65,9 +65,9 @@ pub fn dev_certificates(dir: &Path) -> Result<DevCertificates, TlsError> {
 
     let server_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().expect("IPv4 literal")));
+    params.subject_alt_names.push(SanType::IpAddress(
+        "127.0.0.1".parse().expect("IPv4 literal"),
+    ));
     params
         .subject_alt_names
         .push(SanType::IpAddress("::1".parse().expect("IPv6 literal")));

@@ -184,6 +184,7 @@ fn every_forged_or_unacceptable_token_is_refused_with_its_reason() {
     let missing = refused(&server, "no Authorization header", None);
     assert!(!missing.is_empty());
     // Reasons are told apart (the signature-level forgeries may share one).
+    eprintln!("{reasons:#?}");
     assert!(reasons.len() >= 10, "diagnostics should name distinct reasons: {reasons:#?}");
 
     assert_eq!(

@@ -162,8 +162,7 @@ fn check_end(end: Option<DateTime<Utc>>) -> ApiResult<DateTime<Utc>> {
     let now = Utc::now();
     match end {
         Some(end) if end <= now => Err(ApiError::BadRequest(
-            "Invalid value specified for property 'endDateTime': it must be in the future."
-                .into(),
+            "Invalid value specified for property 'endDateTime': it must be in the future.".into(),
         )),
         Some(end) => Ok(end),
         None => Ok(now + chrono::Duration::days(DEFAULT_SECRET_DAYS)),
@@ -464,7 +463,7 @@ pub async fn list_sps(
         let app = state.store.app(sp.app_id)?;
         views.push(sp_view(&sp, app.as_ref()));
     }
-    views.sort_by(|a, b| a.created_date_time.cmp(&b.created_date_time));
+    views.sort_by_key(|v| v.created_date_time);
     Ok(Json(serde_json::json!({ "value": views })))
 }
 

@@ -25,7 +25,9 @@ pub fn is_domain(value: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -239,7 +241,11 @@ fn check_user(tenant: &TenantRecord, user: &UserRecord) -> ApiResult<()> {
     let upn = &user.user_principal_name;
     check_address(upn, "userPrincipalName")?;
     let domain = upn.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-    if !tenant.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+    if !tenant
+        .domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(domain))
+    {
         return Err(ApiError::BadRequest(format!(
             "The domain portion of the userPrincipalName property is invalid. You must use one \
              of the verified domain names in your organization ({}).",

@@ -12,6 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::identity::keys::KeyError;
 use crate::store::StoreError;
 
 /// The `WWW-Authenticate` challenge of the admin API.
@@ -42,6 +43,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The path exists, not for this method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The signing key set failed.
     #[error("signing keys: {0}")]
     Keys(String),
@@ -57,6 +61,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             ApiError::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
             ApiError::Store(StoreError::NotFound(_)) => {
                 (StatusCode::NOT_FOUND, "Request_ResourceNotFound")
@@ -71,7 +76,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let request_id = REQUEST_ID.try_with(|id| *id).unwrap_or_else(|_| Uuid::new_v4());
+        let request_id = REQUEST_ID
+            .try_with(|id| *id)
+            .unwrap_or_else(|_| Uuid::new_v4());
         if status.is_server_error() {
             tracing::error!(error = %self, "admin request failed");
         }
@@ -88,9 +95,10 @@ impl IntoResponse for ApiError {
         });
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(CHALLENGE),
+            );
         }
         response
     }
@@ -143,8 +151,9 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// A JSON body. Malformed JSON, a wrong media type or a body of the wrong shape is a Graph
-/// `Request_BadRequest`; an empty body reads as `{}` (every field optional or defaulted).
+/// A JSON body. Malformed JSON or a body of the wrong shape is a Graph `Request_BadRequest`;
+/// an empty body reads as `{}` (every field optional or defaulted). The Content-Type is not
+/// insisted on (`curl -d` sends form-urlencoded), only named in the error when it is not JSON.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
@@ -155,18 +164,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase);
+            .map(str::to_ascii_lowercase)
+            .filter(|c| !c.contains("json"));
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("Cannot read the request body: {e}")))?;
-        if let Some(content_type) = content_type {
-            if !bytes.is_empty() && !content_type.contains("json") {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "Content-Type {content_type} is not supported: send application/json."
-                )));
-            }
-        }
-        parse_json(&bytes).map(Body)
+        parse_json(&bytes)
+            .map(Body)
+            .map_err(|e| match (e, content_type) {
+                (ApiError::BadRequest(message), Some(content_type)) => ApiError::BadRequest(
+                    format!("{message} (Content-Type was {content_type}: send application/json)"),
+                ),
+                (e, _) => e,
+            })
     }
 }
 
@@ -192,6 +202,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 pub fn parse_guid(value: &str, what: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(value.trim())
         .map_err(|_| ApiError::BadRequest(format!("Invalid {what} '{value}': expected a GUID.")))
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::ActiveKey(kid) => ApiError::Conflict(format!(
+                "Signing key '{kid}' is the active key: rotate first (POST \
+                 /api/signingKeys/rotate), then remove it."
+            )),
+            KeyError::Store(e) => ApiError::Store(e),
+            other => ApiError::Keys(other.to_string()),
+        }
+    }
 }
 
 impl From<crate::identity::credentials::CertificateError> for ApiError {

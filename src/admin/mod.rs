@@ -17,11 +17,12 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-pub use error::{ApiError, ApiResult};
 use error::{parse_guid, Admin};
+pub use error::{ApiError, ApiResult};
 
 use crate::app::AppState;
 use crate::domain::TenantId;
+use crate::identity::keys::KeyError;
 use crate::store::model::TenantRecord;
 
 /// Every admin route, guarded by the admin key.
@@ -32,16 +33,16 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api", get(index))
         .route("/api/tenants", get(list_tenants).post(create_tenant))
-        .route(
-            T,
-            get(get_tenant).patch(patch_tenant).delete(delete_tenant),
-        )
+        .route(T, get(get_tenant).patch(patch_tenant).delete(delete_tenant))
         .route(&format!("{T}/users"), get(list_users).post(create_user))
         .route(
             &format!("{T}/users/{{upn}}"),
             get(get_user).patch(patch_user).delete(delete_user),
         )
-        .route(&format!("{T}/applications"), get(list_apps).post(create_app))
+        .route(
+            &format!("{T}/applications"),
+            get(list_apps).post(create_app),
+        )
         .route(
             &format!("{T}/applications/{{app_id}}"),
             get(get_app).delete(delete_app),
@@ -76,11 +77,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/signingKeys", get(list_keys))
         .route("/api/signingKeys/rotate", post(rotate_key))
-        .route(
-            "/api/signingKeys/{kid}",
-            axum::routing::delete(delete_key),
-        )
+        .route("/api/signingKeys/{kid}", axum::routing::delete(delete_key))
         .route("/api/{*rest}", axum::routing::any(unknown_route))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(error::request_id))
 }
 
@@ -90,7 +89,9 @@ pub fn routes() -> Router<AppState> {
 static WRITES: Mutex<()> = Mutex::new(());
 
 fn write_lock() -> MutexGuard<'static, ()> {
-    WRITES.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    WRITES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Waits until the directory writes made so far are on disk (shares the store's group flush).
@@ -163,6 +164,13 @@ async fn unknown_route(_: Admin, uri: axum::http::Uri) -> ApiError {
     ))
 }
 
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not supported on '{}' (GET /api lists the routes).",
+        uri.path()
+    ))
+}
+
 // ----- ingestion records -----
 
 async fn get_ingestion(
@@ -185,7 +193,10 @@ async fn get_ingestion(
     // Each stored item with what it is now (its copies, class, size), or null once deleted.
     if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
         for entry in items {
-            let Some(item_id) = entry
+            let Some(object) = entry.as_object_mut() else {
+                continue;
+            };
+            let Some(item_id) = object
                 .get("itemId")
                 .and_then(Value::as_str)
                 .and_then(|s| uuid::Uuid::parse_str(s).ok())
@@ -206,13 +217,12 @@ async fn get_ingestion(
                 }),
                 None => Value::Null,
             };
-            if let Some(object) = entry.as_object_mut() {
-                object.insert("item".into(), summary);
-            }
+            object.insert("item".into(), summary);
         }
     }
     Ok(Json(value))
 }
+
 
 // ----- signing keys -----
 
@@ -237,28 +247,31 @@ fn key_views(state: &AppState) -> ApiResult<Vec<SigningKeyView>> {
             created: k.created,
         })
         .collect();
-    keys.sort_by(|a, b| b.created.cmp(&a.created));
+    keys.sort_by_key(|k| std::cmp::Reverse(k.created));
     Ok(keys)
 }
 
 async fn list_keys(_: Admin, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    // A new store's first key may still be being generated: wait for it (off the workers).
+    let worker = state.clone();
+    tokio::task::spawn_blocking(move || worker.keys.active_kid())
+        .await
+        .map_err(|e| ApiError::Keys(e.to_string()))??;
     Ok(Json(json!({ "value": key_views(&state)? })))
 }
 
 async fn rotate_key(_: Admin, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let kid = {
+    // Generating an RSA key takes a while: off the async workers.
+    let worker = state.clone();
+    let kid = tokio::task::spawn_blocking(move || {
         let _guard = write_lock();
-        state
-            .keys
-            .rotate(&state.store)
-            .map_err(|e| ApiError::Keys(e.to_string()))?
-    };
+        worker.keys.rotate(&worker.store)
+    })
+    .await
+    .map_err(|e| ApiError::Keys(e.to_string()))??;
     durable(&state).await?;
     let key = key_views(&state)?.into_iter().find(|k| k.kid == kid);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "kid": kid, "key": key })),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({ "kid": kid, "key": key }))))
 }
 
 async fn delete_key(
@@ -266,28 +279,30 @@ async fn delete_key(
     State(state): State<AppState>,
     Path(kid): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    {
+    let worker = state.clone();
+    tokio::task::spawn_blocking(move || {
         let _guard = write_lock();
-        let key = state
+        worker.keys.active_kid()?;
+        let known = worker
             .store
             .signing_keys()?
             .into_iter()
-            .find(|k| k.kid == kid)
-            .ok_or_else(|| ApiError::NotFound(format!("No signing key with kid '{kid}'.")))?;
-        if key.active {
-            return Err(ApiError::Conflict(format!(
-                "Signing key '{kid}' is the active key: rotate first (POST \
-                 /api/signingKeys/rotate), then remove it."
-            )));
+            .find(|k| k.kid == kid);
+        match known {
+            Some(key) if key.active => Err(KeyError::ActiveKey(kid).into()),
+            Some(_) => match worker.keys.remove(&worker.store, &kid)? {
+                true => Ok(()),
+                false => Err(no_such_key(&kid)),
+            },
+            None => Err(no_such_key(&kid)),
         }
-        let removed = state
-            .keys
-            .remove(&state.store, &kid)
-            .map_err(|e| ApiError::Keys(e.to_string()))?;
-        if !removed {
-            return Err(ApiError::NotFound(format!("No signing key with kid '{kid}'.")));
-        }
-    }
+    })
+    .await
+    .map_err(|e| ApiError::Keys(e.to_string()))??;
     durable(&state).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn no_such_key(kid: &str) -> ApiError {
+    ApiError::NotFound(format!("No signing key with kid '{kid}'."))
 }

@@ -36,7 +36,10 @@ async fn endpoint(
         Ok(xml) => {
             let mut response = (StatusCode::OK, xml).into_response();
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/xml; charset=utf-8"),
+            );
             if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
                 headers.insert("x-IngestionCorrelationID", value);
             }
@@ -56,7 +59,8 @@ async fn handle(
 ) -> Result<String, EndpointError> {
     let principal = crate::identity::authenticate(state, request.headers())?;
     let limit = state.config.max_body_bytes;
-    let body = read_body(request.headers(), request.into_body(), limit).await?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts.headers, body, limit).await?;
     let parsed = crate::ews::parse::parse_request(&body)?;
     info!(tenant = %principal.tenant, app = %principal.app_id, bytes = body.len(), "EWS request");
     Ok(crate::ingest::execute(state, &principal, parsed, correlation_id).await?)
@@ -64,7 +68,11 @@ async fn handle(
 
 /// Reads the body, refusing one over `limit` without reading it whole: at once when its
 /// Content-Length says so, else as soon as the bytes read pass the limit.
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<bytes_of::Bytes, EndpointError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<bytes_of::Bytes, EndpointError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -110,7 +118,10 @@ async fn description(
         }
     };
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+        )],
         xml,
     )
         .into_response()

@@ -103,7 +103,9 @@ pub async fn serve(
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), router, peer, stop).await,
+                        Ok(Ok(tls)) => {
+                            serve_connection(TokioIo::new(tls), router, peer, stop).await
+                        }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
@@ -121,8 +123,12 @@ pub async fn serve(
     .await;
 }
 
-async fn serve_connection<I>(io: I, router: Router, peer: SocketAddr, mut stop: watch::Receiver<bool>)
-where
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -131,7 +137,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let service = TowerToHyperService::new(router);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
@@ -139,7 +148,7 @@ where
         result = connection.as_mut() => {
             if let Err(e) = result { debug!(%peer, error = %e, "connection ended with an error"); }
         }
-        _ = stop.wait_for(|stop| *stop) => {
+        _ = async { let _ = stop.wait_for(|stop| *stop).await; } => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }

@@ -135,7 +135,10 @@ mod tests {
     fn thumbprints_decode_in_every_alphabet() {
         let bytes = decode_thumbprint("GGUBH52Uh5DidmXTlmAFvaA3xL0=").unwrap();
         assert_eq!(bytes.len(), 20);
-        assert_eq!(decode_thumbprint("GGUBH52Uh5DidmXTlmAFvaA3xL0").unwrap(), bytes);
+        assert_eq!(
+            decode_thumbprint("GGUBH52Uh5DidmXTlmAFvaA3xL0").unwrap(),
+            bytes
+        );
         let s256 = decode_thumbprint("hPMH09zqbw1J2cWIE0SPF1xlzNyHUISKRO1e_olHOX4=").unwrap();
         assert_eq!(s256.len(), 32);
     }

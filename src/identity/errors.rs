@@ -20,7 +20,12 @@ pub struct EntraError {
 }
 
 impl EntraError {
-    pub fn new(status: StatusCode, error: &'static str, code: u32, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        error: &'static str,
+        code: u32,
+        message: impl Into<String>,
+    ) -> Self {
         EntraError {
             status,
             error,
@@ -66,7 +71,12 @@ impl EntraError {
     }
 
     /// The JSON body, with the given trace and correlation ids and time.
-    pub fn body(&self, trace_id: Uuid, correlation_id: &str, now: DateTime<Utc>) -> serde_json::Value {
+    pub fn body(
+        &self,
+        trace_id: Uuid,
+        correlation_id: &str,
+        now: DateTime<Utc>,
+    ) -> serde_json::Value {
         let timestamp = now.format("%Y-%m-%d %H:%M:%SZ").to_string();
         serde_json::json!({
             "error": self.error,
@@ -114,7 +124,10 @@ pub fn correlation_id(headers: &HeaderMap) -> String {
 
 /// Headers Entra puts on every token endpoint answer.
 pub fn add_token_headers(headers: &mut HeaderMap, trace: Uuid, correlation: &str) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
         headers.insert("x-ms-request-id", value);
@@ -122,7 +135,10 @@ pub fn add_token_headers(headers: &mut HeaderMap, trace: Uuid, correlation: &str
     if let Ok(value) = HeaderValue::from_str(correlation) {
         headers.insert("client-request-id", value);
     }
-    headers.insert("x-ms-ests-server", HeaderValue::from_static("ingest-emulator"));
+    headers.insert(
+        "x-ms-ests-server",
+        HeaderValue::from_static("ingest-emulator"),
+    );
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -161,9 +177,14 @@ pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response {
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
     );
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     response
 }
@@ -224,6 +245,9 @@ mod tests {
 
     #[test]
     fn escapes_html() {
-        assert_eq!(html_escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            html_escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

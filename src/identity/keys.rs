@@ -227,7 +227,8 @@ impl KeySet {
         header.typ = Some("JWT".into());
         header.kid = Some(key.kid.clone());
         header.x5t = Some(key.x5t.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| KeyError::Sign(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     /// The verification key of a published kid (never waits).
@@ -241,14 +242,19 @@ impl KeySet {
 
     /// When a key was created, by kid.
     pub fn created(&self, kid: &str) -> Option<chrono::DateTime<Utc>> {
-        self.read().keys.iter().find(|k| k.kid == kid).map(|k| k.created)
+        self.read()
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.created)
     }
 }
 
 /// Generates an RSA 2048 key and its self-signed certificate.
 pub fn generate_record() -> Result<SigningKeyRecord, KeyError> {
     let mut rng = rand::thread_rng();
-    let private = RsaPrivateKey::new(&mut rng, 2048).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let private =
+        RsaPrivateKey::new(&mut rng, 2048).map_err(|e| KeyError::Generate(e.to_string()))?;
     let pkcs8 = private
         .to_pkcs8_der()
         .map_err(|e| KeyError::Generate(e.to_string()))?;
@@ -260,9 +266,10 @@ pub fn generate_record() -> Result<SigningKeyRecord, KeyError> {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
         .map_err(|e| KeyError::Generate(e.to_string()))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "m365-ingestion-emulator token signing");
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "m365-ingestion-emulator token signing",
+    );
     let today = Utc::now();
     use chrono::Datelike;
     params.not_before = rcgen::date_time_ymd(today.year(), today.month() as u8, today.day() as u8)
@@ -327,7 +334,10 @@ pub(crate) mod tests {
         let kid = keys.active_kid().unwrap();
         let total = started.elapsed();
         eprintln!("load_or_create returned after {load_time:?}; first key ready after {total:?}");
-        assert!(load_time < std::time::Duration::from_millis(100), "{load_time:?}");
+        assert!(
+            load_time < std::time::Duration::from_millis(100),
+            "{load_time:?}"
+        );
         assert_eq!(store.signing_keys().unwrap().len(), 1);
 
         // A second start loads the same key, quickly.
@@ -356,7 +366,10 @@ pub(crate) mod tests {
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         let spki = crate::identity::credentials::rsa_public_key_der(&der).unwrap();
         assert!(!spki.is_empty());
-        assert!(cert.subject().to_string().contains("m365-ingestion-emulator"));
+        assert!(cert
+            .subject()
+            .to_string()
+            .contains("m365-ingestion-emulator"));
     }
 
     #[test]
@@ -378,7 +391,10 @@ pub(crate) mod tests {
         assert_eq!(reloaded.active_kid().unwrap(), second);
         assert_eq!(reloaded.kids().len(), 2);
 
-        assert!(matches!(keys.remove(&store, &second), Err(KeyError::ActiveKey(_))));
+        assert!(matches!(
+            keys.remove(&store, &second),
+            Err(KeyError::ActiveKey(_))
+        ));
         assert!(keys.remove(&store, &first).unwrap());
         assert!(!keys.remove(&store, &first).unwrap());
         assert!(keys.decoding_key(&first).is_none());

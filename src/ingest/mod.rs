@@ -40,8 +40,15 @@ pub async fn execute(
     correlation_id: Uuid,
 ) -> Result<String, IngestError> {
     match request.operation {
-        Operation::CreateItem(create) => create_item(state, principal, create, correlation_id).await,
-        Operation::GetFolder(get) => get_folder(state, principal, &request.header.impersonated_smtp, &get.folders),
+        Operation::CreateItem(create) => {
+            create_item(state, principal, create, correlation_id).await
+        }
+        Operation::GetFolder(get) => get_folder(
+            state,
+            principal,
+            &request.header.impersonated_smtp,
+            &get.folders,
+        ),
         Operation::ConvertId => Ok(reply::convert_id_error()),
         Operation::CreateAttachment(create) => create_attachment(state, principal, create).await,
         Operation::Unsupported(name) => Err(IngestError::UnsupportedOperation(name)),
@@ -93,11 +100,21 @@ async fn create_item(
         match routed {
             Ok((item, destinations)) => {
                 let id = Uuid::new_v4();
-                let record = item_record(id, &tenant, principal, correlation_id, received, &item, &destinations);
+                let record = item_record(
+                    id,
+                    &tenant,
+                    principal,
+                    correlation_id,
+                    received,
+                    &item,
+                    &destinations,
+                );
                 results.push(ItemResult::Created {
                     item_id: id.to_string(),
                     change_key: change_key(id),
-                    attachment_ids: (0..item.attachments.len()).map(|n| attachment_id(id, n)).collect(),
+                    attachment_ids: (0..item.attachments.len())
+                        .map(|n| attachment_id(id, n))
+                        .collect(),
                 });
                 outcomes.push(ItemOutcomeRecord::Stored {
                     index,
@@ -139,8 +156,13 @@ async fn create_item(
         items: outcomes,
         error: None,
     };
-    store.commit_ingestion(IngestionCommit { record, items }).await?;
-    info!(items = results.len(), stored, outcome, "CreateItem committed");
+    store
+        .commit_ingestion(IngestionCommit { record, items })
+        .await?;
+    info!(
+        items = results.len(),
+        stored, outcome, "CreateItem committed"
+    );
     Ok(reply::create_item(&results))
 }
 
@@ -227,13 +249,30 @@ fn attachment_id(item: Uuid, n: usize) -> String {
 }
 
 /// Distinguished folders a client may ask for, with their path in our store.
-fn distinguished(id: &str) -> Option<(&'static str, Option<Folder>, &'static str, Option<&'static str>)> {
+fn distinguished(
+    id: &str,
+) -> Option<(
+    &'static str,
+    Option<Folder>,
+    &'static str,
+    Option<&'static str>,
+)> {
     // (display name, stored folder, folder class, parent distinguished id)
     match id.to_ascii_lowercase().as_str() {
         "root" => Some(("Root", None, "", None)),
         "msgfolderroot" => Some(("Top of Information Store", None, "IPF.Note", Some("root"))),
-        "inbox" => Some(("Inbox", Some(Folder::Inbox), "IPF.Note", Some("msgfolderroot"))),
-        "recoverableitemspurges" => Some(("Purges", Some(Folder::Purges), "", Some("recoverableitemsroot"))),
+        "inbox" => Some((
+            "Inbox",
+            Some(Folder::Inbox),
+            "IPF.Note",
+            Some("msgfolderroot"),
+        )),
+        "recoverableitemspurges" => Some((
+            "Purges",
+            Some(Folder::Purges),
+            "",
+            Some("recoverableitemsroot"),
+        )),
         _ => None,
     }
 }
@@ -291,7 +330,9 @@ fn describe_folder(
         });
     };
     let upn = user.user_principal_name.to_lowercase();
-    let total = stored.map_or(0, |f| state.store.folder_count(principal.tenant, &upn, &f.path()));
+    let total = stored.map_or(0, |f| {
+        state.store.folder_count(principal.tenant, &upn, &f.path())
+    });
     Ok(FolderResult::Found(FolderInfo {
         folder_id: folder_id(&upn, id),
         change_key: "AQAAAA==".into(),
@@ -311,7 +352,10 @@ async fn create_attachment(
 ) -> Result<String, IngestError> {
     let parent = Uuid::parse_str(create.parent_item_id.trim()).ok();
     let item = match parent {
-        Some(id) => state.store.item(id)?.filter(|i| i.tenant == principal.tenant.0),
+        Some(id) => state
+            .store
+            .item(id)?
+            .filter(|i| i.tenant == principal.tenant.0),
         None => None,
     };
     let mut results = Vec::with_capacity(create.attachments.len());

@@ -20,7 +20,11 @@ pub enum RouteError {
 }
 
 /// Destinations of one item, sorted, one per mailbox.
-pub fn route(store: &Store, tenant: &TenantRecord, item: &Item) -> Result<Vec<Destination>, RouteError> {
+pub fn route(
+    store: &Store,
+    tenant: &TenantRecord,
+    item: &Item,
+) -> Result<Vec<Destination>, RouteError> {
     let id = TenantId(tenant.id);
     let mut mailboxes = BTreeSet::new();
     for participant in item.participants() {

@@ -4,8 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Attachment, Body, BodyFormat, ExtendedProperty, Item, MessageClass, Participant,
-    MAX_ITEM_BYTES,
+    Attachment, Body, BodyFormat, ExtendedProperty, Item, MessageClass, Participant, MAX_ITEM_BYTES,
 };
 use crate::ews::mime::{parse_mime, MimeMessage};
 use crate::ews::types::{self as wire, Message};
@@ -48,7 +47,9 @@ pub fn validate(message: &Message) -> Result<Item, ItemError> {
     let mime = match &message.mime_content {
         Some(content) => Some(parse_mime(&content.bytes).map_err(|e| ItemError {
             code: "ErrorMimeContentConversionFailed",
-            message: format!("The item was not imported: its MimeContent is not a valid MIME message ({e})."),
+            message: format!(
+                "The item was not imported: its MimeContent is not a valid MIME message ({e})."
+            ),
         })?),
         None => None,
     };
@@ -164,7 +165,8 @@ pub fn parse_class(class: &str) -> Option<MessageClass> {
         Some((source, event)) => (source, Some(event)),
         None => (rest, None),
     };
-    let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || "-_ ".contains(c));
+    let valid =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || "-_ ".contains(c));
     if !valid(source) || event.is_some_and(|e| e.split('.').any(|part| !valid(part))) {
         return None;
     }
@@ -184,7 +186,10 @@ fn string_property(message: &Message, tag: u32) -> Option<String> {
 }
 
 /// DATE: DateTimeSent, else PidTagClientSubmitTime, else delivery time, else the MIME Date.
-fn sent_date(message: &Message, mime: Option<&MimeMessage>) -> Result<Option<DateTime<Utc>>, ItemError> {
+fn sent_date(
+    message: &Message,
+    mime: Option<&MimeMessage>,
+) -> Result<Option<DateTime<Utc>>, ItemError> {
     if let Some(sent) = message.date_time_sent {
         return Ok(Some(sent));
     }
@@ -221,7 +226,11 @@ fn participant(mailbox: &wire::Mailbox) -> Option<Participant> {
 }
 
 fn recipients(sent: &[wire::Mailbox], mime: Option<&[wire::Mailbox]>) -> Vec<Participant> {
-    let chosen = if sent.is_empty() { mime.unwrap_or(&[]) } else { sent };
+    let chosen = if sent.is_empty() {
+        mime.unwrap_or(&[])
+    } else {
+        sent
+    };
     chosen.iter().filter_map(participant).collect()
 }
 
@@ -280,7 +289,10 @@ mod tests {
     #[test]
     fn classes() {
         let c = parse_class("IPM.NOTE.Twitter.Tweet").unwrap();
-        assert_eq!((c.source.as_str(), c.event.as_deref()), ("Twitter", Some("Tweet")));
+        assert_eq!(
+            (c.source.as_str(), c.event.as_deref()),
+            ("Twitter", Some("Tweet"))
+        );
         assert_eq!(c.searched(), "IPM.ExternalData.Twitter.Tweet");
         assert!(parse_class("ipm.note.SMS").is_some());
         assert!(parse_class("IPM.NOTE.").is_none());
