@@ -17,3 +17,4 @@ pub mod http;
 pub mod errors;
 pub mod admin;
 pub mod cli;
+pub mod search;

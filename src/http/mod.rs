@@ -160,16 +160,23 @@ pub fn text(status: http::StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
 }
 
-/// The base URL the client used: our scheme, and its `Host` (or HTTP/2 authority).
+/// `scheme://host[:port]` as the client reached us: `https` unless TLS is off, and the host from
+/// `Host` (HTTP/2's authority is copied there by `correlate`), when it is a plausible host.
 pub fn base_url(state: &AppState, headers: &http::HeaderMap) -> String {
     let scheme = match state.config.tls {
         crate::config::TlsSource::None => "http",
         _ => "https",
     };
+    let valid = |h: &&str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    };
     let host = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::trim)
+        .filter(valid)
         .map(str::to_string)
         .unwrap_or_else(|| state.config.listen.to_string());
     format!("{scheme}://{host}")

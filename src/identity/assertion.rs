@@ -117,7 +117,8 @@ pub fn verify_client_assertion(
     // Claims, from the JSON (floats allowed).
     let iss = payload.get("iss").and_then(Value::as_str);
     let sub = payload.get("sub").and_then(Value::as_str);
-    let matches_client = |v: Option<&str>| v.is_some_and(|v| v.trim().eq_ignore_ascii_case(client_id.trim()));
+    let matches_client =
+        |v: Option<&str>| v.is_some_and(|v| v.trim().eq_ignore_ascii_case(client_id.trim()));
     if !matches_client(iss) || !matches_client(sub) {
         return Err(EntraError::invalid_client(
             700021,
@@ -125,7 +126,10 @@ pub fn verify_client_assertion(
         ));
     }
 
-    let exp = payload.get("exp").and_then(Value::as_f64).ok_or_else(malformed)?;
+    let exp = payload
+        .get("exp")
+        .and_then(Value::as_f64)
+        .ok_or_else(malformed)?;
     let nbf = payload.get("nbf").and_then(Value::as_f64);
     let iat = payload.get("iat").and_then(Value::as_f64);
     let now_secs = now.timestamp_millis() as f64 / 1000.0;
@@ -133,7 +137,10 @@ pub fn verify_client_assertion(
     let expired = now_secs > exp + skew;
     let early = nbf.is_some_and(|nbf| now_secs + skew < nbf);
     if expired || early {
-        let from = nbf.or(iat).map(show_time).unwrap_or_else(|| "(not given)".into());
+        let from = nbf
+            .or(iat)
+            .map(show_time)
+            .unwrap_or_else(|| "(not given)".into());
         return Err(EntraError::invalid_client(
             700024,
             format!(
@@ -159,14 +166,15 @@ pub fn verify_client_assertion(
 
     Ok(VerifiedAssertion {
         certificate_key_id: certificate.key_id,
-        jti: payload.get("jti").and_then(Value::as_str).map(str::to_string),
+        jti: payload
+            .get("jti")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 
 fn decode_json(segment: &str) -> Option<Value> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment.trim_end_matches('='))
-        .ok()?;
+    let bytes = URL_SAFE_NO_PAD.decode(segment.trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -297,9 +305,12 @@ pub(crate) mod tests {
     pub(crate) fn test_cert(cn: &str) -> TestCert {
         let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
         let pem = private.to_pkcs8_pem(LineEnding::LF).unwrap();
-        let key_pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+        let key_pair =
+            rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let cert = params.self_signed(&key_pair).unwrap();
         let der = cert.der().as_ref().to_vec();
         TestCert {
@@ -321,7 +332,12 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn sign(cert: &TestCert, alg: Algorithm, header_extra: Value, claims: Value) -> String {
+    pub(crate) fn sign(
+        cert: &TestCert,
+        alg: Algorithm,
+        header_extra: Value,
+        claims: Value,
+    ) -> String {
         let mut header = Header::new(alg);
         if let Some(t) = header_extra.get("x5t").and_then(Value::as_str) {
             header.x5t = Some(t.into());
@@ -333,7 +349,12 @@ pub(crate) mod tests {
             header.kid = Some(t.into());
         }
         if let Some(chain) = header_extra.get("x5c").and_then(Value::as_array) {
-            header.x5c = Some(chain.iter().map(|c| c.as_str().unwrap().to_string()).collect());
+            header.x5c = Some(
+                chain
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_string())
+                    .collect(),
+            );
         }
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&cert.pkcs1)).unwrap()
     }
@@ -349,7 +370,11 @@ pub(crate) mod tests {
 
     const AUD: &str = "https://login.test/t/oauth2/v2.0/token";
 
-    fn verify(assertion: &str, app: &AppRecord, skew: u64) -> Result<VerifiedAssertion, EntraError> {
+    fn verify(
+        assertion: &str,
+        app: &AppRecord,
+        skew: u64,
+    ) -> Result<VerifiedAssertion, EntraError> {
         verify_client_assertion(assertion, APP, app, |aud| aud == AUD, skew, Utc::now())
     }
 
@@ -369,20 +394,38 @@ pub(crate) mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let cases = [
-            (Algorithm::PS256, serde_json::json!({"x5t#S256": padded, "x5c": [wrapped]})),
-            (Algorithm::RS256, serde_json::json!({"x5t": cert.record.x5t})),
-            (Algorithm::RS256, serde_json::json!({"x5t": STANDARD.encode(Sha1::digest(&cert.der))})),
+            (
+                Algorithm::PS256,
+                serde_json::json!({"x5t#S256": padded, "x5c": [wrapped]}),
+            ),
+            (
+                Algorithm::RS256,
+                serde_json::json!({"x5t": cert.record.x5t}),
+            ),
+            (
+                Algorithm::RS256,
+                serde_json::json!({"x5t": STANDARD.encode(Sha1::digest(&cert.der))}),
+            ),
             (Algorithm::PS256, serde_json::json!({"kid": sha1_hex})),
             (Algorithm::RS256, serde_json::json!({"x5c": [b64]})),
-            (Algorithm::PS512, serde_json::json!({"x5t#S256": cert.record.x5t_s256})),
+            (
+                Algorithm::PS512,
+                serde_json::json!({"x5t#S256": cert.record.x5t_s256}),
+            ),
         ];
         for (alg, header) in cases {
             let assertion = sign(&cert, alg, header.clone(), claims(AUD, 600.25));
-            let verified = verify(&assertion, &app, 300).unwrap_or_else(|e| panic!("{header}: {e}"));
+            let verified =
+                verify(&assertion, &app, 300).unwrap_or_else(|e| panic!("{header}: {e}"));
             assert_eq!(verified.certificate_key_id, cert.record.key_id);
         }
         // The same assertion (same jti) is accepted again.
-        let assertion = sign(&cert, Algorithm::RS256, serde_json::json!({"x5t": cert.record.x5t}), claims(AUD, 600.0));
+        let assertion = sign(
+            &cert,
+            Algorithm::RS256,
+            serde_json::json!({"x5t": cert.record.x5t}),
+            claims(AUD, 600.0),
+        );
         verify(&assertion, &app, 300).unwrap();
         verify(&assertion, &app, 300).unwrap();
     }
@@ -393,27 +436,58 @@ pub(crate) mod tests {
         let attacker = test_cert("attacker");
         let app = app_with(vec![cert.record.clone()]);
         // Attacker's own cert: not registered.
-        let a = sign(&attacker, Algorithm::PS256, serde_json::json!({"x5t#S256": attacker.record.x5t_s256, "x5c": [STANDARD.encode(&attacker.der)]}), claims(AUD, 600.0));
+        let a = sign(
+            &attacker,
+            Algorithm::PS256,
+            serde_json::json!({"x5t#S256": attacker.record.x5t_s256, "x5c": [STANDARD.encode(&attacker.der)]}),
+            claims(AUD, 600.0),
+        );
         assert_eq!(verify(&a, &app, 300).unwrap_err().code, 700027);
         // Registered thumbprint, attacker's key (and x5c): signature fails.
-        let b = sign(&attacker, Algorithm::RS256, serde_json::json!({"x5t": cert.record.x5t, "x5c": [STANDARD.encode(&attacker.der)]}), claims(AUD, 600.0));
+        let b = sign(
+            &attacker,
+            Algorithm::RS256,
+            serde_json::json!({"x5t": cert.record.x5t, "x5c": [STANDARD.encode(&attacker.der)]}),
+            claims(AUD, 600.0),
+        );
         let e = verify(&b, &app, 300).unwrap_err();
-        assert_eq!((e.code, e.error, e.status.as_u16()), (700027, "invalid_client", 401));
+        assert_eq!(
+            (e.code, e.error, e.status.as_u16()),
+            (700027, "invalid_client", 401)
+        );
         // No identifier at all.
-        let c = sign(&cert, Algorithm::RS256, serde_json::json!({}), claims(AUD, 600.0));
+        let c = sign(
+            &cert,
+            Algorithm::RS256,
+            serde_json::json!({}),
+            claims(AUD, 600.0),
+        );
         assert_eq!(verify(&c, &app, 300).unwrap_err().code, 700027);
         // HS256 keyed with the certificate: refused.
         let mut header = Header::new(Algorithm::HS256);
         header.x5t = Some(cert.record.x5t.clone());
-        let d = jsonwebtoken::encode(&header, &claims(AUD, 600.0), &EncodingKey::from_secret(&cert.der)).unwrap();
+        let d = jsonwebtoken::encode(
+            &header,
+            &claims(AUD, 600.0),
+            &EncodingKey::from_secret(&cert.der),
+        )
+        .unwrap();
         assert_eq!(verify(&d, &app, 300).unwrap_err().code, 700027);
         // Tampered payload.
-        let good = sign(&cert, Algorithm::RS256, serde_json::json!({"x5t": cert.record.x5t}), claims(AUD, 600.0));
+        let good = sign(
+            &cert,
+            Algorithm::RS256,
+            serde_json::json!({"x5t": cert.record.x5t}),
+            claims(AUD, 600.0),
+        );
         let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
         let mut payload = claims(AUD, 900.0);
         payload["sub"] = APP.into();
         parts[1] = URL_SAFE_NO_PAD.encode(payload.to_string());
-        assert_eq!(verify(&parts.join("."), &app, 300).unwrap_err().code, 700027);
+        assert_eq!(
+            verify(&parts.join("."), &app, 300).unwrap_err().code,
+            700027
+        );
         // Garbage.
         assert_eq!(verify("not-a-jwt", &app, 300).unwrap_err().code, 50027);
         assert_eq!(verify("a.b.c", &app, 300).unwrap_err().code, 50027);
@@ -435,7 +509,13 @@ pub(crate) mod tests {
             (wrong_sub, 700021),
             (claims(AUD, -400.0), 700024),
             (future, 700024),
-            (claims("https://login.microsoftonline.com/t/oauth2/v2.0/token", 600.0), 700023),
+            (
+                claims(
+                    "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+                    600.0,
+                ),
+                700023,
+            ),
         ];
         for (claims, code) in cases {
             let assertion = sign(&cert, Algorithm::RS256, header.clone(), claims.clone());
@@ -455,15 +535,24 @@ pub(crate) mod tests {
     fn fixture_app() -> AppRecord {
         let fixture = crate::fixture::Fixture::parse(crate::fixture::DEFAULT_FIXTURE, "t").unwrap();
         let pem = &fixture.apps[0].certificates[0];
-        app_with(vec![crate::identity::credentials::certificate_record(pem).unwrap()])
+        app_with(vec![
+            crate::identity::credentials::certificate_record(pem).unwrap()
+        ])
     }
 
     #[test]
     fn captured_msal_assertions_expired_under_default_skew() {
         let app = fixture_app();
         for assertion in [CAPTURED_PS256, CAPTURED_RS256] {
-            let e = verify_client_assertion(assertion, APP, &app, |a| a == CAPTURED_AUD, 300, Utc::now())
-                .unwrap_err();
+            let e = verify_client_assertion(
+                assertion,
+                APP,
+                &app,
+                |a| a == CAPTURED_AUD,
+                300,
+                Utc::now(),
+            )
+            .unwrap_err();
             assert_eq!(e.code, 700024, "{e}");
             assert!(e.message.contains("Current time: "), "{e}");
         }
@@ -474,17 +563,43 @@ pub(crate) mod tests {
         let app = fixture_app();
         let skew = 10 * 365 * 86_400;
         for assertion in [CAPTURED_PS256, CAPTURED_RS256] {
-            verify_client_assertion(assertion, APP, &app, |a| a == CAPTURED_AUD, skew, Utc::now()).unwrap();
-            verify_client_assertion(assertion, APP, &app, |a| a == CAPTURED_AUD, u64::MAX, Utc::now()).unwrap();
+            verify_client_assertion(
+                assertion,
+                APP,
+                &app,
+                |a| a == CAPTURED_AUD,
+                skew,
+                Utc::now(),
+            )
+            .unwrap();
+            verify_client_assertion(
+                assertion,
+                APP,
+                &app,
+                |a| a == CAPTURED_AUD,
+                u64::MAX,
+                Utc::now(),
+            )
+            .unwrap();
         }
-        let e = verify_client_assertion(CAPTURED_ATTACKER, APP, &app, |a| a == CAPTURED_AUD, skew, Utc::now())
-            .unwrap_err();
+        let e = verify_client_assertion(
+            CAPTURED_ATTACKER,
+            APP,
+            &app,
+            |a| a == CAPTURED_AUD,
+            skew,
+            Utc::now(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, 700027);
         assert!(e.message.contains("not registered"), "{e}");
     }
 
     #[test]
     fn shows_times_like_entra() {
-        assert_eq!(show_time(1795440273.8159418), "2026-11-23T13:24:33.8159418Z");
+        assert_eq!(
+            show_time(1795440273.8159418),
+            "2026-11-23T13:24:33.8159418Z"
+        );
     }
 }

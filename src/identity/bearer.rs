@@ -45,7 +45,9 @@ pub const ACCEPTED_AUDIENCES: &[&str] = &[
 pub fn is_accepted_audience(aud: &str) -> bool {
     let aud = aud.trim();
     let aud = aud.strip_suffix('/').unwrap_or(aud);
-    ACCEPTED_AUDIENCES.iter().any(|a| a.eq_ignore_ascii_case(aud))
+    ACCEPTED_AUDIENCES
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(aud))
 }
 
 /// Why a request was not authenticated. Rendered as 401 with [`AuthError::www_authenticate`]
@@ -193,8 +195,14 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, 
 }
 
 /// [`authenticate`] at a given time.
-pub fn authenticate_at(state: &AppState, headers: &HeaderMap, now: DateTime<Utc>) -> Result<Principal, AuthError> {
-    let value = headers.get(http::header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+pub fn authenticate_at(
+    state: &AppState,
+    headers: &HeaderMap,
+    now: DateTime<Utc>,
+) -> Result<Principal, AuthError> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
     let value = value.to_str().map_err(|_| AuthError::Unparseable)?.trim();
     if value.is_empty() {
         return Err(AuthError::Missing);
@@ -221,7 +229,11 @@ enum KeySource<'a> {
 }
 
 /// Validates a bearer token (the part after `Bearer `).
-pub fn validate_token(state: &AppState, token: &str, now: DateTime<Utc>) -> Result<Principal, AuthError> {
+pub fn validate_token(
+    state: &AppState,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Principal, AuthError> {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
         return Err(AuthError::Unparseable);
@@ -266,7 +278,10 @@ pub fn validate_token(state: &AppState, token: &str, now: DateTime<Utc>) -> Resu
     // Lifetime, with skew; floats and any skew are fine in f64.
     let now_secs = now.timestamp_millis() as f64 / 1000.0;
     let skew = state.config.clock_skew_secs as f64;
-    let exp = claims.get("exp").and_then(Value::as_f64).ok_or(AuthError::Unparseable)?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_f64)
+        .ok_or(AuthError::Unparseable)?;
     if now_secs > exp + skew {
         return Err(AuthError::Expired);
     }
@@ -277,7 +292,10 @@ pub fn validate_token(state: &AppState, token: &str, now: DateTime<Utc>) -> Resu
     }
 
     // Issuer and tenant.
-    let iss = claims.get("iss").and_then(Value::as_str).ok_or(AuthError::WrongIssuer)?;
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(AuthError::WrongIssuer)?;
     let tid = claims
         .get("tid")
         .and_then(Value::as_str)
@@ -292,17 +310,23 @@ pub fn validate_token(state: &AppState, token: &str, now: DateTime<Utc>) -> Resu
         }
         KeySource::External(trusted) => {
             let tid = tid.ok_or(AuthError::IssuerTenantMismatch)?;
-            let expected = trusted.issuer.replace("{tenantid}", &tid.to_string());
-            if !expected.eq_ignore_ascii_case(iss) {
-                // The issuer names another tenant than `tid`, or is another issuer.
-                return Err(match issuer_tenant(iss) {
-                    Some(t) if t != tid && trusted.issuer.contains("{tenantid}") => AuthError::IssuerTenantMismatch,
-                    _ => AuthError::WrongIssuer,
-                });
-            }
-            // A fixed issuer URL that names a tenant must name the token's tenant.
-            if issuer_tenant(iss).is_some_and(|t| t != tid) {
-                return Err(AuthError::IssuerTenantMismatch);
+            // The issuer as configured, `{tenantid}` standing for the token's tenant.
+            let names_issuer = |tenant: Uuid| {
+                trusted
+                    .issuer
+                    .replace("{tenantid}", &tenant.to_string())
+                    .eq_ignore_ascii_case(iss.trim())
+            };
+            match issuer_tenant(iss) {
+                Some(from_iss) if from_iss != tid => {
+                    return Err(if names_issuer(from_iss) {
+                        AuthError::IssuerTenantMismatch
+                    } else {
+                        AuthError::WrongIssuer
+                    })
+                }
+                _ if !names_issuer(tid) => return Err(AuthError::WrongIssuer),
+                _ => {}
             }
             tid
         }
@@ -319,7 +343,10 @@ pub fn validate_token(state: &AppState, token: &str, now: DateTime<Utc>) -> Resu
 
     let audience_ok = match claims.get("aud") {
         Some(Value::String(aud)) => is_accepted_audience(aud),
-        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(is_accepted_audience),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(is_accepted_audience),
         _ => false,
     };
     if !audience_ok {
@@ -335,7 +362,12 @@ pub fn validate_token(state: &AppState, token: &str, now: DateTime<Utc>) -> Resu
     let roles: Vec<String> = claims
         .get("roles")
         .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
 
     if state.config.revocation == RevocationMode::Immediate {
@@ -386,7 +418,10 @@ fn jwks_cache() -> &'static Mutex<JwksCache> {
 
 /// The key `kid` from the JWKS files of the trusted external issuers (cached, reloaded when the
 /// file changes).
-fn external_key<'a>(issuers: &'a [TrustedIssuer], kid: &str) -> Option<(DecodingKey, KeySource<'a>)> {
+fn external_key<'a>(
+    issuers: &'a [TrustedIssuer],
+    kid: &str,
+) -> Option<(DecodingKey, KeySource<'a>)> {
     for issuer in issuers {
         let modified = std::fs::metadata(&issuer.jwks_file)
             .and_then(|m| m.modified())
@@ -422,11 +457,19 @@ fn load_jwks_file(path: &std::path::Path) -> Vec<(String, DecodingKey)> {
         }
     };
     let mut out = Vec::new();
-    for key in json.get("keys").and_then(Value::as_array).into_iter().flatten() {
+    for key in json
+        .get("keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if key.get("kty").and_then(Value::as_str) != Some("RSA") {
             continue;
         }
-        let (Some(n), Some(e)) = (key.get("n").and_then(Value::as_str), key.get("e").and_then(Value::as_str)) else {
+        let (Some(n), Some(e)) = (
+            key.get("n").and_then(Value::as_str),
+            key.get("e").and_then(Value::as_str),
+        ) else {
             continue;
         };
         let Ok(decoding) = DecodingKey::from_rsa_components(n, e) else {
@@ -451,7 +494,9 @@ fn legacy_basic(state: &AppState, credentials: &str) -> Result<Principal, AuthEr
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or(AuthError::LegacyBadCredentials)?;
-    let (user, password) = decoded.split_once(':').ok_or(AuthError::LegacyBadCredentials)?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or(AuthError::LegacyBadCredentials)?;
     let user = user.trim();
     let expected = state
         .config
@@ -464,13 +509,11 @@ fn legacy_basic(state: &AppState, credentials: &str) -> Result<Principal, AuthEr
     let presented = Sha256::digest(password.as_bytes());
     let wanted = Sha256::digest(expected.unwrap_or("\u{0}no-such-user").as_bytes());
     let password_ok = bool::from(presented.ct_eq(&wanted)) && expected.is_some();
-    let tenant = state
-        .store
-        .tenants()
-        .ok()
-        .into_iter()
-        .flatten()
-        .find(|t| t.third_party_mailbox.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(user)));
+    let tenant = state.store.tenants().ok().into_iter().flatten().find(|t| {
+        t.third_party_mailbox
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(user))
+    });
     match (password_ok, tenant) {
         (true, Some(tenant)) => Ok(Principal {
             tenant: TenantId(tenant.id),
@@ -495,7 +538,9 @@ pub(crate) mod tests {
 
     /// A state over a new store seeded with the default fixture (contoso), admin key
     /// [`ADMIN_KEY`], HTTPS.
-    pub(crate) fn test_state_with(configure: impl FnOnce(&mut Config)) -> (tempfile::TempDir, AppState) {
+    pub(crate) fn test_state_with(
+        configure: impl FnOnce(&mut Config),
+    ) -> (tempfile::TempDir, AppState) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::resolve(ServeArgs {
             admin_key: Some(ADMIN_KEY.into()),
@@ -524,7 +569,10 @@ pub(crate) mod tests {
 
     fn bearer(token: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
         headers
     }
 
@@ -551,7 +599,12 @@ pub(crate) mod tests {
         assert_eq!(principal.app_id.0.to_string(), APP);
         assert_eq!(principal.roles, vec!["full_access_as_app".to_string()]);
         // Every accepted audience, with or without slash, and the v2 issuer form with azp.
-        for aud in ["https://outlook.office.com/", EXCHANGE_APP_ID, "api://m365-ingestion-emulator", "HTTPS://OUTLOOK.OFFICE365.COM/"] {
+        for aud in [
+            "https://outlook.office.com/",
+            EXCHANGE_APP_ID,
+            "api://m365-ingestion-emulator",
+            "HTTPS://OUTLOOK.OFFICE365.COM/",
+        ] {
             let mut claims = good_claims(now);
             claims["aud"] = aud.into();
             check(&state, &claims).unwrap_or_else(|e| panic!("{aud}: {e}"));
@@ -579,8 +632,14 @@ pub(crate) mod tests {
         let cases: Vec<(Value, AuthError)> = vec![
             (with("exp", (now - 301).into()), AuthError::Expired),
             (with("nbf", (now + 301).into()), AuthError::NotYetValid),
-            (with("aud", "https://graph.microsoft.com".into()), AuthError::WrongAudience),
-            (with("iss", "https://evil.example/issuer".into()), AuthError::WrongIssuer),
+            (
+                with("aud", "https://graph.microsoft.com".into()),
+                AuthError::WrongAudience,
+            ),
+            (
+                with("iss", "https://evil.example/issuer".into()),
+                AuthError::WrongIssuer,
+            ),
             (
                 with("tid", "55555555-5555-5555-5555-555555555555".into()),
                 AuthError::IssuerTenantMismatch,
@@ -595,9 +654,18 @@ pub(crate) mod tests {
                 AuthError::UnknownTenant,
             ),
             (with("appid", Value::Null), AuthError::NoAppId),
-            (with("roles", serde_json::json!(["Mail.Read"])), AuthError::MissingRole),
-            (with("appid", "33333333-3333-3333-3333-333333333333".into()), AuthError::NotConsented),
-            (with("appid", "44444444-4444-4444-4444-444444444444".into()), AuthError::Disabled),
+            (
+                with("roles", serde_json::json!(["Mail.Read"])),
+                AuthError::MissingRole,
+            ),
+            (
+                with("appid", "33333333-3333-3333-3333-333333333333".into()),
+                AuthError::NotConsented,
+            ),
+            (
+                with("appid", "44444444-4444-4444-4444-444444444444".into()),
+                AuthError::Disabled,
+            ),
         ];
         for (claims, expected) in cases {
             assert_eq!(check(&state, &claims), Err(expected), "{claims}");
@@ -614,38 +682,74 @@ pub(crate) mod tests {
         let kid = state.keys.active_kid().unwrap();
 
         // alg none.
-        let none = forge(serde_json::json!({"alg": "none", "typ": "JWT", "kid": kid}), &claims, "");
-        assert_eq!(authenticate(&state, &bearer(&none)), Err(AuthError::Algorithm));
+        let none = forge(
+            serde_json::json!({"alg": "none", "typ": "JWT", "kid": kid}),
+            &claims,
+            "",
+        );
+        assert_eq!(
+            authenticate(&state, &bearer(&none)),
+            Err(AuthError::Algorithm)
+        );
 
         // HS256 keyed with our public key (PEM of the published certificate).
         let jwks = state.keys.jwks();
         let cert = &jwks["keys"][0]["x5c"][0];
-        let pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", cert.as_str().unwrap());
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            cert.as_str().unwrap()
+        );
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid.clone());
-        let hs = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(pem.as_bytes())).unwrap();
-        assert_eq!(authenticate(&state, &bearer(&hs)), Err(AuthError::Algorithm));
+        let hs = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(pem.as_bytes()))
+            .unwrap();
+        assert_eq!(
+            authenticate(&state, &bearer(&hs)),
+            Err(AuthError::Algorithm)
+        );
 
         // Another RSA key claiming our kid.
         let other = test_cert("attacker");
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(kid.clone());
-        let rs = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&other.pkcs1)).unwrap();
-        assert_eq!(authenticate(&state, &bearer(&rs)), Err(AuthError::BadSignature));
+        let rs = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&other.pkcs1))
+            .unwrap();
+        assert_eq!(
+            authenticate(&state, &bearer(&rs)),
+            Err(AuthError::BadSignature)
+        );
 
         // Unknown kid.
         header.kid = Some("unknown-kid".into());
-        let unknown = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&other.pkcs1)).unwrap();
-        assert_eq!(authenticate(&state, &bearer(&unknown)), Err(AuthError::UnknownKey));
+        let unknown =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&other.pkcs1))
+                .unwrap();
+        assert_eq!(
+            authenticate(&state, &bearer(&unknown)),
+            Err(AuthError::UnknownKey)
+        );
 
         // Garbage and missing.
         for garbage in ["garbage", "a.b.c", "....", "eyJhbGciOiJSUzI1NiJ9"] {
-            assert_eq!(authenticate(&state, &bearer(garbage)), Err(AuthError::Unparseable), "{garbage}");
+            assert_eq!(
+                authenticate(&state, &bearer(garbage)),
+                Err(AuthError::Unparseable),
+                "{garbage}"
+            );
         }
-        assert_eq!(authenticate(&state, &HeaderMap::new()), Err(AuthError::Missing));
+        assert_eq!(
+            authenticate(&state, &HeaderMap::new()),
+            Err(AuthError::Missing)
+        );
         let mut negotiate = HeaderMap::new();
-        negotiate.insert(http::header::AUTHORIZATION, "Negotiate abc".parse().unwrap());
-        assert_eq!(authenticate(&state, &negotiate), Err(AuthError::UnsupportedScheme));
+        negotiate.insert(
+            http::header::AUTHORIZATION,
+            "Negotiate abc".parse().unwrap(),
+        );
+        assert_eq!(
+            authenticate(&state, &negotiate),
+            Err(AuthError::UnsupportedScheme)
+        );
 
         // Tampered claims with a genuine signature.
         let genuine = state.keys.sign(&claims).unwrap();
@@ -654,13 +758,19 @@ pub(crate) mod tests {
         more["tid"] = "55555555-5555-5555-5555-555555555555".into();
         let tampered_claims = URL_SAFE_NO_PAD.encode(more.to_string());
         parts[1] = &tampered_claims;
-        assert_eq!(authenticate(&state, &bearer(&parts.join("."))), Err(AuthError::BadSignature));
+        assert_eq!(
+            authenticate(&state, &bearer(&parts.join("."))),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
     fn revocation_modes() {
         let now = Utc::now().timestamp();
-        for (mode, expect_ok) in [(RevocationMode::Immediate, false), (RevocationMode::TokenLifetime, true)] {
+        for (mode, expect_ok) in [
+            (RevocationMode::Immediate, false),
+            (RevocationMode::TokenLifetime, true),
+        ] {
             let (_dir, state) = test_state_with(|c| c.revocation = mode);
             let token = state.keys.sign(&good_claims(now)).unwrap();
             authenticate(&state, &bearer(&token)).unwrap();
@@ -683,12 +793,18 @@ pub(crate) mod tests {
     #[test]
     fn tokens_signed_by_rotated_out_keys_still_validate_until_removed() {
         let (_dir, state) = test_state();
-        let token = state.keys.sign(&good_claims(Utc::now().timestamp())).unwrap();
+        let token = state
+            .keys
+            .sign(&good_claims(Utc::now().timestamp()))
+            .unwrap();
         let old = state.keys.active_kid().unwrap();
         state.keys.rotate(&state.store).unwrap();
         authenticate(&state, &bearer(&token)).unwrap();
         state.keys.remove(&state.store, &old).unwrap();
-        assert_eq!(authenticate(&state, &bearer(&token)), Err(AuthError::UnknownKey));
+        assert_eq!(
+            authenticate(&state, &bearer(&token)),
+            Err(AuthError::UnknownKey)
+        );
     }
 
     #[test]
@@ -700,7 +816,10 @@ pub(crate) mod tests {
             use rsa::pkcs1::DecodeRsaPrivateKey;
             use rsa::traits::PublicKeyParts;
             let key = rsa::RsaPrivateKey::from_pkcs1_der(&other.pkcs1).unwrap();
-            (URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()), URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()))
+            (
+                URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+                URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+            )
         };
         std::fs::write(
             &jwks_path,
@@ -715,7 +834,12 @@ pub(crate) mod tests {
         });
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some("ext-1".into());
-        let token = jsonwebtoken::encode(&header, &good_claims(Utc::now().timestamp()), &EncodingKey::from_rsa_der(&other.pkcs1)).unwrap();
+        let token = jsonwebtoken::encode(
+            &header,
+            &good_claims(Utc::now().timestamp()),
+            &EncodingKey::from_rsa_der(&other.pkcs1),
+        )
+        .unwrap();
         authenticate(&state, &bearer(&token)).unwrap();
     }
 
@@ -728,33 +852,65 @@ pub(crate) mod tests {
             headers
         };
         let (_dir, off) = test_state();
-        assert_eq!(authenticate(&off, &basic("thirdpartydata@contoso.com", "pw")), Err(AuthError::BasicNotAllowed));
+        assert_eq!(
+            authenticate(&off, &basic("thirdpartydata@contoso.com", "pw")),
+            Err(AuthError::BasicNotAllowed)
+        );
         let (_dir2, on) = test_state_with(|c| {
             c.legacy_basic_auth = true;
-            c.legacy_passwords.insert("thirdpartydata@contoso.com".into(), "Pa55word!".into());
-            c.legacy_passwords.insert("alice@contoso.com".into(), "alice".into());
+            c.legacy_passwords
+                .insert("thirdpartydata@contoso.com".into(), "Pa55word!".into());
+            c.legacy_passwords
+                .insert("alice@contoso.com".into(), "alice".into());
         });
-        let principal = authenticate(&on, &basic("ThirdPartyData@contoso.com", "Pa55word!")).unwrap();
+        let principal =
+            authenticate(&on, &basic("ThirdPartyData@contoso.com", "Pa55word!")).unwrap();
         assert_eq!(principal.app_id, AppId(Uuid::nil()));
         assert_eq!(principal.roles, vec!["legacy_basic_auth".to_string()]);
         assert_eq!(principal.tenant.0.to_string(), TENANT);
-        assert_eq!(authenticate(&on, &basic("thirdpartydata@contoso.com", "wrong")), Err(AuthError::LegacyBadCredentials));
+        assert_eq!(
+            authenticate(&on, &basic("thirdpartydata@contoso.com", "wrong")),
+            Err(AuthError::LegacyBadCredentials)
+        );
         // A user with a password who is not the third-party data mailbox.
-        assert_eq!(authenticate(&on, &basic("alice@contoso.com", "alice")), Err(AuthError::LegacyBadCredentials));
-        assert_eq!(authenticate(&on, &basic("nobody@contoso.com", "x")), Err(AuthError::LegacyBadCredentials));
+        assert_eq!(
+            authenticate(&on, &basic("alice@contoso.com", "alice")),
+            Err(AuthError::LegacyBadCredentials)
+        );
+        assert_eq!(
+            authenticate(&on, &basic("nobody@contoso.com", "x")),
+            Err(AuthError::LegacyBadCredentials)
+        );
     }
 
     #[test]
     fn challenge_and_diagnostics() {
         assert!(!AuthError::Missing.www_authenticate().contains("error="));
-        assert!(AuthError::Expired.www_authenticate().ends_with("error=\"invalid_token\""));
-        assert!(AuthError::Expired.www_authenticate().starts_with("Bearer client_id=\"00000002-0000-0ff1-ce00-000000000000\""));
+        assert!(AuthError::Expired
+            .www_authenticate()
+            .ends_with("error=\"invalid_token\""));
+        assert!(AuthError::Expired
+            .www_authenticate()
+            .starts_with("Bearer client_id=\"00000002-0000-0ff1-ce00-000000000000\""));
         let all = [
-            AuthError::Missing, AuthError::UnsupportedScheme, AuthError::Unparseable, AuthError::Algorithm,
-            AuthError::UnknownKey, AuthError::BadSignature, AuthError::Expired, AuthError::NotYetValid,
-            AuthError::WrongAudience, AuthError::WrongIssuer, AuthError::IssuerTenantMismatch,
-            AuthError::UnknownTenant, AuthError::NoAppId, AuthError::NotConsented, AuthError::Disabled,
-            AuthError::MissingRole, AuthError::BasicNotAllowed, AuthError::LegacyBadCredentials,
+            AuthError::Missing,
+            AuthError::UnsupportedScheme,
+            AuthError::Unparseable,
+            AuthError::Algorithm,
+            AuthError::UnknownKey,
+            AuthError::BadSignature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::WrongAudience,
+            AuthError::WrongIssuer,
+            AuthError::IssuerTenantMismatch,
+            AuthError::UnknownTenant,
+            AuthError::NoAppId,
+            AuthError::NotConsented,
+            AuthError::Disabled,
+            AuthError::MissingRole,
+            AuthError::BasicNotAllowed,
+            AuthError::LegacyBadCredentials,
         ];
         let mut codes: Vec<u32> = all.iter().map(|e| e.diagnostic_parts().0).collect();
         codes.sort();

@@ -44,7 +44,10 @@ fn params(raw: Option<&str>) -> HashMap<String, String> {
 
 /// The tenant of the page; `common`/`organizations` mean the only tenant when there is one.
 fn consent_tenant(state: &AppState, name: &str) -> Result<TenantRecord, EntraError> {
-    if ["common", "organizations"].iter().any(|m| m.eq_ignore_ascii_case(name)) {
+    if ["common", "organizations"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(name))
+    {
         let tenants = state.store.tenants().unwrap_or_default();
         return match <[TenantRecord; 1]>::try_from(tenants) {
             Ok([only]) => Ok(only),
@@ -79,7 +82,11 @@ struct Request {
     state: Option<String>,
 }
 
-fn load_request(state: &AppState, tenant: &str, params: &HashMap<String, String>) -> Result<Request, EntraError> {
+fn load_request(
+    state: &AppState,
+    tenant: &str,
+    params: &HashMap<String, String>,
+) -> Result<Request, EntraError> {
     let tenant = consent_tenant(state, tenant)?;
     let client_id = params
         .get("client_id")
@@ -103,7 +110,10 @@ fn load_request(state: &AppState, tenant: &str, params: &HashMap<String, String>
                 ),
             )
         })?;
-    let redirect_uri = params.get("redirect_uri").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let redirect_uri = params
+        .get("redirect_uri")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
     if let Some(uri) = &redirect_uri {
         if !valid_redirect(uri) {
             return Err(EntraError::invalid_request(
@@ -123,7 +133,12 @@ fn load_request(state: &AppState, tenant: &str, params: &HashMap<String, String>
     })
 }
 
-fn render(state: &AppState, request: &Request, error: Option<&str>, status: StatusCode) -> Response {
+fn render(
+    state: &AppState,
+    request: &Request,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let app = &request.app;
     let publisher = state
         .store
@@ -188,7 +203,11 @@ fn render(state: &AppState, request: &Request, error: Option<&str>, status: Stat
 }
 
 /// `GET /{tenant}/adminconsent?client_id=..&redirect_uri=..&state=..`
-pub async fn show(State(state): State<AppState>, Path(tenant): Path<String>, RawQuery(query): RawQuery) -> Response {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let params = params(query.as_deref());
     match load_request(&state, &tenant, &params) {
         Ok(request) => render(&state, &request, None, StatusCode::OK),
@@ -228,7 +247,11 @@ fn redirect(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
 
 /// `POST /{tenant}/adminconsent` (form: client_id, redirect_uri, state, admin_key,
 /// action=accept|cancel).
-pub async fn submit(State(state): State<AppState>, Path(tenant): Path<String>, body: Bytes) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
     let form = params(std::str::from_utf8(&body).ok());
     let request = match load_request(&state, &tenant, &form) {
         Ok(request) => request,
@@ -241,7 +264,10 @@ pub async fn submit(State(state): State<AppState>, Path(tenant): Path<String>, b
     if action.eq_ignore_ascii_case("cancel") {
         outcome.extend([
             ("error", "access_denied"),
-            ("error_description", "AADSTS65004: User declined to consent to access the app."),
+            (
+                "error_description",
+                "AADSTS65004: User declined to consent to access the app.",
+            ),
             ("admin_consent", "False"),
             ("tenant", tid.as_str()),
         ]);

@@ -34,7 +34,10 @@ const META_TENANTS: &[&str] = &["common", "organizations", "consumers"];
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_v2))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_v2),
+        )
         .route("/{tenant}/.well-known/openid-configuration", get(openid_v1))
         .route("/{tenant}/discovery/v2.0/keys", get(jwks))
         .route("/{tenant}/discovery/keys", get(jwks))
@@ -211,7 +214,11 @@ async fn openid_v1(
     }))
 }
 
-async fn jwks(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
+async fn jwks(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if !is_meta_tenant(&tenant) {
         match resolve_tenant(&state, &tenant) {
             Ok(Some(_)) => {}
@@ -235,7 +242,11 @@ async fn instance_discovery(
     headers: HeaderMap,
 ) -> Response {
     let base = base_url(&state, &headers, &uri);
-    let host = base.split_once("://").map(|(_, h)| h).unwrap_or(&base).to_string();
+    let host = base
+        .split_once("://")
+        .map(|(_, h)| h)
+        .unwrap_or(&base)
+        .to_string();
     let query: Vec<(String, String)> = uri
         .query()
         .and_then(|q| serde_urlencoded::from_str(q).ok())
@@ -303,12 +314,27 @@ async fn token_v1(
     token(state, tenant, uri, headers, body, Endpoint::V1).await
 }
 
-async fn token(state: AppState, tenant: String, uri: Uri, headers: HeaderMap, body: Bytes, endpoint: Endpoint) -> Response {
+async fn token(
+    state: AppState,
+    tenant: String,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    endpoint: Endpoint,
+) -> Response {
     let request_headers = headers.clone();
     // Signing (and on a new store, waiting for the first key) is CPU work: off the workers.
     let outcome = tokio::task::spawn_blocking(move || {
         let base = base_url(&state, &headers, &uri);
-        token_request(&state, &tenant, &base, &headers, &body, endpoint, Utc::now())
+        token_request(
+            &state,
+            &tenant,
+            &base,
+            &headers,
+            &body,
+            endpoint,
+            Utc::now(),
+        )
     })
     .await
     .unwrap_or_else(|_| Err(transient()));
@@ -365,27 +391,24 @@ fn app_not_found(client_id: &str, tenant: &TenantRecord) -> EntraError {
     )
 }
 
-/// Whether an assertion `aud` names this token endpoint: our host (either scheme, default port
-/// optional), `/{tenant}/oauth2/v2.0/token` or `/{tenant}/oauth2/token` with the tenant as GUID
-/// or any of its domains.
+/// Whether an assertion `aud` names this token endpoint: our host name (case-insensitive;
+/// either scheme and any port, so TLS terminators and port mappings in front of the emulator do
+/// not break assertions), path `/{tenant}/oauth2/v2.0/token` or `/{tenant}/oauth2/token` with
+/// the tenant of the request as GUID or any of its domains. An assertion made for another host
+/// (such as login.microsoftonline.com) is refused.
 pub fn audience_names_token_endpoint(aud: &str, base: &str, tenant: &TenantRecord) -> bool {
-    let normalize = |url: &str| -> Option<(String, String)> {
+    let parse = |url: &str| -> Option<(String, String)> {
         let uri: Uri = url.trim().parse().ok()?;
         let scheme = uri.scheme_str()?.to_ascii_lowercase();
         if scheme != "https" && scheme != "http" {
             return None;
         }
-        let authority = uri.authority()?;
-        let host = authority.host().to_ascii_lowercase();
-        let port = authority
-            .port_u16()
-            .unwrap_or(if scheme == "https" { 443 } else { 80 });
-        Some((format!("{host}:{port}"), uri.path().to_string()))
+        let host = uri.authority()?.host().to_ascii_lowercase();
+        Some((host, uri.path().to_string()))
     };
-    let (Some((aud_host, aud_path)), Some((our_host, _))) = (normalize(aud), normalize(base)) else {
+    let (Some((aud_host, aud_path)), Some((our_host, _))) = (parse(aud), parse(base)) else {
         return false;
     };
-    // Either scheme: TLS termination in front of the emulator must not break assertions.
     if aud_host != our_host {
         return false;
     }
@@ -396,18 +419,27 @@ pub fn audience_names_token_endpoint(aud: &str, base: &str, tenant: &TenantRecor
     let Some((segment, endpoint)) = rest.split_once('/') else {
         return false;
     };
-    if !endpoint.eq_ignore_ascii_case("oauth2/v2.0/token") && !endpoint.eq_ignore_ascii_case("oauth2/token") {
+    if !endpoint.eq_ignore_ascii_case("oauth2/v2.0/token")
+        && !endpoint.eq_ignore_ascii_case("oauth2/token")
+    {
         return false;
     }
     Uuid::parse_str(segment).ok() == Some(tenant.id)
-        || tenant.domains.iter().any(|d| d.eq_ignore_ascii_case(segment))
+        || tenant
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(segment))
 }
 
 /// The resource of a v2 `scope`: exactly one `<resource>/.default` (OpenID scopes ignored).
 fn resource_from_scope(scope: &str) -> Result<String, EntraError> {
     let scopes: Vec<&str> = scope
         .split_whitespace()
-        .filter(|s| !["openid", "profile", "offline_access", "email"].iter().any(|o| o.eq_ignore_ascii_case(s)))
+        .filter(|s| {
+            !["openid", "profile", "offline_access", "email"]
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(s))
+        })
         .collect();
     let not_default = || {
         EntraError::new(
@@ -516,11 +548,13 @@ pub fn token_request(
     now: DateTime<Utc>,
 ) -> Result<Value, EntraError> {
     // 1. Tenant.
-    let tenant = resolve_tenant(state, tenant_name)?.ok_or_else(|| EntraError::unknown_tenant(tenant_name))?;
+    let tenant = resolve_tenant(state, tenant_name)?
+        .ok_or_else(|| EntraError::unknown_tenant(tenant_name))?;
 
     // 2. Grant type. Unknown fields (client_info...) are ignored.
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    let grant_type = field(&form, "grant_type").ok_or_else(|| EntraError::missing_parameter("grant_type"))?;
+    let grant_type =
+        field(&form, "grant_type").ok_or_else(|| EntraError::missing_parameter("grant_type"))?;
     if grant_type != "client_credentials" {
         return Err(EntraError::new(
             StatusCode::BAD_REQUEST,
@@ -621,7 +655,8 @@ pub fn token_request(
     // 6. Resource.
     let resource = match endpoint {
         Endpoint::V2 => {
-            let scope = field(&form, "scope").ok_or_else(|| EntraError::missing_parameter("scope"))?;
+            let scope =
+                field(&form, "scope").ok_or_else(|| EntraError::missing_parameter("scope"))?;
             resource_from_scope(scope)?
         }
         Endpoint::V1 => field(&form, "resource")
@@ -660,14 +695,18 @@ pub fn token_request(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             7000112,
-            format!("Application '{}'({}) is disabled.", app.app_id, app.display_name),
+            format!(
+                "Application '{}'({}) is disabled.",
+                app.app_id, app.display_name
+            ),
         ));
     }
 
-    let issued = issue_access_token(state, &tenant, &app, &sp, &audience, appidacr, now).map_err(|e| {
-        tracing::error!("cannot sign a token: {e}");
-        transient()
-    })?;
+    let issued =
+        issue_access_token(state, &tenant, &app, &sp, &audience, appidacr, now).map_err(|e| {
+            tracing::error!("cannot sign a token: {e}");
+            transient()
+        })?;
     let lifetime = issued.expires_on - issued.issued_at;
     Ok(match endpoint {
         Endpoint::V2 => json!({
@@ -697,4 +736,728 @@ pub fn resource_identifiers() -> [&'static str; 4] {
         EXCHANGE_APP_ID,
         EMULATOR_RESOURCE,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::assertion::tests::{CAPTURED_ATTACKER, CAPTURED_PS256, CAPTURED_RS256};
+    use crate::identity::bearer::tests::{test_state, test_state_with, ADMIN_KEY, APP, TENANT};
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    const BASE: &str = "https://127.0.0.1:8443";
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+        serde_urlencoded::to_string(pairs).unwrap().into_bytes()
+    }
+
+    fn secret_form<'a>(
+        client_id: &'a str,
+        secret: &'a str,
+        scope: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("client_id", client_id),
+            ("grant_type", "client_credentials"),
+            ("client_info", "1"),
+            ("client_secret", secret),
+            ("scope", scope),
+        ]
+    }
+
+    fn request(
+        state: &AppState,
+        tenant: &str,
+        pairs: &[(&str, &str)],
+        endpoint: Endpoint,
+    ) -> Result<Value, EntraError> {
+        token_request(
+            state,
+            tenant,
+            BASE,
+            &HeaderMap::new(),
+            &form(pairs),
+            endpoint,
+            Utc::now(),
+        )
+    }
+
+    fn claims_of(token: &str) -> Value {
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn issues_entra_like_v1_app_tokens_that_the_bearer_check_accepts() {
+        let (_dir, state) = test_state();
+        for tenant in [TENANT, "contoso.onmicrosoft.com", "CONTOSO.COM"] {
+            let body = request(
+                &state,
+                tenant,
+                &secret_form(
+                    APP,
+                    "dev-secret-value",
+                    "https://outlook.office365.com/.default",
+                ),
+                Endpoint::V2,
+            )
+            .unwrap();
+            assert_eq!(body["token_type"], "Bearer");
+            assert_eq!(body["expires_in"], 3599);
+            assert_eq!(body["ext_expires_in"], 3599);
+            let token = body["access_token"].as_str().unwrap();
+            let claims = claims_of(token);
+            assert_eq!(claims["aud"], "https://outlook.office365.com");
+            assert_eq!(claims["iss"], format!("https://sts.windows.net/{TENANT}/"));
+            assert_eq!(claims["idp"], claims["iss"]);
+            assert_eq!(claims["tid"], TENANT);
+            assert_eq!(claims["appid"], APP);
+            assert_eq!(claims["appidacr"], "1");
+            assert_eq!(claims["ver"], "1.0");
+            assert_eq!(claims["roles"], json!(["full_access_as_app"]));
+            assert_eq!(claims["oid"], claims["sub"]);
+            assert_eq!(
+                claims["app_displayname"],
+                "Contoso Archive Connector (test)"
+            );
+            assert_eq!(
+                claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+                3599
+            );
+            for field in ["aio", "rh", "uti", "wids", "nbf"] {
+                assert!(!claims[field].is_null(), "{field}");
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+            let principal = crate::identity::authenticate(&state, &headers).unwrap();
+            assert_eq!(principal.app_id.0.to_string(), APP);
+        }
+        // The emulator's own resource and the Exchange GUID.
+        for (scope, aud) in [
+            (
+                "api://m365-ingestion-emulator/.default",
+                "api://m365-ingestion-emulator",
+            ),
+            (
+                "00000002-0000-0ff1-ce00-000000000000/.default",
+                EXCHANGE_APP_ID,
+            ),
+        ] {
+            let body = request(
+                &state,
+                TENANT,
+                &secret_form(APP, "dev-secret-value", scope),
+                Endpoint::V2,
+            )
+            .unwrap();
+            assert_eq!(
+                claims_of(body["access_token"].as_str().unwrap())["aud"],
+                aud
+            );
+        }
+        // v1 with resource=.
+        let body = request(
+            &state,
+            TENANT,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", APP),
+                ("client_secret", "dev-secret-value"),
+                ("resource", "https://outlook.office365.com"),
+            ],
+            Endpoint::V1,
+        )
+        .unwrap();
+        assert_eq!(body["resource"], "https://outlook.office365.com");
+        assert_eq!(body["expires_in"], "3599");
+        assert!(body["expires_on"].as_str().unwrap().parse::<i64>().is_ok());
+        assert!(body["not_before"].is_string());
+    }
+
+    #[test]
+    fn each_failure_has_entras_code() {
+        let (_dir, state) = test_state();
+        let exo = "https://outlook.office365.com/.default";
+        let cases: Vec<(&str, Vec<(&str, &str)>, u16, &str, u32)> = vec![
+            (
+                "nosuch.onmicrosoft.com",
+                secret_form(APP, "dev-secret-value", exo),
+                400,
+                "invalid_request",
+                90002,
+            ),
+            (
+                TENANT,
+                vec![
+                    ("client_id", APP),
+                    ("client_secret", "dev-secret-value"),
+                    ("scope", exo),
+                ],
+                400,
+                "invalid_request",
+                900144,
+            ),
+            (
+                TENANT,
+                vec![
+                    ("grant_type", "password"),
+                    ("client_id", APP),
+                    ("client_secret", "dev-secret-value"),
+                    ("scope", exo),
+                ],
+                400,
+                "unsupported_grant_type",
+                70003,
+            ),
+            (
+                TENANT,
+                vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_secret", "dev-secret-value"),
+                    ("scope", exo),
+                ],
+                400,
+                "invalid_request",
+                900144,
+            ),
+            (
+                TENANT,
+                secret_form(
+                    "99999999-9999-9999-9999-999999999999",
+                    "dev-secret-value",
+                    exo,
+                ),
+                400,
+                "unauthorized_client",
+                700016,
+            ),
+            (
+                TENANT,
+                secret_form("not-a-guid", "dev-secret-value", exo),
+                400,
+                "unauthorized_client",
+                700016,
+            ),
+            (
+                TENANT,
+                vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", APP),
+                    ("scope", exo),
+                ],
+                401,
+                "invalid_client",
+                7000218,
+            ),
+            (
+                TENANT,
+                secret_form(APP, "wrong", exo),
+                401,
+                "invalid_client",
+                7000215,
+            ),
+            (
+                TENANT,
+                secret_form(
+                    APP,
+                    "dev-secret-value",
+                    "https://outlook.office365.com/EWS.AccessAsUser.All",
+                ),
+                400,
+                "invalid_scope",
+                1002012,
+            ),
+            (
+                TENANT,
+                secret_form(APP, "dev-secret-value", "https://nosuch.example/.default"),
+                400,
+                "invalid_resource",
+                500011,
+            ),
+            (
+                TENANT,
+                vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", APP),
+                    ("client_secret", "dev-secret-value"),
+                ],
+                400,
+                "invalid_request",
+                900144,
+            ),
+            (
+                TENANT,
+                secret_form(
+                    "33333333-3333-3333-3333-333333333333",
+                    "unconsented-secret",
+                    exo,
+                ),
+                400,
+                "unauthorized_client",
+                700016,
+            ),
+            (
+                TENANT,
+                secret_form(
+                    "44444444-4444-4444-4444-444444444444",
+                    "disabled-secret",
+                    exo,
+                ),
+                400,
+                "unauthorized_client",
+                7000112,
+            ),
+            // The order is Entra's: a wrong secret is reported before an unknown resource.
+            (
+                TENANT,
+                secret_form(APP, "wrong", "https://nosuch.example/.default"),
+                401,
+                "invalid_client",
+                7000215,
+            ),
+            (
+                TENANT,
+                vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", APP),
+                    ("client_assertion_type", JWT_BEARER),
+                    ("client_assertion", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"),
+                    ("scope", exo),
+                ],
+                401,
+                "invalid_client",
+                700027,
+            ),
+            (
+                TENANT,
+                vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", APP),
+                    ("client_assertion", CAPTURED_RS256),
+                    ("scope", exo),
+                ],
+                400,
+                "invalid_request",
+                900144,
+            ),
+        ];
+        for (tenant, pairs, status, error, code) in cases {
+            let e = request(&state, tenant, &pairs, Endpoint::V2).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.error, e.code),
+                (status, error, code),
+                "{tenant} {pairs:?}: {e}"
+            );
+        }
+        let e = request(
+            &state,
+            TENANT,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", APP),
+                ("client_secret", "dev-secret-value"),
+                ("resource", "https://nosuch.example"),
+            ],
+            Endpoint::V1,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 500011);
+    }
+
+    fn assertion_form(assertion: &str) -> Vec<(&str, &str)> {
+        vec![
+            ("client_id", APP),
+            ("grant_type", "client_credentials"),
+            ("client_info", "1"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion),
+            ("scope", "https://outlook.office365.com/.default"),
+        ]
+    }
+
+    #[test]
+    fn captured_msal_assertions() {
+        let (_dir, state) = test_state();
+        for assertion in [CAPTURED_PS256, CAPTURED_RS256] {
+            let e = request(&state, TENANT, &assertion_form(assertion), Endpoint::V2).unwrap_err();
+            assert_eq!((e.code, e.status.as_u16()), (700024, 401), "{e}");
+        }
+        let (_dir2, skewed) = test_state_with(|c| c.clock_skew_secs = 315_360_000);
+        // Replayed on another port of the same host: still this token endpoint.
+        for base in [BASE, "https://127.0.0.1:39999", "http://127.0.0.1:8443"] {
+            for assertion in [CAPTURED_PS256, CAPTURED_RS256, CAPTURED_PS256] {
+                let body = token_request(
+                    &skewed,
+                    TENANT,
+                    base,
+                    &HeaderMap::new(),
+                    &form(&assertion_form(assertion)),
+                    Endpoint::V2,
+                    Utc::now(),
+                )
+                .unwrap_or_else(|e| panic!("{base}: {e}"));
+                assert_eq!(
+                    claims_of(body["access_token"].as_str().unwrap())["appidacr"],
+                    "2"
+                );
+            }
+        }
+        let e = request(
+            &skewed,
+            TENANT,
+            &assertion_form(CAPTURED_ATTACKER),
+            Endpoint::V2,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 700027);
+        // Made for another host: refused.
+        let e = token_request(
+            &skewed,
+            TENANT,
+            "https://login.example",
+            &HeaderMap::new(),
+            &form(&assertion_form(CAPTURED_RS256)),
+            Endpoint::V2,
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 700023);
+        // Made for another tenant's endpoint: refused.
+        let other = TenantRecord {
+            id: Uuid::new_v4(),
+            display_name: "Other".into(),
+            domains: vec!["other.example".into()],
+            third_party_mailbox: None,
+            retention_days: None,
+        };
+        assert!(!audience_names_token_endpoint(
+            crate::identity::assertion::tests::CAPTURED_AUD,
+            BASE,
+            &other
+        ));
+    }
+
+    #[test]
+    fn audience_forms() {
+        let (_dir, state) = test_state();
+        let tenant = state.store.resolve_tenant(TENANT).unwrap().unwrap();
+        for aud in [
+            "https://127.0.0.1:8443/11111111-1111-1111-1111-111111111111/oauth2/v2.0/token",
+            "https://127.0.0.1:8443/contoso.onmicrosoft.com/oauth2/v2.0/token",
+            "https://127.0.0.1:8443/Contoso.com/oauth2/token",
+            "https://127.0.0.1:8443/contoso.com/oauth2/token/",
+        ] {
+            assert!(audience_names_token_endpoint(aud, BASE, &tenant), "{aud}");
+        }
+        for aud in [
+            "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111/oauth2/v2.0/token",
+            "https://127.0.0.1:8443/common/oauth2/v2.0/token",
+            "https://127.0.0.1:8443/11111111-1111-1111-1111-111111111111/oauth2/v2.0/authorize",
+            "22222222-2222-2222-2222-222222222222",
+            "",
+        ] {
+            assert!(!audience_names_token_endpoint(aud, BASE, &tenant), "{aud}");
+        }
+    }
+
+    async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = routes()
+            .with_state(state.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path)
+            .header("host", "127.0.0.1:8443")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    fn post(path: &str, pairs: &[(&str, &str)]) -> Request<Body> {
+        Request::post(path)
+            .header("host", "127.0.0.1:8443")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("client-request-id", "3cdd9297-f5f0-4420-bac6-32825cc29cc1")
+            .body(Body::from(form(pairs)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn discovery_documents_and_keys_over_the_router() {
+        let (_dir, state) = test_state();
+        let (status, _, body) = send(
+            &state,
+            get("/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            doc["token_endpoint"],
+            format!("{BASE}/{TENANT}/oauth2/v2.0/token")
+        );
+        assert_eq!(
+            doc["authorization_endpoint"],
+            format!("{BASE}/{TENANT}/oauth2/v2.0/authorize")
+        );
+        assert_eq!(doc["issuer"], format!("{BASE}/{TENANT}/v2.0"));
+        assert_eq!(
+            doc["jwks_uri"],
+            format!("{BASE}/{TENANT}/discovery/v2.0/keys")
+        );
+        assert_eq!(doc["tenant_region_scope"], "NA");
+        let (_, _, body) = send(
+            &state,
+            get(&format!("/{TENANT}/.well-known/openid-configuration")),
+        )
+        .await;
+        let v1: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v1["issuer"], format!("https://sts.windows.net/{TENANT}/"));
+        assert_eq!(
+            v1["token_endpoint"],
+            format!("{BASE}/{TENANT}/oauth2/token")
+        );
+
+        let (status, _, body) = send(
+            &state,
+            get("/nosuch.onmicrosoft.com/v2.0/.well-known/openid-configuration"),
+        )
+        .await;
+        assert_eq!(status, 400);
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error_codes"], json!([90002]));
+
+        let (status, _, body) = send(&state, get(&format!("/{TENANT}/discovery/v2.0/keys"))).await;
+        assert_eq!(status, 200);
+        let jwks: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(jwks, state.keys.jwks());
+
+        let (status, _, body) = send(&state, get("/common/discovery/instance?authorization_endpoint=https%3A%2F%2F127.0.0.1%2F11111111-1111-1111-1111-111111111111%2Foauth2%2Fv2.0%2Fauthorize&api-version=1.0")).await;
+        assert_eq!(status, 200);
+        let instance: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            instance["tenant_discovery_endpoint"],
+            format!("{BASE}/{TENANT}/v2.0/.well-known/openid-configuration")
+        );
+
+        let (status, headers, _) = send(
+            &state,
+            get(&format!("/{TENANT}/oauth2/v2.0/authorize?client_id=x")),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+    }
+
+    #[tokio::test]
+    async fn token_endpoint_over_the_router() {
+        let (_dir, state) = test_state();
+        let (status, headers, body) = send(
+            &state,
+            post(
+                &format!("/{TENANT}/oauth2/v2.0/token"),
+                &secret_form(
+                    APP,
+                    "dev-secret-value",
+                    "https://outlook.office365.com/.default",
+                ),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("no-store"));
+        let (status, headers, body) = send(
+            &state,
+            post(
+                &format!("/{TENANT}/oauth2/v2.0/token"),
+                &secret_form(APP, "wrong", "https://outlook.office365.com/.default"),
+            ),
+        )
+        .await;
+        assert_eq!(status, 401);
+        assert!(headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("no-store"));
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            error["correlation_id"],
+            "3cdd9297-f5f0-4420-bac6-32825cc29cc1"
+        );
+        assert!(error["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS7000215: "));
+
+        // HTTP Basic client authentication, URL-encoded then base64.
+        let basic = STANDARD.encode("22222222-2222-2222-2222-222222222222:dev-secret-value");
+        let request = Request::post(format!("/{TENANT}/oauth2/token"))
+            .header("host", "127.0.0.1:8443")
+            .header("authorization", format!("Basic {basic}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(
+                "grant_type=client_credentials&resource=https%3A%2F%2Foutlook.office365.com",
+            ))
+            .unwrap();
+        let (status, _, body) = send(&state, request).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    #[tokio::test]
+    async fn admin_consent_flow() {
+        let (_dir, state) = test_state();
+        let unconsented = "33333333-3333-3333-3333-333333333333";
+        let exo = "https://outlook.office365.com/.default";
+        assert_eq!(
+            request(
+                &state,
+                TENANT,
+                &secret_form(unconsented, "unconsented-secret", exo),
+                Endpoint::V2
+            )
+            .unwrap_err()
+            .code,
+            700016
+        );
+
+        let (status, headers, html) = send(&state, get(&format!("/contoso.com/adminconsent?client_id={unconsented}&redirect_uri=https%3A%2F%2Fpartner.example%2Fdone&state=%3Cscript%3E"))).await;
+        assert_eq!(status, 200);
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(html.contains("Fabrikam Chat Connector (not consented)"));
+        assert!(html.contains("full_access_as_app"));
+        assert!(html.contains("Use Exchange Web Services with full access to all mailboxes"));
+        assert!(html.contains(unconsented));
+        assert!(!html.contains("<script>"), "escaped");
+        assert!(html.contains("&lt;script&gt;"));
+
+        let consent = |key: &'static str, action: &'static str| {
+            post(
+                "/contoso.com/adminconsent",
+                &[
+                    ("client_id", unconsented),
+                    ("redirect_uri", "https://partner.example/done"),
+                    ("state", "xyz"),
+                    ("admin_key", key),
+                    ("action", action),
+                ],
+            )
+        };
+        let (status, _, html) = send(&state, consent("wrong-key", "accept")).await;
+        assert_eq!(status, 401);
+        assert!(html.contains("admin key is incorrect"));
+        assert_eq!(
+            request(
+                &state,
+                TENANT,
+                &secret_form(unconsented, "unconsented-secret", exo),
+                Endpoint::V2
+            )
+            .unwrap_err()
+            .code,
+            700016
+        );
+
+        let (status, headers, _) = send(&state, consent("", "cancel")).await;
+        assert_eq!(status, 302);
+        let location = headers[header::LOCATION].to_str().unwrap();
+        assert!(
+            location.starts_with(
+                "https://partner.example/done?error=access_denied&error_description=AADSTS65004"
+            ),
+            "{location}"
+        );
+        assert!(
+            location.contains("admin_consent=False") && location.ends_with("&state=xyz"),
+            "{location}"
+        );
+
+        let (status, headers, _) = send(&state, consent(ADMIN_KEY, "accept")).await;
+        assert_eq!(status, 302);
+        let location = headers[header::LOCATION].to_str().unwrap();
+        assert_eq!(
+            location,
+            format!("https://partner.example/done?admin_consent=True&tenant={TENANT}&state=xyz")
+        );
+        let body = request(
+            &state,
+            TENANT,
+            &secret_form(unconsented, "unconsented-secret", exo),
+            Endpoint::V2,
+        )
+        .unwrap();
+        assert_eq!(
+            claims_of(body["access_token"].as_str().unwrap())["roles"],
+            json!(["full_access_as_app"])
+        );
+
+        // Re-enables a disabled service principal.
+        let disabled = "44444444-4444-4444-4444-444444444444";
+        let (status, _, _) = send(
+            &state,
+            post(
+                &format!("/{TENANT}/adminconsent"),
+                &[
+                    ("client_id", disabled),
+                    ("admin_key", ADMIN_KEY),
+                    ("action", "accept"),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(status, 200);
+        request(
+            &state,
+            TENANT,
+            &secret_form(disabled, "disabled-secret", exo),
+            Endpoint::V2,
+        )
+        .unwrap();
+
+        // Unknown app, unknown tenant, bad redirect URI: error pages.
+        let (status, _, html) = send(
+            &state,
+            get(&format!(
+                "/{TENANT}/adminconsent?client_id=99999999-9999-9999-9999-999999999999"
+            )),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(html.contains("AADSTS700016"));
+        let (status, _, _) = send(
+            &state,
+            get(&format!("/nosuch.example/adminconsent?client_id={APP}")),
+        )
+        .await;
+        assert_eq!(status, 400);
+        let (status, _, _) = send(
+            &state,
+            get(&format!(
+                "/{TENANT}/adminconsent?client_id={APP}&redirect_uri=javascript%3Aalert(1)"
+            )),
+        )
+        .await;
+        assert_eq!(status, 400);
+    }
 }

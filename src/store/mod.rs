@@ -8,6 +8,7 @@
 //!   share one flush (group commit): nothing fsyncs per item.
 //! - Keys are `tenant (16 bytes) || lower-case name`, so one tenant's records are one prefix.
 
+pub mod mailbox;
 pub mod model;
 
 use std::path::Path;

@@ -321,10 +321,22 @@ def folder_total_count(srv: Server, token: str, folder_id: str, mailbox: str) ->
     return int(count.text)
 
 
+# The OAuth `error` Entra pairs with each AADSTS code.
+AADSTS_ERROR = {
+    7000215: "invalid_client", 7000222: "invalid_client", 7000218: "invalid_client",
+    700027: "invalid_client", 700024: "invalid_client", 700023: "invalid_client",
+    700016: "unauthorized_client", 7000112: "unauthorized_client", 90002: "invalid_tenant",
+    900144: "invalid_request", 1002012: "invalid_scope", 500011: "invalid_resource",
+    70003: "unsupported_grant_type",
+}
+
+
 def error_json_ok(body: dict, code: int) -> None:
     """Entra's error shape: error, error_description 'AADSTS<code>: ...', error_codes, timestamp,
     trace_id, correlation_id."""
     assert isinstance(body.get("error"), str) and body["error"], body
+    if code in AADSTS_ERROR:
+        assert body["error"] == AADSTS_ERROR[code], (code, body)
     desc = body.get("error_description")
     assert isinstance(desc, str) and desc.startswith(f"AADSTS{code}:"), body
     assert isinstance(body.get("error_codes"), list) and code in body["error_codes"], body

@@ -111,7 +111,7 @@ def expectation(req: dict, skewed: bool) -> Expect:
         tenant = segments[0]
         if tenant in KNOWN_TENANTS:
             return Expect("discovery", (200,), why=f"openid-configuration of {tenant}")
-        return Expect("token-error", (400, 404), (90002,), f"unknown tenant {tenant}")
+        return Expect("token-error", (400,), (90002,), f"unknown tenant {tenant}")
     assert method == "POST" and split.path.endswith("/oauth2/v2.0/token"), path
     tenant = segments[0]
     form = dict(parse_qsl(req["body"], keep_blank_values=True))
@@ -120,7 +120,7 @@ def expectation(req: dict, skewed: bool) -> Expect:
     client_id = form.get("client_id", "")
     scope = form.get("scope", "")
     if client_id not in KNOWN_SECRETS:
-        return Expect("token-error", (400, 401), (700016,), f"unknown app {client_id}")
+        return Expect("token-error", (400,), (700016,), f"unknown app {client_id}")
     if "client_assertion" in form:
         signer = assertion_signer(form["client_assertion"])
         payload = _b64url_json(form["client_assertion"].split(".")[1])
@@ -128,10 +128,10 @@ def expectation(req: dict, skewed: bool) -> Expect:
             # Expired: the lifetime check (700024) may or may not come before the signature
             # check of an unregistered certificate (700027).
             codes = (700024,) if signer == "registered" else (700024, 700027)
-            return Expect("token-error", (400, 401), codes,
+            return Expect("token-error", (401,), codes,
                           f"expired assertion (exp {payload.get('exp')}) signed by {signer}")
         if signer != "registered":
-            return Expect("token-error", (400, 401), (700027,), f"assertion signed by {signer}")
+            return Expect("token-error", (401,), (700027,), f"assertion signed by {signer}")
         credential_ok = True
         cred_why = f"assertion by the registered certificate (jti {payload.get('jti')})"
     elif "client_secret" in form:
@@ -140,12 +140,12 @@ def expectation(req: dict, skewed: bool) -> Expect:
         credential_ok = True
         cred_why = "right secret"
     else:
-        return Expect("token-error", (400, 401), (7000218,), "no credential")
+        return Expect("token-error", (401,), (7000218,), "no credential")
     assert credential_ok
     if client_id in UNCONSENTED:
-        return Expect("token-error", (400, 401), (700016,), "app not consented")
+        return Expect("token-error", (400,), (700016,), "app not consented")
     if client_id in DISABLED:
-        return Expect("token-error", (400, 401), (7000112,), "app disabled")
+        return Expect("token-error", (400,), (7000112,), "app disabled")
     if not scope.endswith("/.default"):
         return Expect("token-error", (400,), (1002012,), f"scope {scope} without /.default")
     resource = scope[: -len("/.default")]
@@ -154,17 +154,21 @@ def expectation(req: dict, skewed: bool) -> Expect:
     return Expect("token-ok", (200,), why=f"{cred_why}, scope {scope}")
 
 
-def replay(srv, req: dict):
-    headers = {k: v for k, v in req["headers"].items()
-               if k.lower() not in ("host", "content-length")}
+def replay(srv, req: dict, keep_host: bool = False):
+    """Send a captured request. `Host` and `Content-Length` are the capture's own and dropped,
+    except that `keep_host` keeps the captured Host: a client assertion's `aud` names the token
+    endpoint as the client saw it (https://127.0.0.1:8443/...), and the server checks `aud`
+    against the host the request names."""
+    drop = ("content-length",) if keep_host else ("host", "content-length")
+    headers = {k: v for k, v in req["headers"].items() if k.lower() not in drop}
     with srv.session() as s:
         return s.request(req["method"], srv.base_url + req["path"], headers=headers,
                          data=req["body"].encode() if req["body"] else None, timeout=30,
                          allow_redirects=False)
 
 
-def check(srv, n: int, req: dict, exp: Expect):
-    r = replay(srv, req)
+def check(srv, n: int, req: dict, exp: Expect, keep_host: bool = False):
+    r = replay(srv, req, keep_host)
     ctx = f"line {n}: {req['method']} {req['path'][:90]} ({exp.why}) -> {r.status_code} {r.text[:600]}"
     if exp.kind == "instance":
         assert r.status_code < 500, ctx
@@ -229,8 +233,20 @@ ASSERTION_REQUESTS = [(n, r) for n, r in REQUESTS if "client_assertion=" in (r["
 @pytest.mark.parametrize("n,req", ASSERTION_REQUESTS, ids=_ids(ASSERTION_REQUESTS))
 def test_replay_assertions_with_clock_skew(skewed_server, n, req):
     """With ten years of allowed skew, the registered certificate's PS256/x5t#S256 and RS256/x5t
-    assertions succeed (a reused assertion too); the attacker's certificate fails (700027)."""
-    check(skewed_server, n, req, expectation(req, skewed=True))
+    assertions succeed (a reused assertion too); the attacker's certificate fails (700027).
+    The captured Host is kept: the assertions' `aud` is https://127.0.0.1:8443/{tenant}/...,
+    and the server checks it against the host the request names."""
+    check(skewed_server, n, req, expectation(req, skewed=True), keep_host=True)
+
+
+def test_assertion_audience_bound_to_requested_host(skewed_server):
+    """The same valid assertion sent to the server under another host:port than its `aud`
+    names: Entra refuses an audience that is not its token endpoint (AADSTS700023)."""
+    n, req = next((n, r) for n, r in ASSERTION_REQUESTS
+                  if expectation(r, skewed=True).kind == "token-ok")
+    r = replay(skewed_server, req, keep_host=False)
+    assert r.status_code == 401, r.text
+    error_json_ok(r.json(), 700023)
 
 
 def test_capture_covers_the_expected_cases():

@@ -87,7 +87,7 @@ def test_create_item(zeep_env):
         assert rm.ResponseCode in (None, "NoError"), rm
         assert rm.Items.Message[0].ItemId.Id, rm
     if hasattr(result, "header") and result.header is not None:
-        info = result.header.ServerVersionInfo
+        info = result.header.ServerVersion
         assert info.MajorVersion == 15, info
     after = folder_total_count(srv, srv.token(), "recoverableitemspurges", "alice@contoso.com")
     assert after == before + 2
