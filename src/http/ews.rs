@@ -60,18 +60,21 @@ async fn handle(
     let principal = crate::identity::authenticate(state, request.headers())?;
     let limit = state.config.max_body_bytes;
     let (parts, body) = request.into_parts();
-    let body = read_body(&parts.headers, body, limit).await?;
+    let timeout = std::time::Duration::from_secs(state.config.body_timeout_secs.max(1));
+    let body = read_body(&parts.headers, body, limit, timeout).await?;
     let parsed = crate::ews::parse::parse_request(&body)?;
     info!(tenant = %principal.tenant, app = %principal.app_id, bytes = body.len(), "EWS request");
     Ok(crate::ingest::execute(state, &principal, parsed, correlation_id).await?)
 }
 
 /// Reads the body, refusing one over `limit` without reading it whole: at once when its
-/// Content-Length says so, else as soon as the bytes read pass the limit.
+/// Content-Length says so, else as soon as the bytes read pass the limit. A body not received
+/// whole within `timeout` (a slow client, or fewer bytes than its Content-Length) is refused.
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
+    timeout: std::time::Duration,
 ) -> Result<bytes_of::Bytes, EndpointError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -80,8 +83,13 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(EndpointError::BodyTooLarge { limit });
     }
-    let limited = http_body_util::Limited::new(body, limit as usize);
-    match limited.collect().await {
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let collected = tokio::time::timeout(timeout, limited.collect())
+        .await
+        .map_err(|_| EndpointError::BodyTimeout {
+            seconds: timeout.as_secs(),
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(EndpointError::BodyTooLarge { limit })

@@ -24,12 +24,41 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 
-/// Most connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 4096;
-/// Time a client has to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a graceful shutdown waits for in-flight requests before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Connection-level limits of `serve` (`--max-connections`, `--header-timeout-secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Most connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to send its first bytes and then each request head.
+    pub header_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        ConnectionLimits {
+            max_connections: config.max_connections.max(1),
+            header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// The limits of the configuration the router was built with (one server per process): `serve`
+/// applies them, so the binary's start-up code needs no knowledge of them.
+static CONFIGURED_LIMITS: std::sync::OnceLock<ConnectionLimits> = std::sync::OnceLock::new();
 
 /// The id of one request, carried in every log line and, for ingestion requests, in the
 /// `x-IngestionCorrelationID` header.
@@ -38,6 +67,7 @@ pub struct CorrelationId(pub Uuid);
 
 /// Every route the server answers.
 pub fn router(state: AppState) -> Router {
+    let _ = CONFIGURED_LIMITS.set(ConnectionLimits::from_config(&state.config));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(ews::routes())
@@ -72,14 +102,28 @@ async fn correlate(mut request: Request, next: Next) -> Response {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Applies the limits of the configuration `router` was built with.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) {
+    let limits = CONFIGURED_LIMITS.get().copied().unwrap_or_default();
+    serve_with(listener, tls, router, limits, shutdown).await
+}
+
+/// `serve` with explicit connection limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = tls.map(TlsAcceptor::from);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let max = limits.max_connections.max(1);
+    let limit = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -90,7 +134,12 @@ pub async fn serve(
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
-                Err(e) => { warn!(error = %e, "accept failed"); continue; }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    // E.g. out of file descriptors: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             },
             _ = &mut shutdown => break,
         };
@@ -104,23 +153,58 @@ pub async fn serve(
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            serve_connection(TokioIo::new(tls), router, peer, stop).await
+                            // ALPN decides the protocol: no version sniffing on TLS.
+                            let protocol = match tls.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => Protocol::Http2,
+                                _ => Protocol::Http1,
+                            };
+                            serve_connection(TokioIo::new(tls), router, peer, stop, limits, protocol)
+                                .await
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(TokioIo::new(stream), router, peer, stop).await,
+                None => {
+                    // A client that connects and sends nothing is closed after the header
+                    // timeout (the protocol sniffing below would otherwise wait forever).
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(limits.header_timeout, stream.peek(&mut first))
+                        .await
+                    {
+                        Ok(Ok(n)) if n > 0 => {
+                            serve_connection(
+                                TokioIo::new(stream),
+                                router,
+                                peer,
+                                stop,
+                                limits,
+                                Protocol::Sniff,
+                            )
+                            .await
+                        }
+                        Ok(_) => debug!(%peer, "connection closed before a request"),
+                        Err(_) => debug!(%peer, "no request within the header timeout"),
+                    }
+                }
             }
         });
     }
     // Stop accepting; ask open connections to finish their current request and close.
     drop(listener);
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        let _ = limit.acquire_many(MAX_CONNECTIONS as u32).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = limit.acquire_many(max as u32).await;
     })
     .await;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// Plain TCP: HTTP/1.1, or HTTP/2 with prior knowledge, told apart by the first bytes.
+    Sniff,
 }
 
 async fn serve_connection<I>(
@@ -128,6 +212,8 @@ async fn serve_connection<I>(
     router: Router,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+    protocol: Protocol,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -135,12 +221,19 @@ async fn serve_connection<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
+    let builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+        Protocol::Sniff => builder,
+    };
     let service = TowerToHyperService::new(router);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);

@@ -23,7 +23,6 @@ use super::bearer::{is_accepted_audience, EMULATOR_RESOURCE, EXCHANGE_APP_ID};
 use super::credentials::{check_secret, SecretCheck};
 use super::errors::{add_token_headers, correlation_id, html_error_page, EntraError};
 use crate::app::AppState;
-use crate::config::TlsSource;
 use crate::store::model::{AppRecord, ServicePrincipalRecord, TenantRecord};
 
 /// The `wids` of an app-only token (the service principal's default directory role template).
@@ -50,35 +49,6 @@ pub fn routes() -> Router<AppState> {
             "/{tenant}/adminconsent",
             get(super::consent::show).post(super::consent::submit),
         )
-}
-
-/// `scheme://host[:port]` as the client reached us: `https` unless TLS is off, the host from
-/// `Host` (HTTP/1.1) or the URI authority (HTTP/2).
-pub fn base_url(state: &AppState, headers: &HeaderMap, uri: &Uri) -> String {
-    let scheme = if state.config.tls == TlsSource::None {
-        "http"
-    } else {
-        "https"
-    };
-    let valid = |h: &&str| {
-        !h.is_empty()
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-    };
-    let host = uri
-        .authority()
-        .map(|a| a.as_str())
-        .filter(valid)
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(valid)
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| state.config.listen.to_string());
-    format!("{scheme}://{host}")
 }
 
 /// Resolves a tenant path segment (GUID or domain).
@@ -133,7 +103,6 @@ fn document_tenant(state: &AppState, name: &str) -> Result<Option<(String, Strin
 async fn openid_v2(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
-    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
     let (tid, segment) = match document_tenant(&state, &tenant) {
@@ -141,7 +110,7 @@ async fn openid_v2(
         Ok(None) => return unknown_tenant_document(&tenant, &headers),
         Err(e) => return e.into_response_for(&headers),
     };
-    let base = base_url(&state, &headers, &uri);
+    let base = crate::http::base_url(&state, &headers);
     json_response(openid_configuration_v2(&base, &tid, &segment))
 }
 
@@ -177,7 +146,6 @@ pub fn openid_configuration_v2(base: &str, tid: &str, segment: &str) -> Value {
 async fn openid_v1(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
-    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
     let (tid, segment) = match document_tenant(&state, &tenant) {
@@ -185,7 +153,7 @@ async fn openid_v1(
         Ok(None) => return unknown_tenant_document(&tenant, &headers),
         Err(e) => return e.into_response_for(&headers),
     };
-    let base = base_url(&state, &headers, &uri);
+    let base = crate::http::base_url(&state, &headers);
     json_response(json!({
         "token_endpoint": format!("{base}/{segment}/oauth2/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
@@ -241,7 +209,7 @@ async fn instance_discovery(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let base = base_url(&state, &headers, &uri);
+    let base = crate::http::base_url(&state, &headers);
     let host = base
         .split_once("://")
         .map(|(_, h)| h)
@@ -297,27 +265,24 @@ pub enum Endpoint {
 async fn token_v2(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
-    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token(state, tenant, uri, headers, body, Endpoint::V2).await
+    token(state, tenant, headers, body, Endpoint::V2).await
 }
 
 async fn token_v1(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
-    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token(state, tenant, uri, headers, body, Endpoint::V1).await
+    token(state, tenant, headers, body, Endpoint::V1).await
 }
 
 async fn token(
     state: AppState,
     tenant: String,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
     endpoint: Endpoint,
@@ -325,7 +290,7 @@ async fn token(
     let request_headers = headers.clone();
     // Signing (and on a new store, waiting for the first key) is CPU work: off the workers.
     let outcome = tokio::task::spawn_blocking(move || {
-        let base = base_url(&state, &headers, &uri);
+        let base = crate::http::base_url(&state, &headers);
         token_request(
             &state,
             &tenant,
@@ -391,11 +356,11 @@ fn app_not_found(client_id: &str, tenant: &TenantRecord) -> EntraError {
     )
 }
 
-/// Whether an assertion `aud` names this token endpoint: our host name (case-insensitive;
-/// either scheme and any port, so TLS terminators and port mappings in front of the emulator do
-/// not break assertions), path `/{tenant}/oauth2/v2.0/token` or `/{tenant}/oauth2/token` with
-/// the tenant of the request as GUID or any of its domains. An assertion made for another host
-/// (such as login.microsoftonline.com) is refused.
+/// Whether an assertion `aud` names this token endpoint as the client reached it: our host and
+/// port (case-insensitive, default port implied; either scheme, so a TLS terminator in front of
+/// the emulator does not break assertions), path `/{tenant}/oauth2/v2.0/token` or
+/// `/{tenant}/oauth2/token` with the tenant of the request as GUID or any of its domains. An
+/// assertion made for another host or port (such as login.microsoftonline.com) is refused.
 pub fn audience_names_token_endpoint(aud: &str, base: &str, tenant: &TenantRecord) -> bool {
     let parse = |url: &str| -> Option<(String, String)> {
         let uri: Uri = url.trim().parse().ok()?;
@@ -403,7 +368,11 @@ pub fn audience_names_token_endpoint(aud: &str, base: &str, tenant: &TenantRecor
         if scheme != "https" && scheme != "http" {
             return None;
         }
-        let host = uri.authority()?.host().to_ascii_lowercase();
+        let authority = uri.authority()?;
+        let port = authority
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let host = format!("{}:{port}", authority.host().to_ascii_lowercase());
         Some((host, uri.path().to_string()))
     };
     let (Some((aud_host, aud_path)), Some((our_host, _))) = (parse(aud), parse(base)) else {
@@ -883,7 +852,8 @@ mod tests {
     fn each_failure_has_entras_code() {
         let (_dir, state) = test_state();
         let exo = "https://outlook.office365.com/.default";
-        let cases: Vec<(&str, Vec<(&str, &str)>, u16, &str, u32)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str, u32);
+        let cases: Vec<Case> = vec![
             (
                 "nosuch.onmicrosoft.com",
                 secret_form(APP, "dev-secret-value", exo),
@@ -1088,8 +1058,8 @@ mod tests {
             assert_eq!((e.code, e.status.as_u16()), (700024, 401), "{e}");
         }
         let (_dir2, skewed) = test_state_with(|c| c.clock_skew_secs = 315_360_000);
-        // Replayed on another port of the same host: still this token endpoint.
-        for base in [BASE, "https://127.0.0.1:39999", "http://127.0.0.1:8443"] {
+        // Either scheme (TLS terminator), same host and port.
+        for base in [BASE, "http://127.0.0.1:8443"] {
             for assertion in [CAPTURED_PS256, CAPTURED_RS256, CAPTURED_PS256] {
                 let body = token_request(
                     &skewed,
@@ -1157,6 +1127,7 @@ mod tests {
         for aud in [
             "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111/oauth2/v2.0/token",
             "https://127.0.0.1:8443/common/oauth2/v2.0/token",
+            "https://127.0.0.1:9443/11111111-1111-1111-1111-111111111111/oauth2/v2.0/token",
             "https://127.0.0.1:8443/11111111-1111-1111-1111-111111111111/oauth2/v2.0/authorize",
             "22222222-2222-2222-2222-222222222222",
             "",
