@@ -50,7 +50,11 @@ impl Forge {
             ),
         )
         .unwrap();
-        Forge { key, _dir: dir, config }
+        Forge {
+            key,
+            _dir: dir,
+            config,
+        }
     }
 
     fn sign_with(&self, kid: &str, claims: &Value) -> String {
@@ -111,7 +115,11 @@ fn public_pem(jwk: &Value) -> String {
     use rsa::pkcs1::EncodeRsaPublicKey;
     let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
     let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap();
-    let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&n), rsa::BigUint::from_bytes_be(&e)).unwrap();
+    let key = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(&n),
+        rsa::BigUint::from_bytes_be(&e),
+    )
+    .unwrap();
     key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap()
 }
 
@@ -125,7 +133,13 @@ fn refused(server: &Server, name: &str, authorization: Option<String>) -> String
     }
     let reply = EwsReply::from(request.send().unwrap());
     assert_eq!(reply.status, 401, "{name}: {}", reply.body);
-    let challenge = reply.headers.get("www-authenticate").unwrap_or_else(|| panic!("{name}: challenge")).to_str().unwrap().to_string();
+    let challenge = reply
+        .headers
+        .get("www-authenticate")
+        .unwrap_or_else(|| panic!("{name}: challenge"))
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(challenge.starts_with("Bearer"), "{name}: {challenge}");
     assert!(reply.correlation_id().is_none(), "{name}");
     reply
@@ -145,47 +159,101 @@ fn every_forged_or_unacceptable_token_is_refused_with_its_reason() {
     let (kid, jwk) = server_kid(&server);
 
     // The trusted external key itself works: the forgeries below differ in one point each.
-    let reply = server.ews(&forge.sign(&good_claims()), &create_item(&[Msg::default().xml()]));
-    assert_eq!(reply.status, 200, "a token of the trusted issuer is accepted: {}", reply.body);
+    let reply = server.ews(
+        &forge.sign(&good_claims()),
+        &create_item(&[Msg::default().xml()]),
+    );
+    assert_eq!(
+        reply.status, 200,
+        "a token of the trusted issuer is accepted: {}",
+        reply.body
+    );
     let before = server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges");
 
     let real_claims: Value = {
         let payload = token.split('.').nth(1).unwrap();
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
     };
-    let alg_none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT", "kid": kid})), b64(&real_claims));
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": kid})),
+        b64(&real_claims)
+    );
     let hmac = {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid.clone());
-        encode(&header, &real_claims, &EncodingKey::from_secret(public_pem(&jwk).as_bytes())).unwrap()
+        encode(
+            &header,
+            &real_claims,
+            &EncodingKey::from_secret(public_pem(&jwk).as_bytes()),
+        )
+        .unwrap()
     };
     let claims = good_claims;
     let cases: Vec<(&str, String)> = vec![
         ("garbage", "not-a-jwt".into()),
         ("alg none", alg_none),
         ("HMAC keyed with the public key", hmac),
-        ("other key with a known kid", forge.sign_with(&kid, &real_claims)),
+        (
+            "other key with a known kid",
+            forge.sign_with(&kid, &real_claims),
+        ),
         ("unknown kid", forge.sign_with("no-such-kid", &claims())),
-        ("expired", forge.sign(&with(claims(), "exp", json!(now() - 3600)))),
-        ("not yet valid", forge.sign(&with(claims(), "nbf", json!(now() + 3600)))),
-        ("wrong audience", forge.sign(&with(claims(), "aud", json!("https://graph.microsoft.com")))),
-        ("wrong issuer", forge.sign(&with(claims(), "iss", json!("https://evil.example/")))),
-        ("issuer and tenant disagree", forge.sign(&with(claims(), "tid", json!(OTHER_TENANT)))),
+        (
+            "expired",
+            forge.sign(&with(claims(), "exp", json!(now() - 3600))),
+        ),
+        (
+            "not yet valid",
+            forge.sign(&with(claims(), "nbf", json!(now() + 3600))),
+        ),
+        (
+            "wrong audience",
+            forge.sign(&with(claims(), "aud", json!("https://graph.microsoft.com"))),
+        ),
+        (
+            "wrong issuer",
+            forge.sign(&with(claims(), "iss", json!("https://evil.example/"))),
+        ),
+        (
+            "issuer and tenant disagree",
+            forge.sign(&with(claims(), "tid", json!(OTHER_TENANT))),
+        ),
         ("no appid", forge.sign(&without(claims(), "appid"))),
         ("no role", forge.sign(&with(claims(), "roles", json!([])))),
-        ("unconsented", forge.sign(&with(claims(), "appid", json!("33333333-3333-3333-3333-333333333333")))),
-        ("disabled", forge.sign(&with(claims(), "appid", json!("44444444-4444-4444-4444-444444444444")))),
+        (
+            "unconsented",
+            forge.sign(&with(
+                claims(),
+                "appid",
+                json!("33333333-3333-3333-3333-333333333333"),
+            )),
+        ),
+        (
+            "disabled",
+            forge.sign(&with(
+                claims(),
+                "appid",
+                json!("44444444-4444-4444-4444-444444444444"),
+            )),
+        ),
     ];
     let mut reasons = std::collections::BTreeMap::new();
     for (name, token) in cases {
         let diagnostics = refused(&server, name, Some(format!("Bearer {token}")));
-        reasons.entry(diagnostics).or_insert_with(Vec::new).push(name);
+        reasons
+            .entry(diagnostics)
+            .or_insert_with(Vec::new)
+            .push(name);
     }
     let missing = refused(&server, "no Authorization header", None);
     assert!(!missing.is_empty());
     // Reasons are told apart (the signature-level forgeries may share one).
     eprintln!("{reasons:#?}");
-    assert!(reasons.len() >= 10, "diagnostics should name distinct reasons: {reasons:#?}");
+    assert!(
+        reasons.len() >= 10,
+        "diagnostics should name distinct reasons: {reasons:#?}"
+    );
 
     assert_eq!(
         server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges"),
@@ -198,8 +266,16 @@ fn every_forged_or_unacceptable_token_is_refused_with_its_reason() {
 fn an_unknown_tenant_is_refused() {
     let forge = Forge::new();
     let server = Server::start(&["--config", forge.config.to_str().unwrap()]);
-    let claims = with(with(good_claims(), "tid", json!(OTHER_TENANT)), "iss", json!(issuer(OTHER_TENANT)));
-    refused(&server, "unknown tenant", Some(format!("Bearer {}", forge.sign(&claims))));
+    let claims = with(
+        with(good_claims(), "tid", json!(OTHER_TENANT)),
+        "iss",
+        json!(issuer(OTHER_TENANT)),
+    );
+    refused(
+        &server,
+        "unknown tenant",
+        Some(format!("Bearer {}", forge.sign(&claims))),
+    );
 }
 
 #[test]
@@ -221,20 +297,39 @@ fn a_100_kb_authorization_header_is_refused_without_harm() {
 fn revocation_is_immediate_even_for_an_unexpired_token() {
     let server = Server::start(&[]);
     let token = server.token();
-    assert_eq!(server.ews(&token, &create_item(&[Msg::default().xml()])).status, 200);
+    assert_eq!(
+        server
+            .ews(&token, &create_item(&[Msg::default().xml()]))
+            .status,
+        200
+    );
     let response = server
-        .admin(reqwest::Method::PATCH, &format!("/api/tenants/{TENANT}/servicePrincipals/{APP_ID}"))
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/api/tenants/{TENANT}/servicePrincipals/{APP_ID}"),
+        )
         .json(&json!({"accountEnabled": false}))
         .send()
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-    refused(&server, "disabled after issue", Some(format!("Bearer {token}")));
+    refused(
+        &server,
+        "disabled after issue",
+        Some(format!("Bearer {token}")),
+    );
     let response = server
-        .admin(reqwest::Method::DELETE, &format!("/api/tenants/{TENANT}/servicePrincipals/{APP_ID}"))
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/api/tenants/{TENANT}/servicePrincipals/{APP_ID}"),
+        )
         .send()
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-    refused(&server, "revoked after issue", Some(format!("Bearer {token}")));
+    refused(
+        &server,
+        "revoked after issue",
+        Some(format!("Bearer {token}")),
+    );
 }
 
 #[test]
@@ -242,11 +337,19 @@ fn token_lifetime_mode_keeps_issued_tokens_valid_after_revocation() {
     let server = Server::start(&["--revocation", "token-lifetime"]);
     let token = server.token();
     let response = server
-        .admin(reqwest::Method::DELETE, &format!("/api/tenants/{TENANT}/servicePrincipals/{APP_ID}"))
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/api/tenants/{TENANT}/servicePrincipals/{APP_ID}"),
+        )
         .send()
         .unwrap();
     assert!(response.status().is_success());
-    assert_eq!(server.ews(&token, &create_item(&[Msg::default().xml()])).status, 200);
+    assert_eq!(
+        server
+            .ews(&token, &create_item(&[Msg::default().xml()]))
+            .status,
+        200
+    );
 }
 
 #[test]

@@ -21,8 +21,10 @@ fn token_request(server: &Server, tenant: &str, form: &[(&str, &str)]) -> (u16, 
 
 fn claims_of(jwt: &str) -> (Value, Value) {
     let mut parts = jwt.split('.');
-    let header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
-    let claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    let header =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    let claims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
     (header, claims)
 }
 
@@ -31,7 +33,10 @@ fn assert_entra_error(status: u16, body: &Value, expected_status: u16, error: &s
     assert_eq!(status, expected_status, "{body}");
     assert_eq!(body["error"], error, "{body}");
     let description = body["error_description"].as_str().unwrap();
-    assert!(description.starts_with(&format!("AADSTS{code}: ")), "{description}");
+    assert!(
+        description.starts_with(&format!("AADSTS{code}: ")),
+        "{description}"
+    );
     assert_eq!(body["error_codes"], json!([code]), "{body}");
     for field in ["timestamp", "trace_id", "correlation_id"] {
         assert!(body[field].is_string(), "{field} missing in {body}");
@@ -57,12 +62,29 @@ fn openid_documents_name_the_scheme_host_and_port_the_client_used() {
             .unwrap()
             .json()
             .unwrap();
-        for field in ["authorization_endpoint", "token_endpoint", "jwks_uri", "issuer"] {
-            let url = doc[field].as_str().unwrap_or_else(|| panic!("{field} in {doc}"));
-            assert!(url.starts_with(&server.url), "{field} = {url} is not on {}", server.url);
+        for field in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "jwks_uri",
+            "issuer",
+        ] {
+            let url = doc[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} in {doc}"));
+            assert!(
+                url.starts_with(&server.url),
+                "{field} = {url} is not on {}",
+                server.url
+            );
         }
-        assert!(doc["token_endpoint"].as_str().unwrap().ends_with("/oauth2/v2.0/token"));
-        assert!(doc["issuer"].as_str().unwrap().contains(TENANT), "issuer names the tenant GUID");
+        assert!(doc["token_endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/oauth2/v2.0/token"));
+        assert!(
+            doc["issuer"].as_str().unwrap().contains(TENANT),
+            "issuer names the tenant GUID"
+        );
         let v1: Value = server
             .get(&format!("/{tenant}/.well-known/openid-configuration"))
             .send()
@@ -70,7 +92,10 @@ fn openid_documents_name_the_scheme_host_and_port_the_client_used() {
             .json()
             .unwrap();
         assert_eq!(v1["issuer"], format!("https://sts.windows.net/{TENANT}/"));
-        assert!(v1["token_endpoint"].as_str().unwrap().starts_with(&server.url));
+        assert!(v1["token_endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with(&server.url));
     }
     let response = server
         .get("/nosuch.onmicrosoft.com/v2.0/.well-known/openid-configuration")
@@ -79,20 +104,39 @@ fn openid_documents_name_the_scheme_host_and_port_the_client_used() {
     let status = response.status().as_u16();
     let body: Value = response.json().unwrap();
     assert_eq!(status, 400);
-    assert!(body["error_description"].as_str().unwrap().starts_with("AADSTS90002"), "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS90002"),
+        "{body}"
+    );
 }
 
 #[test]
 fn jwks_publishes_kid_x5t_n_e_and_x5c_and_tokens_look_like_entra_v1_app_tokens() {
     let server = Server::start(&[]);
-    let jwks: Value = server.get(&format!("/{TENANT}/discovery/v2.0/keys")).send().unwrap().json().unwrap();
+    let jwks: Value = server
+        .get(&format!("/{TENANT}/discovery/v2.0/keys"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let key = &jwks["keys"][0];
     for field in ["kid", "x5t", "n", "e"] {
         assert!(key[field].is_string(), "{field} in {key}");
     }
     let cert = STANDARD.decode(key["x5c"][0].as_str().unwrap()).unwrap();
-    assert_eq!(URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&cert)), key["x5t"].as_str().unwrap());
-    let v1: Value = server.get(&format!("/{TENANT_DOMAIN}/discovery/keys")).send().unwrap().json().unwrap();
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&cert)),
+        key["x5t"].as_str().unwrap()
+    );
+    let v1: Value = server
+        .get(&format!("/{TENANT_DOMAIN}/discovery/keys"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(v1["keys"][0]["kid"], key["kid"]);
 
     let (status, body) = token_request(&server, TENANT_DOMAIN, &secret_form(APP_ID, APP_SECRET));
@@ -123,7 +167,12 @@ fn client_secret_by_http_basic_the_v1_endpoint_and_unknown_form_fields_work() {
     let response = server
         .post(&format!("/{TENANT}/oauth2/v2.0/token"))
         .basic_auth(APP_ID, Some(APP_SECRET))
-        .form(&[("grant_type", "client_credentials"), ("scope", EXCHANGE_SCOPE), ("client_info", "1"), ("x-anything", "y")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", EXCHANGE_SCOPE),
+            ("client_info", "1"),
+            ("x-anything", "y"),
+        ])
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -143,7 +192,10 @@ fn client_secret_by_http_basic_the_v1_endpoint_and_unknown_form_fields_work() {
     let (_, claims) = claims_of(body["access_token"].as_str().unwrap());
     assert_eq!(claims["aud"], "https://outlook.office365.com");
     // The v1 token works on the ingestion endpoint.
-    let reply = server.ews(body["access_token"].as_str().unwrap(), &create_item(&[Msg::default().xml()]));
+    let reply = server.ews(
+        body["access_token"].as_str().unwrap(),
+        &create_item(&[Msg::default().xml()]),
+    );
     assert_eq!(reply.status, 200);
 }
 
@@ -151,17 +203,129 @@ fn client_secret_by_http_basic_the_v1_endpoint_and_unknown_form_fields_work() {
 fn each_token_error_has_its_aadsts_code() {
     let server = Server::start(&[]);
     let cases: Vec<(&str, &str, Vec<(&str, &str)>, u16, &str, u64)> = vec![
-        ("wrong secret", TENANT, secret_form(APP_ID, "wrong"), 401, "invalid_client", 7000215),
-        ("no credential", TENANT, vec![("grant_type", "client_credentials"), ("client_id", APP_ID), ("scope", EXCHANGE_SCOPE)], 401, "invalid_client", 7000218),
-        ("unknown app", TENANT, secret_form("99999999-9999-9999-9999-999999999999", "x"), 400, "unauthorized_client", 700016),
-        ("never consented", TENANT, secret_form("33333333-3333-3333-3333-333333333333", "unconsented-secret"), 400, "unauthorized_client", 700016),
-        ("disabled", TENANT, secret_form("44444444-4444-4444-4444-444444444444", "disabled-secret"), 400, "unauthorized_client", 7000112),
-        ("unknown tenant", "nosuch.onmicrosoft.com", secret_form(APP_ID, APP_SECRET), 400, "invalid_request", 90002),
-        ("missing grant_type", TENANT, vec![("client_id", APP_ID), ("client_secret", APP_SECRET), ("scope", EXCHANGE_SCOPE)], 400, "invalid_request", 900144),
-        ("scope without /.default", TENANT, vec![("grant_type", "client_credentials"), ("client_id", APP_ID), ("client_secret", APP_SECRET), ("scope", "https://outlook.office365.com/EWS.AccessAsUser.All")], 400, "invalid_scope", 1002012),
-        ("unknown resource", TENANT, vec![("grant_type", "client_credentials"), ("client_id", APP_ID), ("client_secret", APP_SECRET), ("scope", "https://nosuch.example/.default")], 400, "invalid_resource", 500011),
-        ("unsupported grant", TENANT, vec![("grant_type", "password"), ("client_id", APP_ID), ("client_secret", APP_SECRET), ("scope", EXCHANGE_SCOPE)], 400, "unsupported_grant_type", 70003),
-        ("bad assertion", TENANT, vec![("grant_type", "client_credentials"), ("client_id", APP_ID), ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"), ("client_assertion", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"), ("scope", EXCHANGE_SCOPE)], 401, "invalid_client", 700027),
+        (
+            "wrong secret",
+            TENANT,
+            secret_form(APP_ID, "wrong"),
+            401,
+            "invalid_client",
+            7000215,
+        ),
+        (
+            "no credential",
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", APP_ID),
+                ("scope", EXCHANGE_SCOPE),
+            ],
+            401,
+            "invalid_client",
+            7000218,
+        ),
+        (
+            "unknown app",
+            TENANT,
+            secret_form("99999999-9999-9999-9999-999999999999", "x"),
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+        (
+            "never consented",
+            TENANT,
+            secret_form("33333333-3333-3333-3333-333333333333", "unconsented-secret"),
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+        (
+            "disabled",
+            TENANT,
+            secret_form("44444444-4444-4444-4444-444444444444", "disabled-secret"),
+            400,
+            "unauthorized_client",
+            7000112,
+        ),
+        (
+            "unknown tenant",
+            "nosuch.onmicrosoft.com",
+            secret_form(APP_ID, APP_SECRET),
+            400,
+            "invalid_request",
+            90002,
+        ),
+        (
+            "missing grant_type",
+            TENANT,
+            vec![
+                ("client_id", APP_ID),
+                ("client_secret", APP_SECRET),
+                ("scope", EXCHANGE_SCOPE),
+            ],
+            400,
+            "invalid_request",
+            900144,
+        ),
+        (
+            "scope without /.default",
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", APP_ID),
+                ("client_secret", APP_SECRET),
+                (
+                    "scope",
+                    "https://outlook.office365.com/EWS.AccessAsUser.All",
+                ),
+            ],
+            400,
+            "invalid_scope",
+            1002012,
+        ),
+        (
+            "unknown resource",
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", APP_ID),
+                ("client_secret", APP_SECRET),
+                ("scope", "https://nosuch.example/.default"),
+            ],
+            400,
+            "invalid_resource",
+            500011,
+        ),
+        (
+            "unsupported grant",
+            TENANT,
+            vec![
+                ("grant_type", "password"),
+                ("client_id", APP_ID),
+                ("client_secret", APP_SECRET),
+                ("scope", EXCHANGE_SCOPE),
+            ],
+            400,
+            "unsupported_grant_type",
+            70003,
+        ),
+        (
+            "bad assertion",
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", APP_ID),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"),
+                ("scope", EXCHANGE_SCOPE),
+            ],
+            401,
+            "invalid_client",
+            700027,
+        ),
     ];
     for (name, tenant, form, status, error, code) in cases {
         let (got, body) = token_request(&server, tenant, &form);
@@ -175,7 +339,10 @@ fn an_expired_secret_is_refused_with_7000222() {
     let server = Server::start(&[]);
     let end = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let response = server
-        .admin(reqwest::Method::POST, &format!("/api/tenants/{TENANT}/applications/{APP_ID}/secrets"))
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/tenants/{TENANT}/applications/{APP_ID}/secrets"),
+        )
         .json(&json!({"endDateTime": end}))
         .send()
         .unwrap();
@@ -195,9 +362,17 @@ fn certificate() -> (String, Vec<u8>, Vec<u8>) {
     use rsa::pkcs8::EncodePrivateKey;
     let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
     let pkcs8 = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
-    let pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["connector".into()]).unwrap().self_signed(&pair).unwrap();
-    (cert.pem(), cert.der().to_vec(), key.to_pkcs1_der().unwrap().as_bytes().to_vec())
+    let pair =
+        rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["connector".into()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    (
+        cert.pem(),
+        cert.der().to_vec(),
+        key.to_pkcs1_der().unwrap().as_bytes().to_vec(),
+    )
 }
 
 #[test]
@@ -206,7 +381,10 @@ fn certificate_assertions_rs256_with_x5t_and_ps256_with_padded_x5t_s256_are_acce
     let server = Server::start(&[]);
     let (pem, der, key) = certificate();
     let response = server
-        .admin(reqwest::Method::POST, &format!("/api/tenants/{TENANT}/applications/{APP_ID}/certificates"))
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/tenants/{TENANT}/applications/{APP_ID}/certificates"),
+        )
         .json(&json!({"pem": pem}))
         .send()
         .unwrap();
@@ -224,13 +402,20 @@ fn certificate_assertions_rs256_with_x5t_and_ps256_with_padded_x5t_s256_are_acce
     ps256.x5c = Some(vec![STANDARD.encode(&der)]);
     for header in [rs256, ps256] {
         let assertion = encode(&header, &claims, &EncodingKey::from_rsa_der(&key)).unwrap();
-        let (status, body) = token_request(&server, TENANT, &[
-            ("grant_type", "client_credentials"),
-            ("client_id", APP_ID),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-            ("client_assertion", &assertion),
-            ("scope", EXCHANGE_SCOPE),
-        ]);
+        let (status, body) = token_request(
+            &server,
+            TENANT,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", APP_ID),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+                ("scope", EXCHANGE_SCOPE),
+            ],
+        );
         assert_eq!(status, 200, "{:?}: {body}", header.alg);
         let (_, token_claims) = claims_of(body["access_token"].as_str().unwrap());
         assert_eq!(token_claims["appidacr"], "2");
@@ -241,13 +426,20 @@ fn certificate_assertions_rs256_with_x5t_and_ps256_with_padded_x5t_s256_are_acce
     let mut header = Header::new(Algorithm::RS256);
     header.x5t = Some(STANDARD.encode(sha1::Sha1::digest(&der)));
     let forged = encode(&header, &claims, &EncodingKey::from_rsa_der(&other_key)).unwrap();
-    let (status, body) = token_request(&server, TENANT, &[
-        ("grant_type", "client_credentials"),
-        ("client_id", APP_ID),
-        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-        ("client_assertion", &forged),
-        ("scope", EXCHANGE_SCOPE),
-    ]);
+    let (status, body) = token_request(
+        &server,
+        TENANT,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP_ID),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &forged),
+            ("scope", EXCHANGE_SCOPE),
+        ],
+    );
     assert_entra_error(status, &body, 401, "invalid_client", 700027);
 }
 
@@ -281,7 +473,11 @@ fn the_consent_page_creates_the_service_principal_on_accept() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 401);
-    let (status, _) = token_request(&server, TENANT, &secret_form(unconsented, "unconsented-secret"));
+    let (status, _) = token_request(
+        &server,
+        TENANT,
+        &secret_form(unconsented, "unconsented-secret"),
+    );
     assert_eq!(status, 400);
 
     // Cancel redirects with Entra's error parameters.
@@ -292,7 +488,10 @@ fn the_consent_page_creates_the_service_principal_on_accept() {
         .unwrap();
     assert_eq!(response.status(), 302);
     let location = response.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with("https://partner.example/done?"), "{location}");
+    assert!(
+        location.starts_with("https://partner.example/done?"),
+        "{location}"
+    );
     assert!(location.contains("error=access_denied"), "{location}");
 
     // Accept redirects with admin_consent=True and the tenant; tokens now work.
@@ -306,9 +505,16 @@ fn the_consent_page_creates_the_service_principal_on_accept() {
     assert!(location.contains("admin_consent=True"), "{location}");
     assert!(location.contains(&format!("tenant={TENANT}")), "{location}");
     assert!(location.contains("state=xyz"), "{location}");
-    let (status, body) = token_request(&server, TENANT, &secret_form(unconsented, "unconsented-secret"));
+    let (status, body) = token_request(
+        &server,
+        TENANT,
+        &secret_form(unconsented, "unconsented-secret"),
+    );
     assert_eq!(status, 200, "{body}");
-    let reply = server.ews(body["access_token"].as_str().unwrap(), &create_item(&[Msg::default().xml()]));
+    let reply = server.ews(
+        body["access_token"].as_str().unwrap(),
+        &create_item(&[Msg::default().xml()]),
+    );
     assert_eq!(reply.status, 200);
 }
 
@@ -328,9 +534,18 @@ fn legacy_basic_auth_is_off_by_default_and_accepts_the_third_party_mailbox_when_
         )
     };
     let off = Server::start(&[]);
-    assert_eq!(send(&off, "thirdpartydata@contoso.com", "P@ssw0rd-legacy").status, 401);
+    assert_eq!(
+        send(&off, "thirdpartydata@contoso.com", "P@ssw0rd-legacy").status,
+        401
+    );
     let on = Server::start(&["--config", config.to_str().unwrap()]);
-    assert_eq!(send(&on, "thirdpartydata@contoso.com", "P@ssw0rd-legacy").status, 200);
+    assert_eq!(
+        send(&on, "thirdpartydata@contoso.com", "P@ssw0rd-legacy").status,
+        200
+    );
     assert_eq!(send(&on, "thirdpartydata@contoso.com", "wrong").status, 401);
-    assert_eq!(send(&on, "alice@contoso.com", "P@ssw0rd-legacy").status, 401);
+    assert_eq!(
+        send(&on, "alice@contoso.com", "P@ssw0rd-legacy").status,
+        401
+    );
 }
