@@ -15,6 +15,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub keys: Arc<KeySet>,
     pub admin_key: Arc<AdminKey>,
+    /// Content Search's full-text index, kept in step with the store.
+    pub search: Arc<crate::search::SearchIndex>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum StartError {
     Keys(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Search(#[from] crate::search::index::IndexError),
 }
 
 /// The admin API key, compared in constant time.
@@ -104,17 +108,19 @@ impl AppState {
         let keys = KeySet::load_or_create(&store).map_err(|e| StartError::Keys(e.to_string()))?;
         let admin_key = AdminKey::load_or_create(config.admin_key.as_deref(), data_dir)?;
         store.flush()?;
+        let search = crate::search::SearchIndex::open(&data_dir.join("index"), &store)?;
         Ok(AppState {
             store,
             config: Arc::new(config),
             keys: Arc::new(keys),
             admin_key: Arc::new(admin_key),
+            search,
         })
     }
 }
 
 /// Loads the given fixtures, or the embedded default tenant when none is given.
-fn seed(store: &Store, fixtures: &[PathBuf]) -> Result<(), FixtureError> {
+pub(crate) fn seed(store: &Store, fixtures: &[PathBuf]) -> Result<(), FixtureError> {
     if fixtures.is_empty() {
         return Fixture::parse(DEFAULT_FIXTURE, "contoso.toml")?.load_into(store, "contoso.toml");
     }

@@ -15,6 +15,7 @@ pub mod store;
 pub mod tls;
 pub mod http;
 pub mod errors;
+pub mod export;
 pub mod admin;
 pub mod cli;
 pub mod search;

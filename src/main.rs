@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use ingest_emulator::admin::mailboxes;
 use ingest_emulator::app::AppState;
 use ingest_emulator::config::{Config, ServeArgs, TlsSource};
 use ingest_emulator::{cli, http, tls};
@@ -136,8 +137,10 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
     let _ = std::io::stdout().flush();
 
     let store = state.store.clone();
+    let retention = mailboxes::spawn_retention(state.clone(), mailboxes::DEFAULT_RETENTION_EVERY);
     let router = http::router(state);
     http::serve(listener, tls_config, router, shutdown_signal()).await;
+    retention.abort();
     store.flush().map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     drop(ephemeral_dir);

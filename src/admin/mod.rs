@@ -5,6 +5,8 @@
 mod apps;
 mod directory;
 mod error;
+pub mod mailboxes;
+mod search;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -78,6 +80,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/signingKeys", get(list_keys))
         .route("/api/signingKeys/rotate", post(rotate_key))
         .route("/api/signingKeys/{kid}", axum::routing::delete(delete_key))
+        .merge(search::routes())
+        .merge(mailboxes::routes())
         .route("/api/{*rest}", axum::routing::any(unknown_route))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(error::request_id))

@@ -1,13 +1,32 @@
 //! Mailbox inspection and maintenance over the stored items: deletion (subject to litigation
-//! holds), mailbox and folder listings, the ingestion journal, reset and the retention sweep.
+//! holds), mailbox and folder listings, the ingestion journal (newest first), reset and the
+//! retention sweep with its records.
+//!
+//! Trees of this module (besides `items`, `blobs`, `copies` and `ingestions`):
+//! - `ingestion_journal`: `tenant (16) || (u64::MAX - received micros) (8, BE) || correlation
+//!   id (16)` -> empty. Written with the ingestion record (same transaction); rebuilt from
+//!   `ingestions` when missing (`mailbox_meta` marks it built).
+//! - `retention_sweeps`: `tenant (16) || (u64::MAX - started micros) (8, BE) || sweep id (16)`
+//!   -> [`SweepRecord`] (JSON).
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
 use uuid::Uuid;
 
 use super::model::*;
-use super::{abort, blob_key, copy_key, decode, Result, Store, StoreError};
+use super::{abort, blob_key, copy_key, copy_prefix, decode, encode, Result, Store, StoreError};
 use crate::domain::TenantId;
-use sled::transaction::ConflictableTransactionError;
-use sled::Transactional;
+
+/// Items removed per transaction by bulk operations (reset, retention).
+const CHUNK: usize = 256;
+const JOURNAL_TREE: &str = "ingestion_journal";
+const SWEEPS_TREE: &str = "retention_sweeps";
+const META_TREE: &str = "mailbox_meta";
+const JOURNAL_BUILT: &[u8] = b"journal-built";
 
 /// What [`Store::delete_items`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -18,21 +37,149 @@ pub struct DeleteOutcome {
     pub held: Vec<(Uuid, String)>,
 }
 
+/// What [`Store::reset`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResetOutcome {
+    /// Number of items removed.
+    pub removed: usize,
+    /// Ids of the removed items.
+    pub removed_ids: Vec<Uuid>,
+    /// Items kept because a copy is under hold, with that mailbox.
+    pub kept_under_hold: Vec<(Uuid, String)>,
+    /// Ingestion records removed.
+    pub ingestions_removed: usize,
+}
+
+/// One copy removed by a retention sweep.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SweptCopy {
+    pub item_id: Uuid,
+    pub mailbox: String,
+    pub folder: String,
+    pub received: DateTime<Utc>,
+}
+
+/// The recorded result of one retention sweep of one tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepRecord {
+    pub id: Uuid,
+    pub tenant: Uuid,
+    /// `scheduled` (the periodic sweep) or `manual` (the admin API).
+    pub trigger: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    /// The tenant's retention when the sweep ran (None when the cutoff was given explicitly).
+    pub retention_days: Option<u32>,
+    /// Copies received before this instant were due.
+    pub cutoff: DateTime<Utc>,
+    /// Copies removed (at most [`SweepRecord::LISTED`] listed in `removed`).
+    pub copies_removed: usize,
+    /// Items removed entirely (no copy left).
+    pub items_removed: usize,
+    /// Due copies kept because their mailbox is on litigation hold.
+    pub copies_kept_under_hold: usize,
+    pub removed: Vec<SweptCopy>,
+    /// Ids of the items removed entirely (at most [`SweepRecord::LISTED`]).
+    pub removed_item_ids: Vec<Uuid>,
+    /// Ids of the items that lost copies but still exist (at most [`SweepRecord::LISTED`]).
+    pub changed_item_ids: Vec<Uuid>,
+}
+
+impl SweepRecord {
+    /// How many copies and item ids a record lists (the counts are always complete).
+    pub const LISTED: usize = 1000;
+}
+
+/// What a sweep did, with every removed item id (for the search index).
+pub struct SweepOutcome {
+    pub record: SweepRecord,
+    pub removed_item_ids: Vec<Uuid>,
+    pub changed_item_ids: Vec<Uuid>,
+}
+
+/// A folder of a mailbox as the copies index knows it (paths lower case).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyEntry {
+    pub mailbox: String,
+    pub folder: String,
+    pub received_micros: u64,
+    pub item: Uuid,
+}
+
+/// Parses a key of the `copies` tree (see `copy_key`).
+fn parse_copy_key(key: &[u8]) -> Option<CopyEntry> {
+    if key.len() < 16 + 2 + 24 {
+        return None;
+    }
+    let (head, tail) = key.split_at(key.len() - 24);
+    let rest = head.get(16..)?;
+    let mut parts = rest.split(|b| *b == 0);
+    let mailbox = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let folder = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let inverted = u64::from_be_bytes(tail.get(..8)?.try_into().ok()?);
+    let item = Uuid::from_slice(tail.get(8..)?).ok()?;
+    Some(CopyEntry {
+        mailbox,
+        folder,
+        received_micros: u64::MAX - inverted,
+        item,
+    })
+}
+
+fn newest_first_key(tenant: Uuid, at: DateTime<Utc>, id: Uuid) -> Vec<u8> {
+    let mut key = tenant.as_bytes().to_vec();
+    let micros = at.timestamp_micros().max(0) as u64;
+    key.extend_from_slice(&(u64::MAX - micros).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Key of an ingestion record in the journal index.
+pub(super) fn journal_key(record: &IngestionRecord) -> Vec<u8> {
+    newest_first_key(record.tenant, record.received, record.correlation_id)
+}
+
+fn ingestion_key(tenant: Uuid, correlation_id: Uuid) -> Vec<u8> {
+    let mut key = tenant.as_bytes().to_vec();
+    key.extend_from_slice(correlation_id.as_bytes());
+    key
+}
+
 impl Store {
-    /// The mailbox on litigation hold that holds a copy of `item`, if any.
-    pub fn hold_on(&self, item: &ItemRecord) -> Result<Option<String>> {
-        let tenant = TenantId(item.tenant);
-        for copy in &item.copies {
-            let user = match self.user(tenant, &copy.mailbox)? {
-                Some(user) => Some(user),
-                None => self.user_by_address(tenant, &copy.mailbox)?,
-            };
-            if user.is_some_and(|u| u.litigation_hold) {
-                return Ok(Some(copy.mailbox.clone()));
+    pub(super) fn journal_tree(&self) -> Result<sled::Tree> {
+        Ok(self.inner.db.open_tree(JOURNAL_TREE)?)
+    }
+
+    fn sweeps_tree(&self) -> Result<sled::Tree> {
+        Ok(self.inner.db.open_tree(SWEEPS_TREE)?)
+    }
+
+    fn meta_tree(&self) -> Result<sled::Tree> {
+        Ok(self.inner.db.open_tree(META_TREE)?)
+    }
+
+    // ----- holds -----
+
+    /// Every address (lower case) of the users of `tenant` on litigation hold.
+    pub fn held_addresses(&self, tenant: TenantId) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        for user in self.users(tenant)? {
+            if user.litigation_hold {
+                out.extend(user.addresses());
             }
         }
-        Ok(None)
+        Ok(out)
     }
+
+    /// The first mailbox on litigation hold that holds a copy of `item`, if any.
+    pub fn hold_on(&self, item: &ItemRecord) -> Result<Option<String>> {
+        let held = self.held_addresses(TenantId(item.tenant))?;
+        Ok(held_copy(item, &held))
+    }
+
+    // ----- deletion -----
 
     /// Removes items of `tenant` (their copies, attachment bytes and records) in one
     /// transaction, except items with a copy in the mailbox of a user on litigation hold
@@ -44,10 +191,16 @@ impl Store {
         ids: &[Uuid],
         force: bool,
     ) -> std::result::Result<DeleteOutcome, StoreError> {
+        let held_addresses = if force {
+            HashSet::new()
+        } else {
+            self.held_addresses(tenant)?
+        };
         let mut outcome = DeleteOutcome::default();
-        let mut doomed: Vec<ItemRecord> = Vec::new();
+        let mut doomed: Vec<Uuid> = Vec::new();
+        let mut seen = HashSet::new();
         for &id in ids {
-            if doomed.iter().any(|d| d.id == id) {
+            if !seen.insert(id) {
                 continue;
             }
             let Some(item) = self.item(id)? else {
@@ -56,22 +209,28 @@ impl Store {
             if item.tenant != tenant.0 {
                 continue;
             }
-            if !force {
-                if let Some(mailbox) = self.hold_on(&item)? {
-                    outcome.held.push((id, mailbox));
-                    continue;
-                }
+            if let Some(mailbox) = held_copy(&item, &held_addresses) {
+                outcome.held.push((id, mailbox));
+                continue;
             }
-            doomed.push(item);
+            doomed.push(id);
         }
-        if doomed.is_empty() {
-            return Ok(outcome);
+        outcome.deleted = self.remove_items(&doomed)?;
+        Ok(outcome)
+    }
+
+    /// Removes the given items (copies, blobs, record) in one transaction; returns those that
+    /// existed.
+    fn remove_items(&self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
         let i = &self.inner;
-        (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
-            for expected in &doomed {
-                // Re-read inside the transaction: an attachment may have been added since.
-                let Some(bytes) = items.get(expected.id.as_bytes())? else {
+        let removed = (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
+            let mut removed = Vec::with_capacity(ids.len());
+            for id in ids {
+                // Read inside the transaction: an attachment may have been added since.
+                let Some(bytes) = items.get(id.as_bytes())? else {
                     continue;
                 };
                 let item: ItemRecord = decode(&bytes).map_err(abort)?;
@@ -82,10 +241,575 @@ impl Store {
                     blobs.remove(blob_key(item.id, n))?;
                 }
                 items.remove(item.id.as_bytes())?;
+                removed.push(item.id);
             }
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
+            Ok::<_, ConflictableTransactionError<StoreError>>(removed)
         })?;
-        outcome.deleted = doomed.into_iter().map(|d| d.id).collect();
+        Ok(removed)
+    }
+
+    // ----- mailboxes and folders -----
+
+    /// Copy counts of every mailbox of `tenant` that holds copies: mailbox -> folder -> count
+    /// (both lower case, as the copies index keys them).
+    pub fn mailbox_counts(
+        &self,
+        tenant: TenantId,
+    ) -> Result<BTreeMap<String, BTreeMap<String, usize>>> {
+        let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+        for key in self.inner.copies.scan_prefix(tenant.0.as_bytes()).keys() {
+            if let Some(entry) = parse_copy_key(&key?) {
+                *out.entry(entry.mailbox)
+                    .or_default()
+                    .entry(entry.folder)
+                    .or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copy counts per folder (lower case) of one mailbox.
+    pub fn folder_counts(
+        &self,
+        tenant: TenantId,
+        mailbox: &str,
+    ) -> Result<BTreeMap<String, usize>> {
+        let mut out: BTreeMap<String, usize> = BTreeMap::new();
+        for key in self
+            .inner
+            .copies
+            .scan_prefix(copy_prefix(tenant.0, mailbox, None))
+            .keys()
+        {
+            if let Some(entry) = parse_copy_key(&key?) {
+                *out.entry(entry.folder).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies of one mailbox, in one folder (`Some`) or all of them, newest first, paged.
+    /// Returns the page and the total number of copies that matched.
+    pub fn mailbox_page(
+        &self,
+        tenant: TenantId,
+        mailbox: &str,
+        folder: Option<&str>,
+        skip: usize,
+        top: usize,
+    ) -> Result<(Vec<CopyEntry>, usize)> {
+        let keys = self
+            .inner
+            .copies
+            .scan_prefix(copy_prefix(tenant.0, mailbox, folder))
+            .keys();
+        match folder {
+            Some(_) => {
+                // One folder: the index is already newest first.
+                let mut page = Vec::new();
+                let mut total = 0;
+                for key in keys {
+                    let key = key?;
+                    if total >= skip && page.len() < top {
+                        if let Some(entry) = parse_copy_key(&key) {
+                            page.push(entry);
+                        }
+                    }
+                    total += 1;
+                }
+                Ok((page, total))
+            }
+            None => {
+                let mut all = Vec::new();
+                for key in keys {
+                    if let Some(entry) = parse_copy_key(&key?) {
+                        all.push(entry);
+                    }
+                }
+                let total = all.len();
+                all.sort_by(|a, b| {
+                    b.received_micros
+                        .cmp(&a.received_micros)
+                        .then(a.folder.cmp(&b.folder))
+                        .then(a.item.cmp(&b.item))
+                });
+                Ok((all.into_iter().skip(skip).take(top).collect(), total))
+            }
+        }
+    }
+
+    // ----- the ingestion journal -----
+
+    /// Indexes every ingestion record in the journal once (stores made before the journal).
+    fn ensure_journal(&self) -> Result<sled::Tree> {
+        let journal = self.journal_tree()?;
+        let meta = self.meta_tree()?;
+        if meta.get(JOURNAL_BUILT)?.is_none() {
+            for value in self.inner.ingestions.iter().values() {
+                let record: IngestionRecord = decode(&value?)?;
+                journal.insert(journal_key(&record), &[])?;
+            }
+            meta.insert(JOURNAL_BUILT, &[1])?;
+        }
+        Ok(journal)
+    }
+
+    /// Ingestion records of `tenant`, newest first.
+    pub fn ingestions_newest_first(
+        &self,
+        tenant: TenantId,
+        skip: usize,
+        top: usize,
+    ) -> Result<Vec<IngestionRecord>> {
+        let journal = self.ensure_journal()?;
+        let mut out = Vec::new();
+        let mut seen = 0;
+        for key in journal.scan_prefix(tenant.0.as_bytes()).keys() {
+            if out.len() >= top {
+                break;
+            }
+            let key = key?;
+            let Some(id) = key.get(24..40).and_then(|b| Uuid::from_slice(b).ok()) else {
+                continue;
+            };
+            let Some(record) = self.ingestion(tenant, id)? else {
+                // The record went (tenant deleted): drop the stale index entry.
+                journal.remove(&key)?;
+                continue;
+            };
+            if seen >= skip {
+                out.push(record);
+            }
+            seen += 1;
+        }
+        Ok(out)
+    }
+
+    // ----- reset -----
+
+    /// Removes every item, copy, attachment and ingestion record of every tenant, and the
+    /// retention sweep records. Items with a copy in the mailbox of a user on litigation hold
+    /// stay (with the ingestion records that stored them) unless `force`. Not flushed.
+    pub fn reset(&self, force: bool) -> Result<ResetOutcome> {
+        let i = &self.inner;
+        let mut held: BTreeMap<Uuid, HashSet<String>> = BTreeMap::new();
+        if !force {
+            for tenant in self.tenants()? {
+                let addresses = self.held_addresses(TenantId(tenant.id))?;
+                if !addresses.is_empty() {
+                    held.insert(tenant.id, addresses);
+                }
+            }
+        }
+        let mut outcome = ResetOutcome::default();
+        // Item by item (in chunked transactions, like an ingestion's): a request committed
+        // meanwhile is either wholly removed or wholly kept, never left half.
+        let mut doomed = Vec::new();
+        let mut kept_ingestions = HashSet::new();
+        for value in i.items.iter().values() {
+            let item: ItemRecord = decode(&value?)?;
+            let under_hold = held
+                .get(&item.tenant)
+                .and_then(|addresses| held_copy(&item, addresses));
+            match under_hold {
+                Some(mailbox) => {
+                    kept_ingestions.insert(ingestion_key(item.tenant, item.correlation_id));
+                    outcome.kept_under_hold.push((item.id, mailbox));
+                }
+                None => doomed.push(item.id),
+            }
+        }
+        for chunk in doomed.chunks(CHUNK) {
+            outcome.removed_ids.extend(self.remove_items(chunk)?);
+        }
+        outcome.removed = outcome.removed_ids.len();
+        for key in i.ingestions.iter().keys() {
+            let key = key?;
+            if !kept_ingestions.contains(key.as_ref()) {
+                i.ingestions.remove(&key)?;
+                outcome.ingestions_removed += 1;
+            }
+        }
+        // The journal is rebuilt from what remains on its next use.
+        self.meta_tree()?.remove(JOURNAL_BUILT)?;
+        self.journal_tree()?.clear()?;
+        self.sweeps_tree()?.clear()?;
         Ok(outcome)
+    }
+
+    /// Removes the whole directory (tenants, domains, users, addresses, apps, consents), to
+    /// be seeded again from fixtures. Signing keys stay. Not flushed.
+    pub fn wipe_directory(&self) -> Result<()> {
+        let i = &self.inner;
+        for tree in [
+            &i.tenants,
+            &i.domains,
+            &i.users,
+            &i.addresses,
+            &i.apps,
+            &i.service_principals,
+        ] {
+            tree.clear()?;
+        }
+        Ok(())
+    }
+
+    // ----- retention -----
+
+    /// Removes the copies of `tenant` received before `cutoff`, except copies in the mailbox
+    /// of a user on litigation hold; an item left without copies is removed entirely. Records
+    /// the sweep. Not flushed.
+    pub fn sweep_retention(
+        &self,
+        tenant: TenantId,
+        cutoff: DateTime<Utc>,
+        retention_days: Option<u32>,
+        trigger: &str,
+    ) -> Result<SweepOutcome> {
+        let started = Utc::now();
+        let held = self.held_addresses(tenant)?;
+        let cutoff_micros = cutoff.timestamp_micros().max(0) as u64;
+        // Due item ids, from the copies index (its keys carry the received time).
+        let mut due: BTreeSet<Uuid> = BTreeSet::new();
+        for key in self.inner.copies.scan_prefix(tenant.0.as_bytes()).keys() {
+            if let Some(entry) = parse_copy_key(&key?) {
+                if entry.received_micros < cutoff_micros {
+                    due.insert(entry.item);
+                }
+            }
+        }
+        let due: Vec<Uuid> = due.into_iter().collect();
+        let mut removed = Vec::new();
+        let mut removed_items = Vec::new();
+        let mut changed_items = Vec::new();
+        let mut kept = 0;
+        let i = &self.inner;
+        for chunk in due.chunks(CHUNK) {
+            let (r, ri, ci, k) =
+                (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
+                    let mut removed = Vec::new();
+                    let mut removed_items = Vec::new();
+                    let mut changed_items = Vec::new();
+                    let mut kept = 0;
+                    for id in chunk {
+                        let Some(bytes) = items.get(id.as_bytes())? else {
+                            continue;
+                        };
+                        let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
+                        if item.tenant != tenant.0 || item.received >= cutoff {
+                            continue;
+                        }
+                        let (stay, go): (Vec<CopyRecord>, Vec<CopyRecord>) = item
+                            .copies
+                            .iter()
+                            .cloned()
+                            .partition(|c| held.contains(&c.mailbox.to_lowercase()));
+                        kept += stay.len();
+                        if go.is_empty() {
+                            continue;
+                        }
+                        for copy in &go {
+                            copies.remove(copy_key(item.tenant, copy, item.received, item.id))?;
+                            removed.push(SweptCopy {
+                                item_id: item.id,
+                                mailbox: copy.mailbox.clone(),
+                                folder: copy.folder.clone(),
+                                received: item.received,
+                            });
+                        }
+                        if stay.is_empty() {
+                            for n in 0..item.attachments.len() {
+                                blobs.remove(blob_key(item.id, n))?;
+                            }
+                            items.remove(item.id.as_bytes())?;
+                            removed_items.push(item.id);
+                        } else {
+                            item.copies = stay;
+                            items.insert(item.id.as_bytes(), encode(&item).map_err(abort)?)?;
+                            changed_items.push(item.id);
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>((
+                        removed,
+                        removed_items,
+                        changed_items,
+                        kept,
+                    ))
+                })?;
+            removed.extend(r);
+            removed_items.extend(ri);
+            changed_items.extend(ci);
+            kept += k;
+        }
+        let record = SweepRecord {
+            id: Uuid::new_v4(),
+            tenant: tenant.0,
+            trigger: trigger.to_string(),
+            started,
+            finished: Utc::now(),
+            retention_days,
+            cutoff,
+            copies_removed: removed.len(),
+            items_removed: removed_items.len(),
+            copies_kept_under_hold: kept,
+            removed: removed.into_iter().take(SweepRecord::LISTED).collect(),
+            removed_item_ids: removed_items
+                .iter()
+                .take(SweepRecord::LISTED)
+                .copied()
+                .collect(),
+            changed_item_ids: changed_items
+                .iter()
+                .take(SweepRecord::LISTED)
+                .copied()
+                .collect(),
+        };
+        self.sweeps_tree()?.insert(
+            newest_first_key(tenant.0, record.started, record.id),
+            encode(&record)?,
+        )?;
+        Ok(SweepOutcome {
+            record,
+            removed_item_ids: removed_items,
+            changed_item_ids: changed_items,
+        })
+    }
+
+    /// Recorded retention sweeps of `tenant`, newest first.
+    pub fn sweeps(&self, tenant: TenantId, top: usize) -> Result<Vec<SweepRecord>> {
+        self.sweeps_tree()?
+            .scan_prefix(tenant.0.as_bytes())
+            .values()
+            .take(top)
+            .map(|v| decode(&v?))
+            .collect()
+    }
+}
+
+/// The mailbox of the first copy of `item` whose mailbox is among `held` (lower case).
+fn held_copy(item: &ItemRecord, held: &HashSet<String>) -> Option<String> {
+    item.copies
+        .iter()
+        .find(|c| held.contains(&c.mailbox.to_lowercase()))
+        .map(|c| c.mailbox.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::IngestionCommit;
+    use super::*;
+
+    fn user(upn: &str, hold: bool) -> UserRecord {
+        UserRecord {
+            user_principal_name: upn.into(),
+            display_name: upn.into(),
+            mail: upn.into(),
+            proxy_addresses: vec![],
+            mailbox_enabled: true,
+            litigation_hold: hold,
+            external_ids: vec![],
+        }
+    }
+
+    fn item(tenant: Uuid, mailboxes: &[&str], received: DateTime<Utc>) -> ItemRecord {
+        let address = AddressRecord {
+            name: None,
+            address: "x@example.com".into(),
+        };
+        ItemRecord {
+            id: Uuid::new_v4(),
+            tenant,
+            correlation_id: Uuid::new_v4(),
+            app_id: None,
+            received,
+            item_class: "IPM.NOTE.X".into(),
+            searched_item_class: "IPM.ExternalData.X".into(),
+            kind: "externaldata".into(),
+            source: "X".into(),
+            event: None,
+            subject: None,
+            body: None,
+            body_type: None,
+            from: address.clone(),
+            sender: None,
+            to: vec![address],
+            cc: vec![],
+            bcc: vec![],
+            sent: received,
+            created: None,
+            internet_message_id: None,
+            attachments: vec![AttachmentMeta {
+                name: "a".into(),
+                content_type: "text/plain".into(),
+                size: 1,
+                content_id: None,
+                is_inline: false,
+            }],
+            extended_properties: vec![],
+            from_mime: false,
+            size: 1,
+            copies: mailboxes
+                .iter()
+                .map(|m| CopyRecord {
+                    mailbox: m.to_string(),
+                    folder: "Recoverable Items/Purges".into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn commit(store: &Store, item: &ItemRecord) {
+        let record = IngestionRecord {
+            correlation_id: item.correlation_id,
+            tenant: item.tenant,
+            app_id: None,
+            received: item.received,
+            operation: "CreateItem".into(),
+            http_status: 200,
+            outcome: "Success".into(),
+            items: vec![],
+            error: None,
+        };
+        store
+            .write_ingestion(&IngestionCommit {
+                record,
+                items: vec![(item.clone(), vec![b"x".to_vec()])],
+            })
+            .expect("commit");
+    }
+
+    fn store() -> (tempfile::TempDir, Store, TenantId) {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let tenant = TenantId(Uuid::new_v4());
+        store
+            .put_tenant(&TenantRecord {
+                id: tenant.0,
+                display_name: "T".into(),
+                domains: vec!["t.example".into()],
+                third_party_mailbox: None,
+                retention_days: None,
+            })
+            .expect("tenant");
+        store
+            .put_user(tenant, &user("held@t.example", true))
+            .expect("user");
+        store
+            .put_user(tenant, &user("free@t.example", false))
+            .expect("user");
+        (dir, store, tenant)
+    }
+
+    #[test]
+    fn holds_keep_items_unless_forced() {
+        let (_dir, store, tenant) = store();
+        let now = Utc::now();
+        let held = item(tenant.0, &["held@t.example", "free@t.example"], now);
+        let free = item(tenant.0, &["free@t.example"], now);
+        let other_tenant = item(Uuid::new_v4(), &["free@t.example"], now);
+        for i in [&held, &free, &other_tenant] {
+            commit(&store, i);
+        }
+        let ids = [held.id, free.id, other_tenant.id, Uuid::new_v4()];
+        let outcome = store.delete_items(tenant, &ids, false).expect("delete");
+        assert_eq!(outcome.deleted, [free.id]);
+        assert_eq!(outcome.held, [(held.id, "held@t.example".to_string())]);
+        assert!(store.item(free.id).expect("read").is_none());
+        assert!(store.attachment(free.id, 0).expect("read").is_none());
+        assert!(store.item(other_tenant.id).expect("read").is_some());
+        assert_eq!(
+            store.folder_count(tenant, "free@t.example", "Recoverable Items/Purges"),
+            1
+        );
+        let outcome = store.delete_items(tenant, &ids, true).expect("delete");
+        assert_eq!(outcome.deleted, [held.id]);
+        assert!(outcome.held.is_empty());
+        assert_eq!(
+            store.folder_count(tenant, "held@t.example", "Recoverable Items/Purges"),
+            0
+        );
+    }
+
+    #[test]
+    fn retention_removes_old_copies_and_orphaned_items() {
+        let (_dir, store, tenant) = store();
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(10);
+        let shared = item(tenant.0, &["held@t.example", "free@t.example"], old);
+        let alone = item(tenant.0, &["free@t.example"], old);
+        let recent = item(tenant.0, &["free@t.example"], now);
+        for i in [&shared, &alone, &recent] {
+            commit(&store, i);
+        }
+        let cutoff = now - chrono::Duration::days(5);
+        let outcome = store
+            .sweep_retention(tenant, cutoff, Some(5), "manual")
+            .expect("sweep");
+        assert_eq!(outcome.record.copies_removed, 2);
+        assert_eq!(outcome.record.items_removed, 1);
+        assert_eq!(outcome.record.copies_kept_under_hold, 1);
+        assert_eq!(outcome.removed_item_ids, [alone.id]);
+        assert_eq!(outcome.changed_item_ids, [shared.id]);
+        let kept = store.item(shared.id).expect("read").expect("still there");
+        assert_eq!(kept.copies.len(), 1);
+        assert_eq!(kept.copies[0].mailbox, "held@t.example");
+        assert!(store.item(recent.id).expect("read").is_some());
+        assert_eq!(store.sweeps(tenant, 10).expect("sweeps").len(), 1);
+        let journal = store
+            .ingestions_newest_first(tenant, 0, 10)
+            .expect("journal");
+        assert_eq!(journal.len(), 3);
+        assert_eq!(journal[0].correlation_id, recent.correlation_id);
+    }
+
+    #[test]
+    fn the_journal_is_rebuilt_for_a_store_made_before_it() {
+        let (_dir, store, tenant) = store();
+        let now = Utc::now();
+        let items: Vec<ItemRecord> = (0..3)
+            .map(|n| {
+                item(
+                    tenant.0,
+                    &["free@t.example"],
+                    now - chrono::Duration::seconds(n),
+                )
+            })
+            .collect();
+        for i in &items {
+            commit(&store, i);
+        }
+        // As a store written before the journal existed: records, no index, no marker.
+        store
+            .journal_tree()
+            .expect("journal")
+            .clear()
+            .expect("clear");
+        store.meta_tree().expect("meta").clear().expect("clear");
+        let journal = store
+            .ingestions_newest_first(tenant, 1, 10)
+            .expect("journal");
+        let ids: Vec<Uuid> = journal.iter().map(|r| r.correlation_id).collect();
+        assert_eq!(ids, [items[1].correlation_id, items[2].correlation_id]);
+        assert!(store
+            .ingestions_newest_first(TenantId(Uuid::new_v4()), 0, 10)
+            .expect("journal")
+            .is_empty());
+    }
+
+    #[test]
+    fn copy_keys_parse_back() {
+        let tenant = Uuid::new_v4();
+        let item = Uuid::new_v4();
+        let copy = CopyRecord {
+            mailbox: "Alice@Contoso.com".into(),
+            folder: "Recoverable Items/Purges".into(),
+        };
+        let received = Utc::now();
+        let entry = parse_copy_key(&copy_key(tenant, &copy, received, item)).expect("parses");
+        assert_eq!(entry.mailbox, "alice@contoso.com");
+        assert_eq!(entry.folder, "recoverable items/purges");
+        assert_eq!(entry.item, item);
+        assert_eq!(entry.received_micros, received.timestamp_micros() as u64);
+        assert!(parse_copy_key(b"short").is_none());
     }
 }

@@ -479,8 +479,10 @@ impl Store {
             key.extend_from_slice(commit.record.correlation_id.as_bytes());
             key
         };
-        (&i.items, &i.blobs, &i.copies, &i.ingestions).transaction(
-            |(items, blobs, copies, ingestions)| {
+        let journal = self.journal_tree()?;
+        let journal_key = mailbox::journal_key(&commit.record);
+        (&i.items, &i.blobs, &i.copies, &i.ingestions, &journal).transaction(
+            |(items, blobs, copies, ingestions, journal)| {
                 for ((item, attachments), bytes) in commit.items.iter().zip(&encoded) {
                     items.insert(item.id.as_bytes(), bytes.as_slice())?;
                     for (n, content) in attachments.iter().enumerate() {
@@ -491,6 +493,7 @@ impl Store {
                     }
                 }
                 ingestions.insert(ingestion_key.as_slice(), record.as_slice())?;
+                journal.insert(journal_key.as_slice(), &[])?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             },
         )?;
@@ -501,7 +504,13 @@ impl Store {
     pub fn record_ingestion(&self, record: &IngestionRecord) -> Result<()> {
         let mut key = record.tenant.as_bytes().to_vec();
         key.extend_from_slice(record.correlation_id.as_bytes());
-        self.inner.ingestions.insert(key, encode(record)?)?;
+        let value = encode(record)?;
+        let journal_key = mailbox::journal_key(record);
+        (&self.inner.ingestions, &self.journal_tree()?).transaction(|(ingestions, journal)| {
+            ingestions.insert(key.as_slice(), value.as_slice())?;
+            journal.insert(journal_key.as_slice(), &[])?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
         Ok(())
     }
 
