@@ -156,9 +156,11 @@ async fn create_item(
         items: outcomes,
         error: None,
     };
+    let indexed: Vec<ItemRecord> = items.iter().map(|(item, _)| item.clone()).collect();
     store
         .commit_ingestion(IngestionCommit { record, items })
         .await?;
+    crate::search::indexed(state, &indexed);
     info!(
         items = results.len(),
         stored, outcome, "CreateItem committed"

@@ -1,13 +1,39 @@
-//! Content Search: KQL over the stored items (being built; see issue 4).
+//! Content Search: KQL (`kql`) over a tantivy full-text index (`index`) kept in step with the
+//! store. The admin routes are in `admin/search.rs`.
 //!
-//! Hooks other modules call to keep the index in step with the store.
+//! Hooks other modules call to keep the index in step with the store: [`indexed`] after an
+//! ingestion commit, [`forget`] after items are deleted, [`clear`] after a reset.
 
+pub mod index;
+pub mod kql;
+
+use tracing::error;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::store::model::ItemRecord;
 
-/// Called after items were deleted from the store (by id).
-pub fn forget(_state: &AppState, _ids: &[Uuid]) {}
+pub use index::{Hit, Results, SearchIndex};
+
+/// Called after an ingestion commit, before the reply: the items become searchable.
+pub fn indexed(state: &AppState, items: &[ItemRecord]) {
+    if let Err(e) = state.search.add(items) {
+        // The store has them: the index is rebuilt from it at the next start.
+        error!(error = %e, "indexing committed items failed");
+    }
+}
+
+/// Called after items were deleted from the store (by id), or changed (e.g. lost copies):
+/// each item's documents are replaced by what the store holds now (nothing when deleted).
+pub fn forget(state: &AppState, ids: &[Uuid]) {
+    if let Err(e) = state.search.resync(&state.store, ids) {
+        error!(error = %e, "removing deleted items from the search index failed");
+    }
+}
 
 /// Called after every item was removed from the store (reset).
-pub fn clear(_state: &AppState) {}
+pub fn clear(state: &AppState) {
+    if let Err(e) = state.search.remove_all() {
+        error!(error = %e, "clearing the search index failed");
+    }
+}

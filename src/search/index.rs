@@ -1,0 +1,743 @@
+//! The full-text index (tantivy) behind Content Search.
+//!
+//! Layout: one tantivy document per *copy* of an item (mailbox + folder), so a hit is a copy, the
+//! mailbox filter is a term, and the total is a plain count. Deleting an item deletes its copies
+//! by the `id` term. Only the first copy of an item carries `first:1`, so the number of items in
+//! the index is one term's document frequency (compared with the store at start-up).
+//!
+//! Consistency with the store:
+//! - ingestion adds the committed items' documents to the `IndexWriter` before the EWS reply is
+//!   sent, and marks the index dirty; it never commits tantivy itself (that would cost an fsync
+//!   per request);
+//! - a search first commits and reloads when the index is dirty (commit-on-read), so an
+//!   acknowledged item is always searchable; a background thread also commits every
+//!   [`COMMIT_EVERY`] while dirty, so a crash loses little;
+//! - at start-up an index that is missing, unreadable, of another schema version, or whose item
+//!   count differs from the store's (a crash between the store commit and the index commit) is
+//!   rebuilt from the store.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tantivy::collector::{Count, DocSetCollector, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{
+    AllQuery, BooleanQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery,
+    RegexQuery, TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT,
+};
+use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::kql::{DateField, Expr, TextField};
+use crate::store::model::ItemRecord;
+use crate::store::Store;
+
+/// Bump when the schema or what is indexed changes: the index is then rebuilt.
+const SCHEMA_VERSION: &str = "1";
+/// Memory budget of the index writer (one indexing thread).
+const WRITER_BUDGET: usize = 50_000_000;
+/// How often the background thread commits a dirty index.
+pub const COMMIT_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("search index: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("search index: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    #[error("search index rebuild: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    tenant: Field,
+    mailbox: Field,
+    folder: Field,
+    first: Field,
+    kind: Field,
+    itemclass: Field,
+    class_sent: Field,
+    class_searched: Field,
+    subject: Field,
+    body: Field,
+    from: Field,
+    to: Field,
+    cc: Field,
+    bcc: Field,
+    participants: Field,
+    attachmentnames: Field,
+    hasattachment: Field,
+    sent: Field,
+    received: Field,
+    sender: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let date = INDEXED | FAST | STORED;
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        tenant: b.add_text_field("tenant", STRING),
+        mailbox: b.add_text_field("mailbox", STRING | STORED),
+        folder: b.add_text_field("folder", STRING | STORED),
+        first: b.add_text_field("first", STRING),
+        kind: b.add_text_field("kind", STRING),
+        itemclass: b.add_text_field("itemclass", STRING),
+        class_sent: b.add_text_field("class_sent", STORED),
+        class_searched: b.add_text_field("class_searched", STORED),
+        subject: b.add_text_field("subject", TEXT | STORED),
+        body: b.add_text_field("body", TEXT),
+        from: b.add_text_field("from", TEXT),
+        to: b.add_text_field("to", TEXT),
+        cc: b.add_text_field("cc", TEXT),
+        bcc: b.add_text_field("bcc", TEXT),
+        participants: b.add_text_field("participants", TEXT),
+        attachmentnames: b.add_text_field("attachmentnames", TEXT),
+        hasattachment: b.add_text_field("hasattachment", STRING),
+        sent: b.add_i64_field("sent", date.clone()),
+        received: b.add_i64_field("received", date),
+        sender: b.add_text_field("sender", STORED),
+    };
+    (b.build(), fields)
+}
+
+/// One hit: a copy of an item in a mailbox folder.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Hit {
+    pub item_id: Uuid,
+    pub mailbox: String,
+    pub folder: String,
+    pub subject: Option<String>,
+    pub item_class: String,
+    pub searched_item_class: String,
+    pub sent: chrono::DateTime<chrono::Utc>,
+    pub received: chrono::DateTime<chrono::Utc>,
+    pub sender: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Results {
+    pub total: usize,
+    pub hits: Vec<Hit>,
+}
+
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter<TantivyDocument>>,
+    fields: Fields,
+    /// Changes (adds, deletes) not committed yet. Changed under the writer lock.
+    pending: AtomicU64,
+    /// Bumped whenever documents are added (for `search/wait`).
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir` (created when missing) and makes it agree with `store`
+    /// (rebuilt when it does not). Starts the background committer.
+    pub fn open(dir: &Path, store: &Store) -> Result<Arc<SearchIndex>> {
+        let (schema, fields) = schema();
+        let version_file = dir.join("schema-version");
+        let version_ok = std::fs::read_to_string(&version_file)
+            .map(|v| v.trim() == SCHEMA_VERSION)
+            .unwrap_or(false);
+        if !version_ok && dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+        let mut fresh = !version_ok;
+        let index = match Index::open_or_create(MmapDirectory::open(dir)?, schema.clone()) {
+            Ok(index) => index,
+            Err(e) => {
+                warn!(error = %e, "the search index cannot be opened: recreating it");
+                std::fs::remove_dir_all(dir)?;
+                std::fs::create_dir_all(dir)?;
+                fresh = true;
+                Index::create_in_dir(dir, schema)?
+            }
+        };
+        std::fs::write(&version_file, SCHEMA_VERSION)?;
+        let writer = index.writer_with_num_threads(1, WRITER_BUDGET)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let (changes, _) = tokio::sync::watch::channel(0);
+        let search = Arc::new(SearchIndex {
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            fields,
+            pending: AtomicU64::new(0),
+            changes,
+        });
+        let indexed = search.item_count()?;
+        let stored = store.item_count() as u64;
+        if fresh || indexed != stored {
+            if !fresh {
+                warn!(indexed, stored, "the search index is behind the store: rebuilding it");
+            }
+            search.rebuild(store)?;
+        }
+        spawn_committer(Arc::downgrade(&search));
+        Ok(search)
+    }
+
+    /// Number of items (not copies) in the committed index.
+    pub fn item_count(&self) -> Result<u64> {
+        let searcher = self.reader.searcher();
+        Ok(searcher.search(&*term(self.fields.first, "1"), &Count)? as u64)
+    }
+
+    /// Replaces the whole index with the store's items.
+    pub fn rebuild(&self, store: &Store) -> Result<()> {
+        let started = Instant::now();
+        let mut writer = self.lock();
+        writer.commit()?;
+        writer.delete_all_documents()?;
+        let mut n = 0u64;
+        let mut failure = None;
+        store_items(store, &mut |item| {
+            if let Err(e) = self.add_to(&writer, item) {
+                failure.get_or_insert(e);
+            }
+            n += 1;
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        writer.commit()?;
+        self.pending.store(0, Ordering::SeqCst);
+        drop(writer);
+        self.reader.reload()?;
+        info!(
+            items = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "search index rebuilt from the store"
+        );
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IndexWriter<TantivyDocument>> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add_to(&self, writer: &IndexWriter<TantivyDocument>, item: &ItemRecord) -> Result<()> {
+        for (n, copy) in item.copies.iter().enumerate() {
+            writer.add_document(self.document(item, &copy.mailbox, &copy.folder, n == 0))?;
+        }
+        Ok(())
+    }
+
+    fn document(&self, item: &ItemRecord, mailbox: &str, folder: &str, first: bool) -> TantivyDocument {
+        let f = &self.fields;
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.id, item.id.to_string());
+        doc.add_text(f.tenant, item.tenant.to_string());
+        doc.add_text(f.mailbox, mailbox.to_lowercase());
+        doc.add_text(f.folder, folder);
+        if first {
+            doc.add_text(f.first, "1");
+        }
+        doc.add_text(f.kind, item.kind.to_lowercase());
+        doc.add_text(f.itemclass, item.item_class.to_lowercase());
+        if !item.searched_item_class.eq_ignore_ascii_case(&item.item_class) {
+            doc.add_text(f.itemclass, item.searched_item_class.to_lowercase());
+        }
+        doc.add_text(f.class_sent, &item.item_class);
+        doc.add_text(f.class_searched, &item.searched_item_class);
+        if let Some(subject) = &item.subject {
+            doc.add_text(f.subject, subject);
+        }
+        if let Some(body) = &item.body {
+            doc.add_text(f.body, body);
+        }
+        let address = |a: &crate::store::model::AddressRecord| match &a.name {
+            Some(name) => format!("{name} {}", a.address),
+            None => a.address.clone(),
+        };
+        doc.add_text(f.from, address(&item.from));
+        doc.add_text(f.participants, address(&item.from));
+        if let Some(sender) = &item.sender {
+            doc.add_text(f.participants, address(sender));
+        }
+        for (field, list) in [(f.to, &item.to), (f.cc, &item.cc), (f.bcc, &item.bcc)] {
+            for a in list {
+                doc.add_text(field, address(a));
+                doc.add_text(f.participants, address(a));
+            }
+        }
+        for a in &item.attachments {
+            doc.add_text(f.attachmentnames, &a.name);
+        }
+        doc.add_text(
+            f.hasattachment,
+            if item.attachments.is_empty() { "false" } else { "true" },
+        );
+        doc.add_i64(f.sent, item.sent.timestamp_micros());
+        doc.add_i64(f.received, item.received.timestamp_micros());
+        doc.add_text(f.sender, &item.from.address);
+        doc
+    }
+
+    /// Adds committed items (their copies). Not committed to disk yet: searches commit first.
+    pub fn add(&self, items: &[ItemRecord]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        {
+            let writer = self.lock();
+            for item in items {
+                self.add_to(&writer, item)?;
+            }
+            self.pending.fetch_add(1, Ordering::SeqCst);
+        }
+        self.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Brings items in step with the store by id: their documents are removed, and those that
+    /// still exist in the store (an item that lost copies, e.g. to retention) are added back as
+    /// they are now.
+    pub fn resync(&self, store: &Store, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut still = Vec::new();
+        for id in ids {
+            if let Some(item) = store.item(*id)? {
+                still.push(item);
+            }
+        }
+        let writer = self.lock();
+        for id in ids {
+            writer.delete_term(Term::from_field_text(self.fields.id, &id.to_string()));
+        }
+        for item in &still {
+            self.add_to(&writer, item)?;
+        }
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Removes everything.
+    pub fn remove_all(&self) -> Result<()> {
+        let mut writer = self.lock();
+        // Commit what is in flight first: `delete_all_documents` drops committed segments only.
+        writer.commit()?;
+        writer.delete_all_documents()?;
+        writer.commit()?;
+        self.pending.store(0, Ordering::SeqCst);
+        drop(writer);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Commits and reloads the reader when something changed since the last commit.
+    pub fn refresh(&self) -> Result<()> {
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let mut writer = self.lock();
+        if self.pending.swap(0, Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        if let Err(e) = writer.commit() {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            return Err(e.into());
+        }
+        drop(writer);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// A receiver that changes whenever items are added.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Runs `expr` in `tenant`, optionally restricted to mailboxes (lower-case UPNs): the total
+    /// number of matching copies and the copies `skip..skip+top`, newest received first.
+    pub fn search(
+        &self,
+        tenant: Uuid,
+        expr: &Expr,
+        mailboxes: &[String],
+        skip: usize,
+        top: usize,
+    ) -> Result<Results> {
+        self.refresh()?;
+        let query = self.scoped(tenant, expr, mailboxes)?;
+        let searcher = self.reader.searcher();
+        let f = &self.fields;
+        let (total, docs) = if top == 0 {
+            (searcher.search(&query, &Count)?, Vec::new())
+        } else {
+            let top_docs = TopDocs::with_limit(top)
+                .and_offset(skip)
+                .order_by_fast_field::<i64>("received", Order::Desc);
+            searcher.search(&query, &(Count, top_docs))?
+        };
+        let mut hits = Vec::with_capacity(docs.len());
+        for (_, address) in docs {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let text = |field: Field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            };
+            let time = |field: Field| {
+                let micros = doc.get_first(field).and_then(|v| v.as_i64()).unwrap_or(0);
+                chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
+            };
+            let Some(item_id) = text(f.id).and_then(|s| Uuid::parse_str(&s).ok()) else {
+                continue;
+            };
+            hits.push(Hit {
+                item_id,
+                mailbox: text(f.mailbox).unwrap_or_default(),
+                folder: text(f.folder).unwrap_or_default(),
+                subject: text(f.subject),
+                item_class: text(f.class_sent).unwrap_or_default(),
+                searched_item_class: text(f.class_searched).unwrap_or_default(),
+                sent: time(f.sent),
+                received: time(f.received),
+                sender: text(f.sender).unwrap_or_default(),
+            });
+        }
+        Ok(Results { total, hits })
+    }
+
+    /// The distinct items (ids) with a copy matching `expr` in `tenant`.
+    pub fn matching_items(&self, tenant: Uuid, expr: &Expr, mailboxes: &[String]) -> Result<Vec<Uuid>> {
+        self.refresh()?;
+        let query = self.scoped(tenant, expr, mailboxes)?;
+        let searcher = self.reader.searcher();
+        let docs = searcher.search(&query, &DocSetCollector)?;
+        let mut ids = Vec::with_capacity(docs.len());
+        for address in docs {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            if let Some(id) = doc
+                .get_first(self.fields.id)
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn scoped(&self, tenant: Uuid, expr: &Expr, mailboxes: &[String]) -> Result<Box<dyn Query>> {
+        let f = &self.fields;
+        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(
+            Occur::Must,
+            term(f.tenant, &tenant.to_string()),
+        )];
+        if !mailboxes.is_empty() {
+            let any: Vec<(Occur, Box<dyn Query>)> = mailboxes
+                .iter()
+                .map(|m| (Occur::Should, term(f.mailbox, &m.to_lowercase())))
+                .collect();
+            must.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        }
+        if *expr != Expr::All {
+            must.push((Occur::Must, self.compile(expr)?));
+        }
+        Ok(Box::new(BooleanQuery::new(must)))
+    }
+
+    /// Compiles a KQL expression into a tantivy query.
+    pub fn compile(&self, expr: &Expr) -> Result<Box<dyn Query>> {
+        let f = &self.fields;
+        Ok(match expr {
+            Expr::All => Box::new(AllQuery),
+            Expr::And(parts) => {
+                let mut clauses = Vec::with_capacity(parts.len());
+                let mut positive = false;
+                for part in parts {
+                    match part {
+                        Expr::Not(inner) => clauses.push((Occur::MustNot, self.compile(inner)?)),
+                        other => {
+                            positive = true;
+                            clauses.push((Occur::Must, self.compile(other)?));
+                        }
+                    }
+                }
+                if !positive {
+                    clauses.push((Occur::Must, Box::new(AllQuery)));
+                }
+                Box::new(BooleanQuery::new(clauses))
+            }
+            Expr::Or(parts) => {
+                let mut clauses = Vec::with_capacity(parts.len());
+                for part in parts {
+                    clauses.push((Occur::Should, self.compile(part)?));
+                }
+                Box::new(BooleanQuery::new(clauses))
+            }
+            Expr::Not(inner) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+                (Occur::MustNot, self.compile(inner)?),
+            ])),
+            Expr::Kind { value, prefix } => raw(f.kind, value, *prefix)?,
+            Expr::ItemClass { value, prefix } => raw(f.itemclass, value, *prefix)?,
+            Expr::HasAttachment(yes) => term(f.hasattachment, if *yes { "true" } else { "false" }),
+            Expr::Date { field, from, to } => {
+                let field = match field {
+                    DateField::Sent => f.sent,
+                    DateField::Received => f.received,
+                };
+                let lower = match from {
+                    Some(v) => Bound::Included(Term::from_field_i64(field, *v)),
+                    None => Bound::Unbounded,
+                };
+                let upper = match to {
+                    Some(v) => Bound::Excluded(Term::from_field_i64(field, *v)),
+                    None => Bound::Unbounded,
+                };
+                Box::new(RangeQuery::new(lower, upper))
+            }
+            Expr::Text {
+                field,
+                text,
+                phrase: _,
+                prefix,
+            } => {
+                let fields: &[Field] = match field {
+                    TextField::Any => &[f.subject, f.body, f.participants],
+                    TextField::Subject => &[f.subject],
+                    TextField::Body => &[f.body],
+                    TextField::From => &[f.from],
+                    TextField::To => &[f.to],
+                    TextField::Cc => &[f.cc],
+                    TextField::Bcc => &[f.bcc],
+                    TextField::Participants => &[f.participants],
+                    TextField::AttachmentNames => &[f.attachmentnames],
+                };
+                let mut clauses = Vec::with_capacity(fields.len());
+                for &field in fields {
+                    clauses.push((Occur::Should, self.text_query(field, text, *prefix)?));
+                }
+                if clauses.len() == 1 {
+                    clauses.pop().unwrap().1
+                } else {
+                    Box::new(BooleanQuery::new(clauses))
+                }
+            }
+        })
+    }
+
+    /// Words in a text field: one token is a term (or prefix), several a phrase (or a phrase
+    /// whose last word is a prefix). Analysed like the indexed text (lower case, split on
+    /// punctuation), so `from:alice@contoso.com` is the phrase `alice contoso com`.
+    fn text_query(&self, field: Field, text: &str, prefix: bool) -> Result<Box<dyn Query>> {
+        let mut analyzer = self.index.tokenizer_for_field(field)?;
+        let mut stream = analyzer.token_stream(text);
+        let mut terms = Vec::new();
+        while stream.advance() {
+            terms.push(Term::from_field_text(field, &stream.token().text));
+        }
+        Ok(match (terms.len(), prefix) {
+            (0, _) => Box::new(EmptyQuery),
+            (1, false) => Box::new(TermQuery::new(
+                terms.pop().unwrap(),
+                IndexRecordOption::Basic,
+            )),
+            (1, true) => {
+                let word = terms[0].value().as_str().unwrap_or_default().to_string();
+                Box::new(RegexQuery::from_pattern(
+                    &format!("{}.*", regex_escape(&word)),
+                    field,
+                )?)
+            }
+            (_, false) => Box::new(PhraseQuery::new(terms)),
+            (_, true) => Box::new(PhrasePrefixQuery::new(terms)),
+        })
+    }
+}
+
+fn term(field: Field, value: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, value),
+        IndexRecordOption::Basic,
+    ))
+}
+
+/// An exact or prefix match on an untokenised (lower-case) field.
+fn raw(field: Field, value: &str, prefix: bool) -> Result<Box<dyn Query>> {
+    if !prefix {
+        return Ok(term(field, value));
+    }
+    if value.is_empty() {
+        return Ok(Box::new(AllQuery));
+    }
+    Ok(Box::new(RegexQuery::from_pattern(
+        &format!("{}.*", regex_escape(value)),
+        field,
+    )?))
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
+                | '#' | '&' | '-' | '~' | ' ' | '"' | '<' | '>' | '@' | '=' | '!' | '%' | '/'
+                | ':' | ';' | ',' | '\'' | '`' | '_'
+        ) {
+            // regex-syntax accepts escaped ASCII punctuation; escape what could be special.
+            if c == ' ' || c == '_' {
+                out.push(c);
+                continue;
+            }
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Every stored item, by walking each tenant's mailboxes and folders that hold copies, each
+/// item once.
+fn store_items(store: &Store, each: &mut dyn FnMut(&ItemRecord)) -> Result<()> {
+    use crate::domain::TenantId;
+    let mut seen = std::collections::HashSet::new();
+    for tenant in store.tenants()? {
+        let id = TenantId(tenant.id);
+        for (mailbox, folders) in store.mailbox_counts(id)? {
+            for folder in folders.keys() {
+                let ids = store.folder_items(id, &mailbox, folder, 0, usize::MAX)?;
+                for item_id in ids {
+                    if !seen.insert(item_id) {
+                        continue;
+                    }
+                    if let Some(item) = store.item(item_id)? {
+                        each(&item);
+                    }
+                }
+            }
+        }
+    }
+    let stored = store.item_count();
+    if seen.len() != stored {
+        warn!(
+            found = seen.len(),
+            stored, "some stored items are in no mailbox folder and are not indexed"
+        );
+    }
+    Ok(())
+}
+
+fn spawn_committer(index: Weak<SearchIndex>) {
+    let _ = std::thread::Builder::new()
+        .name("search-committer".into())
+        .spawn(move || loop {
+            std::thread::sleep(COMMIT_EVERY);
+            let Some(index) = index.upgrade() else {
+                return;
+            };
+            if let Err(e) = index.refresh() {
+                warn!(error = %e, "search index commit failed");
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::kql::parse;
+    use crate::store::model::{AddressRecord, CopyRecord};
+
+    fn item(tenant: Uuid, subject: &str, mailboxes: &[&str]) -> ItemRecord {
+        let now = chrono::Utc::now();
+        ItemRecord {
+            id: Uuid::new_v4(),
+            tenant,
+            correlation_id: Uuid::new_v4(),
+            app_id: None,
+            received: now,
+            item_class: "IPM.NOTE.Twitter.Tweet".into(),
+            searched_item_class: "IPM.ExternalData.Twitter.Tweet".into(),
+            kind: "externaldata".into(),
+            source: "Twitter".into(),
+            event: Some("Tweet".into()),
+            subject: Some(subject.into()),
+            body: None,
+            body_type: None,
+            from: AddressRecord {
+                name: None,
+                address: "x@twitter.example".into(),
+            },
+            sender: None,
+            to: vec![],
+            cc: vec![],
+            bcc: vec![],
+            sent: now,
+            created: None,
+            internet_message_id: None,
+            attachments: vec![],
+            extended_properties: vec![],
+            from_mime: false,
+            size: 1,
+            copies: mailboxes
+                .iter()
+                .map(|m| CopyRecord {
+                    mailbox: m.to_string(),
+                    folder: "Recoverable Items/Purges".into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn total(index: &SearchIndex, tenant: Uuid, q: &str) -> usize {
+        index.search(tenant, &parse(q).unwrap(), &[], 0, 10).unwrap().total
+    }
+
+    #[test]
+    fn add_resync_clear_and_tenant_isolation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let index = SearchIndex::open(&dir.path().join("index"), &store).unwrap();
+        let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
+        let a = item(t1, "alpha", &["a@x", "b@x"]);
+        let b = item(t2, "alpha", &["c@y"]);
+        index.add(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(total(&index, t1, "subject:alpha"), 2, "one hit per copy");
+        assert_eq!(total(&index, t2, "subject:alpha"), 1, "tenants are separate");
+        assert_eq!(index.item_count().unwrap(), 2);
+        let only_b = index
+            .search(t1, &parse("alpha").unwrap(), &["b@x".into()], 0, 10)
+            .unwrap();
+        assert_eq!(only_b.total, 1);
+        assert_eq!(only_b.hits[0].mailbox, "b@x");
+        // `a` is not in the store: resync removes it.
+        index.resync(&store, &[a.id]).unwrap();
+        assert_eq!(total(&index, t1, "subject:alpha"), 0);
+        assert_eq!(total(&index, t2, "subject:alpha"), 1);
+        // Uncommitted additions are cleared too.
+        index.add(&[item(t1, "beta", &["a@x"])]).unwrap();
+        index.remove_all().unwrap();
+        assert_eq!(total(&index, t1, ""), 0);
+        assert_eq!(total(&index, t2, ""), 0);
+        index.add(&[item(t1, "gamma", &["a@x"])]).unwrap();
+        assert_eq!(total(&index, t1, "gamma"), 1, "usable after a clear");
+    }
+}
