@@ -65,6 +65,15 @@ pub struct ServeArgs {
     /// Most items accepted in one CreateItem request (default 1000).
     #[arg(long, env = "INGEST_MAX_ITEMS_PER_REQUEST")]
     pub max_items_per_request: Option<usize>,
+    /// Time a client has to send its request head (and its first bytes), in seconds (default 30).
+    #[arg(long, env = "INGEST_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Time a client has to send a whole request body, in seconds (default 30).
+    #[arg(long, env = "INGEST_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Most connections served at once; more wait in the kernel's accept queue (default 4096).
+    #[arg(long, env = "INGEST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Clock skew allowed when checking token and assertion lifetimes, in seconds (default 300).
     #[arg(long, env = "INGEST_CLOCK_SKEW_SECS")]
     pub clock_skew_secs: Option<u64>,
@@ -97,6 +106,9 @@ struct FileConfig {
     admin_key: Option<String>,
     max_body_bytes: Option<u64>,
     max_items_per_request: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
     clock_skew_secs: Option<u64>,
     token_lifetime_secs: Option<u64>,
     revocation: Option<RevocationMode>,
@@ -120,6 +132,12 @@ pub struct Config {
     pub admin_key: Option<String>,
     pub max_body_bytes: u64,
     pub max_items_per_request: usize,
+    /// Time a client has to send its first bytes and its request head.
+    pub header_timeout_secs: u64,
+    /// Time a client has to send a whole request body.
+    pub body_timeout_secs: u64,
+    /// Most connections served at once (at least 1).
+    pub max_connections: usize,
     pub clock_skew_secs: u64,
     pub token_lifetime_secs: u64,
     pub revocation: RevocationMode,
@@ -205,6 +223,21 @@ impl Config {
                 .max_items_per_request
                 .or(file.max_items_per_request)
                 .unwrap_or(1000),
+            header_timeout_secs: args
+                .header_timeout_secs
+                .or(file.header_timeout_secs)
+                .unwrap_or(30)
+                .max(1),
+            body_timeout_secs: args
+                .body_timeout_secs
+                .or(file.body_timeout_secs)
+                .unwrap_or(30)
+                .max(1),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(4096)
+                .clamp(1, u32::MAX as usize >> 3),
             clock_skew_secs: args.clock_skew_secs.or(file.clock_skew_secs).unwrap_or(300),
             token_lifetime_secs: args
                 .token_lifetime_secs

@@ -18,6 +18,8 @@ pub enum EndpointError {
     Auth(#[from] AuthError),
     #[error("the request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("the request body was not received within {seconds} s")]
+    BodyTimeout { seconds: u64 },
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
     #[error("invalid request: {0}")]
@@ -45,6 +47,17 @@ impl IntoResponse for EndpointError {
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "ErrorRequestTooLarge",
                     &format!("The request body is larger than the limit of {limit} bytes."),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+            EndpointError::BodyTimeout { seconds } => {
+                let mut response = fault(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "ErrorTimeoutExpired",
+                    &format!("The request body was not received within {seconds} seconds."),
                 );
                 response
                     .headers_mut()

@@ -32,8 +32,18 @@ async fn endpoint(
     Extension(CorrelationId(correlation_id)): Extension<CorrelationId>,
     request: Request,
 ) -> Response {
-    match handle(&state, correlation_id, request).await {
+    let started = std::time::Instant::now();
+    let mut operation = "Unknown";
+    let result = handle(&state, correlation_id, request, &mut operation).await;
+    let metrics = &super::metrics::METRICS;
+    match result {
         Ok(xml) => {
+            let outcome = if operation == "CreateItem" {
+                metrics.create_item_reply(&xml)
+            } else {
+                "Success"
+            };
+            metrics.request(operation, outcome, started.elapsed());
             let mut response = (StatusCode::OK, xml).into_response();
             let headers = response.headers_mut();
             headers.insert(
@@ -46,9 +56,26 @@ async fn endpoint(
             response
         }
         Err(error) => {
+            metrics.request(operation, error_outcome(&error), started.elapsed());
             warn!(error = %error, "request refused");
             error.into_response()
         }
+    }
+}
+
+/// The metrics label of a refused request.
+fn error_outcome(error: &EndpointError) -> &'static str {
+    use crate::ingest::IngestError;
+    match error {
+        EndpointError::Auth(_) => "AuthFailed",
+        EndpointError::BodyTooLarge { .. } => "TooLarge",
+        EndpointError::BodyTimeout { .. } => "BodyTimeout",
+        EndpointError::BodyRead(_) => "BodyUnreadable",
+        EndpointError::Parse(e) => e.response_code(),
+        EndpointError::Ingest(IngestError::SenderNotActive { .. }) => "SenderNotActive",
+        EndpointError::Ingest(IngestError::TooManyItems { .. }) => "TooManyItems",
+        EndpointError::Ingest(IngestError::Store(_)) => "StoreError",
+        EndpointError::Ingest(_) => "Refused",
     }
 }
 
@@ -56,6 +83,7 @@ async fn handle(
     state: &AppState,
     correlation_id: uuid::Uuid,
     request: Request,
+    operation: &mut &'static str,
 ) -> Result<String, EndpointError> {
     let principal = crate::identity::authenticate(state, request.headers())?;
     let limit = state.config.max_body_bytes;
@@ -63,6 +91,7 @@ async fn handle(
     let timeout = std::time::Duration::from_secs(state.config.body_timeout_secs.max(1));
     let body = read_body(&parts.headers, body, limit, timeout).await?;
     let parsed = crate::ews::parse::parse_request(&body)?;
+    *operation = super::metrics::operation_label(&parsed.operation);
     info!(tenant = %principal.tenant, app = %principal.app_id, bytes = body.len(), "EWS request");
     Ok(crate::ingest::execute(state, &principal, parsed, correlation_id).await?)
 }

@@ -2,6 +2,7 @@
 //! and graceful shutdown. Thin on purpose: handlers delegate to `identity`, `ingest`, `admin`.
 
 mod ews;
+pub mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
     let _ = CONFIGURED_LIMITS.set(ConnectionLimits::from_config(&state.config));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::handler))
         .merge(ews::routes())
         .merge(crate::admin::routes())
         .merge(crate::identity::routes())
@@ -149,6 +151,7 @@ pub async fn serve_with(
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = metrics::ConnectionGuard::open();
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -158,8 +161,15 @@ pub async fn serve_with(
                                 Some(b"h2") => Protocol::Http2,
                                 _ => Protocol::Http1,
                             };
-                            serve_connection(TokioIo::new(tls), router, peer, stop, limits, protocol)
-                                .await
+                            serve_connection(
+                                TokioIo::new(tls),
+                                router,
+                                peer,
+                                stop,
+                                limits,
+                                protocol,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -169,8 +179,7 @@ pub async fn serve_with(
                     // A client that connects and sends nothing is closed after the header
                     // timeout (the protocol sniffing below would otherwise wait forever).
                     let mut first = [0u8; 1];
-                    match tokio::time::timeout(limits.header_timeout, stream.peek(&mut first))
-                        .await
+                    match tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await
                     {
                         Ok(Ok(n)) if n > 0 => {
                             serve_connection(

@@ -1,0 +1,203 @@
+//! `GET /metrics`: Prometheus text exposition of the ingestion endpoint's counters: requests by
+//! operation and outcome, items stored and rejected by reason, request latency histogram, open
+//! connections. Process-wide (one server per process), lock-free on the hot path except for the
+//! small labelled maps.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (operation, outcome) -> count.
+    requests: Mutex<BTreeMap<(&'static str, String), u64>>,
+    items_stored: AtomicU64,
+    /// reason (EWS response code) -> count.
+    items_rejected: Mutex<BTreeMap<String, u64>>,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+    open_connections: AtomicI64,
+    connections_total: AtomicU64,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+/// The EWS operation of a parsed request, as a label.
+pub fn operation_label(operation: &crate::ews::types::Operation) -> &'static str {
+    use crate::ews::types::Operation;
+    match operation {
+        Operation::CreateItem(_) => "CreateItem",
+        Operation::GetFolder(_) => "GetFolder",
+        Operation::ConvertId => "ConvertId",
+        Operation::CreateAttachment(_) => "CreateAttachment",
+        Operation::Unsupported(_) => "Unsupported",
+    }
+}
+
+impl Metrics {
+    /// One answered request of the ingestion endpoint.
+    pub fn request(&self, operation: &'static str, outcome: &str, elapsed: Duration) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((operation, outcome.to_string())).or_default() += 1;
+        }
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts the items of a CreateItem reply: stored, or rejected by response code. Returns the
+    /// request's outcome (`Success`, `PartialSuccess`, `Failed`).
+    pub fn create_item_reply(&self, xml: &str) -> &'static str {
+        let (mut stored, mut rejected) = (0u64, 0u64);
+        for part in xml.split("ResponseMessage ResponseClass=\"").skip(1) {
+            if part.starts_with("Success") {
+                stored += 1;
+            } else {
+                rejected += 1;
+                let code = part
+                    .split("ResponseCode>")
+                    .nth(1)
+                    .and_then(|rest| rest.split('<').next())
+                    .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .unwrap_or("Unknown");
+                if let Ok(mut map) = self.items_rejected.lock() {
+                    *map.entry(code.to_string()).or_default() += 1;
+                }
+            }
+        }
+        self.items_stored.fetch_add(stored, Ordering::Relaxed);
+        match (stored, rejected) {
+            (_, 0) => "Success",
+            (0, _) => "Failed",
+            _ => "PartialSuccess",
+        }
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(out, "# HELP ingest_requests_total Requests of the ingestion endpoint by EWS operation and outcome.");
+        let _ = writeln!(out, "# TYPE ingest_requests_total counter");
+        if let Ok(map) = self.requests.lock() {
+            for ((operation, outcome), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "ingest_requests_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP ingest_items_stored_total Items stored.");
+        let _ = writeln!(out, "# TYPE ingest_items_stored_total counter");
+        let _ = writeln!(
+            out,
+            "ingest_items_stored_total {}",
+            self.items_stored.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ingest_items_rejected_total Items rejected, by EWS response code."
+        );
+        let _ = writeln!(out, "# TYPE ingest_items_rejected_total counter");
+        if let Ok(map) = self.items_rejected.lock() {
+            for (reason, n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "ingest_items_rejected_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP ingest_request_duration_seconds Latency of the ingestion endpoint, from the request head to the answer.");
+        let _ = writeln!(out, "# TYPE ingest_request_duration_seconds histogram");
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "ingest_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "ingest_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "ingest_request_duration_seconds_sum {}",
+            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "ingest_request_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP ingest_open_connections Client connections open now."
+        );
+        let _ = writeln!(out, "# TYPE ingest_open_connections gauge");
+        let _ = writeln!(
+            out,
+            "ingest_open_connections {}",
+            self.open_connections.load(Ordering::Relaxed).max(0)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ingest_connections_total Client connections accepted."
+        );
+        let _ = writeln!(out, "# TYPE ingest_connections_total counter");
+        let _ = writeln!(
+            out,
+            "ingest_connections_total {}",
+            self.connections_total.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+/// Decrements the open-connection gauge when a connection task ends, however it ends.
+pub struct ConnectionGuard;
+
+impl ConnectionGuard {
+    /// Counts a connection open until the guard is dropped.
+    pub fn open() -> ConnectionGuard {
+        METRICS.connection_opened();
+        ConnectionGuard
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        METRICS.connection_closed();
+    }
+}
+
+pub async fn handler() -> Response {
+    let mut response = METRICS.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
