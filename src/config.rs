@@ -250,7 +250,10 @@ impl Config {
             legacy_basic_auth,
             legacy_passwords: file.legacy_passwords,
             trusted_issuers: file.trusted_issuers,
-            log: args.log.or(file.log).unwrap_or_else(|| "info".to_string()),
+            log: args
+                .log
+                .or(file.log)
+                .unwrap_or_else(|| "info,tantivy=warn".to_string()),
         })
     }
 }

@@ -143,6 +143,21 @@ async fn index(_: Admin) -> impl IntoResponse {
         ("PATCH", format!("{T}/servicePrincipals/{{appId}}"), "enable or disable: {accountEnabled}"),
         ("DELETE", format!("{T}/servicePrincipals/{{appId}}"), "revoke consent"),
         ("GET", format!("{T}/ingestions/{{correlationId}}"), "what one ingestion request did (x-IngestionCorrelationID)"),
+        ("GET", format!("{T}/ingestions?top=&skip="), "the ingestion journal, newest first"),
+        ("GET", format!("{T}/mailboxes"), "mailboxes with their folders and item counts"),
+        ("GET", format!("{T}/mailboxes/{{upn}}/folders"), "a mailbox's folders"),
+        ("GET", format!("{T}/mailboxes/{{upn}}/items?folder=&top=&skip="), "items of a folder, newest first"),
+        ("GET", format!("{T}/items/{{id}}"), "every stored property of an item and its copies"),
+        ("DELETE", format!("{T}/items/{{id}}"), "delete an item (409 under litigation hold)"),
+        ("GET", format!("{T}/items/{{id}}/mime"), "the item as an .eml file"),
+        ("GET", format!("{T}/items/{{id}}/attachments/{{n}}"), "an attachment's bytes"),
+        ("POST", format!("{T}/retention/sweep?olderThan="), "run the retention sweep now"),
+        ("GET", format!("{T}/retention/sweeps"), "recorded retention sweeps"),
+        ("POST", format!("{T}/search"), "Content Search (KQL): {query, mailboxes?, top?, skip?}"),
+        ("GET", format!("{T}/search/latest?query="), "the newest match"),
+        ("GET", format!("{T}/search/wait?query=&count=&timeout="), "wait until count items match"),
+        ("DELETE", format!("{T}/search?query=&force="), "delete the matches (subject to holds)"),
+        ("POST", "/api/reset?scope=&force=".into(), "remove all items and records (scope=all: restore fixtures)"),
         ("GET", "/api/signingKeys".into(), "token signing keys (public data only)"),
         ("POST", "/api/signingKeys/rotate".into(), "new active signing key; older keys stay published"),
         ("DELETE", "/api/signingKeys/{kid}".into(), "unpublish an inactive signing key"),
@@ -226,7 +241,6 @@ async fn get_ingestion(
     }
     Ok(Json(value))
 }
-
 
 // ----- signing keys -----
 

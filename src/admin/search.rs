@@ -86,7 +86,11 @@ fn parse_query(query: Option<&str>) -> ApiResult<Expr> {
 }
 
 /// Resolves mailboxes (UPN, SMTP address, proxy or external identity) to lower-case UPNs.
-fn resolve_mailboxes(state: &AppState, tenant: TenantId, given: &[String]) -> ApiResult<Vec<String>> {
+fn resolve_mailboxes(
+    state: &AppState,
+    tenant: TenantId,
+    given: &[String],
+) -> ApiResult<Vec<String>> {
     let mut out = Vec::with_capacity(given.len());
     for mailbox in given.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
         match state.store.user_by_address(tenant, mailbox)? {
@@ -276,7 +280,9 @@ async fn delete_matches(
             .search
             .matching_items(tenant_id, &expr, &mailboxes)
             .map_err(index_error)?;
-        let outcome = worker.store.delete_items(TenantId(tenant_id), &ids, force)?;
+        let outcome = worker
+            .store
+            .delete_items(TenantId(tenant_id), &ids, force)?;
         crate::search::forget(&worker, &outcome.deleted);
         Ok((ids.len(), outcome))
     })

@@ -383,11 +383,15 @@ async fn create_attachment(
             .add_attachment(item.id, meta, attachment.content, MAX_ITEM_BYTES as u64)
             .await
         {
-            Ok(n) => results.push(AttachmentResult::Created {
-                attachment_id: attachment_id(item.id, n),
-                root_item_id: item.id.to_string(),
-                root_item_change_key: change_key(item.id),
-            }),
+            Ok(n) => {
+                // The item changed: re-index it (attachment names, hasattachment).
+                crate::search::forget(state, &[item.id]);
+                results.push(AttachmentResult::Created {
+                    attachment_id: attachment_id(item.id, n),
+                    root_item_id: item.id.to_string(),
+                    root_item_change_key: change_key(item.id),
+                })
+            }
             Err(StoreError::Conflict(message)) => results.push(AttachmentResult::Failed {
                 code: "ErrorMessageSizeExceeded".into(),
                 message: format!("The attachment was not added: {message}."),

@@ -189,7 +189,10 @@ impl SearchIndex {
         let stored = store.item_count() as u64;
         if fresh || indexed != stored {
             if !fresh {
-                warn!(indexed, stored, "the search index is behind the store: rebuilding it");
+                warn!(
+                    indexed,
+                    stored, "the search index is behind the store: rebuilding it"
+                );
             }
             search.rebuild(store)?;
         }
@@ -243,7 +246,13 @@ impl SearchIndex {
         Ok(())
     }
 
-    fn document(&self, item: &ItemRecord, mailbox: &str, folder: &str, first: bool) -> TantivyDocument {
+    fn document(
+        &self,
+        item: &ItemRecord,
+        mailbox: &str,
+        folder: &str,
+        first: bool,
+    ) -> TantivyDocument {
         let f = &self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.id, item.id.to_string());
@@ -255,7 +264,10 @@ impl SearchIndex {
         }
         doc.add_text(f.kind, item.kind.to_lowercase());
         doc.add_text(f.itemclass, item.item_class.to_lowercase());
-        if !item.searched_item_class.eq_ignore_ascii_case(&item.item_class) {
+        if !item
+            .searched_item_class
+            .eq_ignore_ascii_case(&item.item_class)
+        {
             doc.add_text(f.itemclass, item.searched_item_class.to_lowercase());
         }
         doc.add_text(f.class_sent, &item.item_class);
@@ -286,7 +298,11 @@ impl SearchIndex {
         }
         doc.add_text(
             f.hasattachment,
-            if item.attachments.is_empty() { "false" } else { "true" },
+            if item.attachments.is_empty() {
+                "false"
+            } else {
+                "true"
+            },
         );
         doc.add_i64(f.sent, item.sent.timestamp_micros());
         doc.add_i64(f.received, item.received.timestamp_micros());
@@ -423,7 +439,12 @@ impl SearchIndex {
     }
 
     /// The distinct items (ids) with a copy matching `expr` in `tenant`.
-    pub fn matching_items(&self, tenant: Uuid, expr: &Expr, mailboxes: &[String]) -> Result<Vec<Uuid>> {
+    pub fn matching_items(
+        &self,
+        tenant: Uuid,
+        expr: &Expr,
+        mailboxes: &[String],
+    ) -> Result<Vec<Uuid>> {
         self.refresh()?;
         let query = self.scoped(tenant, expr, mailboxes)?;
         let searcher = self.reader.searcher();
@@ -446,10 +467,8 @@ impl SearchIndex {
 
     fn scoped(&self, tenant: Uuid, expr: &Expr, mailboxes: &[String]) -> Result<Box<dyn Query>> {
         let f = &self.fields;
-        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(
-            Occur::Must,
-            term(f.tenant, &tenant.to_string()),
-        )];
+        let mut must: Vec<(Occur, Box<dyn Query>)> =
+            vec![(Occur::Must, term(f.tenant, &tenant.to_string()))];
         if !mailboxes.is_empty() {
             let any: Vec<(Occur, Box<dyn Query>)> = mailboxes
                 .iter()
@@ -599,9 +618,38 @@ fn regex_escape(text: &str) -> String {
     for c in text.chars() {
         if matches!(
             c,
-            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
-                | '#' | '&' | '-' | '~' | ' ' | '"' | '<' | '>' | '@' | '=' | '!' | '%' | '/'
-                | ':' | ';' | ',' | '\'' | '`' | '_'
+            '\\' | '.'
+                | '+'
+                | '*'
+                | '?'
+                | '('
+                | ')'
+                | '|'
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '^'
+                | '$'
+                | '#'
+                | '&'
+                | '-'
+                | '~'
+                | ' '
+                | '"'
+                | '<'
+                | '>'
+                | '@'
+                | '='
+                | '!'
+                | '%'
+                | '/'
+                | ':'
+                | ';'
+                | ','
+                | '\''
+                | '`'
+                | '_'
         ) {
             // regex-syntax accepts escaped ASCII punctuation; escape what could be special.
             if c == ' ' || c == '_' {
@@ -708,7 +756,10 @@ mod tests {
     }
 
     fn total(index: &SearchIndex, tenant: Uuid, q: &str) -> usize {
-        index.search(tenant, &parse(q).unwrap(), &[], 0, 10).unwrap().total
+        index
+            .search(tenant, &parse(q).unwrap(), &[], 0, 10)
+            .unwrap()
+            .total
     }
 
     #[test]
@@ -721,7 +772,11 @@ mod tests {
         let b = item(t2, "alpha", &["c@y"]);
         index.add(&[a.clone(), b.clone()]).unwrap();
         assert_eq!(total(&index, t1, "subject:alpha"), 2, "one hit per copy");
-        assert_eq!(total(&index, t2, "subject:alpha"), 1, "tenants are separate");
+        assert_eq!(
+            total(&index, t2, "subject:alpha"),
+            1,
+            "tenants are separate"
+        );
         assert_eq!(index.item_count().unwrap(), 2);
         let only_b = index
             .search(t1, &parse("alpha").unwrap(), &["b@x".into()], 0, 10)

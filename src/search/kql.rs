@@ -37,9 +37,15 @@ pub enum Expr {
         prefix: bool,
     },
     /// `kind:` (lower case).
-    Kind { value: String, prefix: bool },
+    Kind {
+        value: String,
+        prefix: bool,
+    },
     /// `itemclass:` (lower case; matches the class as sent and as searched).
-    ItemClass { value: String, prefix: bool },
+    ItemClass {
+        value: String,
+        prefix: bool,
+    },
     HasAttachment(bool),
     /// `sent`/`received` in `[from, to)`, microseconds since the epoch.
     Date {
@@ -189,7 +195,13 @@ fn lex(input: &str) -> Result<Vec<Token>, SyntaxError> {
             i += 1;
             continue;
         }
-        let after_op = matches!(out.last(), Some(Token { tok: Tok::Op(_), .. }));
+        let after_op = matches!(
+            out.last(),
+            Some(Token {
+                tok: Tok::Op(_),
+                ..
+            })
+        );
         let at_term_start = !after_op;
         match c {
             '(' => {
@@ -215,7 +227,9 @@ fn lex(input: &str) -> Result<Vec<Token>, SyntaxError> {
                 if end >= chars.len() {
                     return Err(SyntaxError {
                         position: chars.len() + 1,
-                        message: format!("expected '\"' to close the phrase opened at position {pos}"),
+                        message: format!(
+                            "expected '\"' to close the phrase opened at position {pos}"
+                        ),
                     });
                 }
                 let mut text: String = chars[start..end].iter().collect();
@@ -304,7 +318,10 @@ pub fn parse(input: &str) -> Result<Expr, SyntaxError> {
         let expected = if next.tok == Tok::RParen {
             "expected the end of the query (this ')' closes nothing)".to_string()
         } else {
-            format!("expected the end of the query, found {}", next.tok.describe())
+            format!(
+                "expected the end of the query, found {}",
+                next.tok.describe()
+            )
         };
         return Err(SyntaxError {
             position: next.pos,
@@ -424,7 +441,10 @@ impl Parser {
             Tok::LParen => {
                 let next = self.peek().clone();
                 if next.tok == Tok::RParen {
-                    return err(next.pos, "expected a search term inside the parentheses, found ')'");
+                    return err(
+                        next.pos,
+                        "expected a search term inside the parentheses, found ')'",
+                    );
                 }
                 let inner = self.or()?;
                 let close = self.peek().clone();
@@ -485,7 +505,13 @@ impl Parser {
 fn starts_term(tok: &Tok) -> bool {
     matches!(
         tok,
-        Tok::LParen | Tok::Minus | Tok::Plus | Tok::Word(_) | Tok::Phrase(_) | Tok::Not | Tok::Op(_)
+        Tok::LParen
+            | Tok::Minus
+            | Tok::Plus
+            | Tok::Word(_)
+            | Tok::Phrase(_)
+            | Tok::Not
+            | Tok::Op(_)
     )
 }
 
@@ -834,8 +860,14 @@ mod tests {
             parse("from:alice@contoso.com").unwrap(),
             text(TextField::From, "alice@contoso.com")
         );
-        assert_eq!(parse("hasattachment:TRUE").unwrap(), Expr::HasAttachment(true));
-        assert_eq!(parse("hasattachment=false").unwrap(), Expr::HasAttachment(false));
+        assert_eq!(
+            parse("hasattachment:TRUE").unwrap(),
+            Expr::HasAttachment(true)
+        );
+        assert_eq!(
+            parse("hasattachment=false").unwrap(),
+            Expr::HasAttachment(false)
+        );
         assert_eq!(
             parse("subject<>x").unwrap(),
             Expr::Not(Box::new(text(TextField::Subject, "x")))
@@ -913,11 +945,17 @@ mod tests {
 
         let e = error("a)");
         assert_eq!(e.position, 2);
-        assert!(e.message.starts_with("expected the end of the query"), "{e}");
+        assert!(
+            e.message.starts_with("expected the end of the query"),
+            "{e}"
+        );
 
         let e = error("subject:");
         assert_eq!(e.position, 9);
-        assert!(e.message.contains("expected a value after 'subject:'"), "{e}");
+        assert!(
+            e.message.contains("expected a value after 'subject:'"),
+            "{e}"
+        );
 
         let e = error("subject:\"abc");
         assert_eq!(e.position, 13);
