@@ -202,7 +202,8 @@ fn client_secret_by_http_basic_the_v1_endpoint_and_unknown_form_fields_work() {
 #[test]
 fn each_token_error_has_its_aadsts_code() {
     let server = Server::start(&[]);
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, u16, &str, u64)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str, u64);
+    let cases: Vec<Case> = vec![
         (
             "wrong secret",
             TENANT,
