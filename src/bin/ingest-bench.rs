@@ -1,0 +1,644 @@
+//! `ingest-bench`: the ingestion benchmark. One command runs it all:
+//!
+//! ```text
+//! cargo run --release --bin ingest-bench            # 5 s per measurement
+//! cargo run --release --bin ingest-bench -- --seconds 10
+//! ```
+//!
+//! It starts `ingest-emulator serve --ephemeral --no-tls` (the release binary next to this one),
+//! pinned to core 0 with `taskset`, gets a token from the server's token endpoint, and drives
+//! `POST /service/ThirdPartyIngestionService.svc` over keep-alive HTTP/1.1 connections from core
+//! 1 (a minimal client: no client library overhead in the figures), for each scenario: batch
+//! size, item size, connection count, for a fixed time. Every scenario is also run against a bare
+//! baseline (a minimal hyper server in this binary, on core 0 as well, that reads the body and
+//! answers a fixed 200), so every figure is printed as a ratio to the machine's ceiling. It prints
+//! requests/s, items/s, p50/p99 latency, the server's idle RSS, peak RSS (VmHWM) and its time to
+//! readiness on an existing store.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TENANT: &str = "11111111-1111-1111-1111-111111111111";
+const APP_ID: &str = "22222222-2222-2222-2222-222222222222";
+const APP_SECRET: &str = "dev-secret-value";
+const SCOPE: &str = "https://outlook.office365.com/.default";
+const SERVICE_PATH: &str = "/service/ThirdPartyIngestionService.svc";
+
+#[derive(Parser, Debug)]
+#[command(about = "Ingestion benchmark of ingest-emulator, with a bare-hyper baseline")]
+struct Args {
+    /// Seconds of load per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Seconds of warm-up before each measurement.
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// The server binary (default: `ingest-emulator` next to this binary).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Measure an already running server (plain HTTP, `host:port`) instead of starting one.
+    #[arg(long, requires = "server_pid")]
+    server: Option<String>,
+    /// The pid of `--server`, for its RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only these scenarios (by name, e.g. `b1-c16`), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Skip the baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Internal: run the bare baseline server and print its address.
+    #[arg(long, hide = true)]
+    baseline_server: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    name: &'static str,
+    batch: usize,
+    connections: usize,
+    attachment: usize,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "b1-c16",
+        batch: 1,
+        connections: 16,
+        attachment: 0,
+    },
+    Scenario {
+        name: "b10-c16",
+        batch: 10,
+        connections: 16,
+        attachment: 0,
+    },
+    Scenario {
+        name: "b100-c16",
+        batch: 100,
+        connections: 16,
+        attachment: 0,
+    },
+    Scenario {
+        name: "b1-c1",
+        batch: 1,
+        connections: 1,
+        attachment: 0,
+    },
+    Scenario {
+        name: "b1-c16-att64k",
+        batch: 1,
+        connections: 16,
+        attachment: 64 * 1024,
+    },
+    Scenario {
+        name: "b10-c16-att64k",
+        batch: 10,
+        connections: 16,
+        attachment: 64 * 1024,
+    },
+];
+
+fn main() {
+    let args = Args::parse();
+    if args.baseline_server {
+        baseline_server();
+        return;
+    }
+    if let Err(e) = run(args) {
+        eprintln!("ingest-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A child process pinned to core 0 (when `taskset` is there), with its address from stdout.
+struct Spawned {
+    child: Child,
+    addr: String,
+    ready_line: Option<String>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have_taskset() -> bool {
+    Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+}
+
+fn spawn_pinned(program: &PathBuf, args: &[String]) -> Result<Spawned, String> {
+    let mut command = if have_taskset() {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg("0").arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let mut child = command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut addr, mut ready_line) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.map_err(|e| e.to_string())?;
+        let line = line.trim().to_string();
+        if line.contains("ready in") {
+            ready_line = Some(line.clone());
+        }
+        if let Some(rest) = line.strip_prefix("Base URL:") {
+            addr = Some(rest.trim().trim_start_matches("http://").to_string());
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let addr = addr.ok_or_else(|| format!("{} printed no Base URL", program.display()))?;
+    Ok(Spawned {
+        child,
+        addr,
+        ready_line,
+    })
+}
+
+fn pin_self_to_core_1() -> bool {
+    if !have_taskset() {
+        return false;
+    }
+    Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn proc_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The pid of the server process itself (the child of `taskset` execs it: same pid).
+fn server_bin(args: &Args) -> PathBuf {
+    args.server_bin.clone().unwrap_or_else(|| {
+        let me = std::env::current_exe().unwrap_or_default();
+        me.with_file_name("ingest-emulator")
+    })
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let pinned = pin_self_to_core_1();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = server_bin(&args);
+
+    // Time to ready on an existing store: start once to create it, then measure a restart.
+    let ready_ms = if args.server.is_none() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let store_args: Vec<String> = [
+            "serve",
+            "--no-tls",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-key",
+            "bench-admin-key",
+            "--log",
+            "warn",
+            "--data",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([dir.path().join("data").display().to_string()])
+        .collect();
+        drop(spawn_pinned(&bin, &store_args)?);
+        let started = Instant::now();
+        let again = spawn_pinned(&bin, &store_args)?;
+        let printed = started.elapsed();
+        let until_healthy = runtime.block_on(async {
+            loop {
+                if let Ok(mut c) = Conn::open(&again.addr).await {
+                    if let Ok((200, _)) = c.send(&get_request("/healthz")).await {
+                        break started.elapsed();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        Some((again.ready_line.clone(), printed, until_healthy))
+    } else {
+        None
+    };
+
+    let server = match &args.server {
+        Some(_) => None,
+        None => Some(spawn_pinned(
+            &bin,
+            &[
+                "serve",
+                "--ephemeral",
+                "--no-tls",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-key",
+                "bench-admin-key",
+                "--log",
+                "warn",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+        )?),
+    };
+    let (addr, pid) = match (&server, &args.server) {
+        (Some(s), _) => (s.addr.clone(), s.child.id()),
+        (None, Some(addr)) => (addr.clone(), args.server_pid.unwrap_or(0)),
+        _ => unreachable!(),
+    };
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        Some(spawn_pinned(&me, &["--baseline-server".to_string()])?)
+    };
+
+    println!("ingest-bench: server {addr} (pid {pid}), {}", bin.display());
+    println!(
+        "pinning: {}",
+        if pinned {
+            "server and baseline on core 0, load generator on core 1"
+        } else {
+            "none (taskset unavailable or one core): figures are indicative"
+        }
+    );
+    if let Some((line, printed, healthy)) = &ready_ms {
+        println!(
+            "restart on an existing store: {} ; first /healthz answered {:.1} ms after spawn (stdout ready {:.1} ms)",
+            line.as_deref().unwrap_or("?"),
+            healthy.as_secs_f64() * 1000.0,
+            printed.as_secs_f64() * 1000.0
+        );
+    }
+    let token = runtime.block_on(token(&addr))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_rss = proc_kb(pid, "VmRSS:");
+    println!(
+        "server idle RSS after start + token: {} (target < 30 MB)",
+        mb(idle_rss)
+    );
+    println!();
+    println!(
+        "{:<16} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7}",
+        "scenario",
+        "req/s",
+        "items/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "base r/s",
+        "ratio",
+        "base p50",
+        "base p99",
+        "HWM"
+    );
+    let selected: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s.name))
+        .collect();
+    let mut results = Vec::new();
+    for scenario in selected {
+        let request = Arc::new(ews_request(&token, scenario.batch, scenario.attachment));
+        let base = match &baseline {
+            Some(b) => Some(runtime.block_on(load(
+                &b.addr,
+                request.clone(),
+                scenario.connections,
+                args.warmup,
+                args.seconds,
+            ))?),
+            None => None,
+        };
+        let real = runtime.block_on(load(
+            &addr,
+            request,
+            scenario.connections,
+            args.warmup,
+            args.seconds,
+        ))?;
+        let hwm = proc_kb(pid, "VmHWM:");
+        let ratio = base.as_ref().map(|b| real.rps / b.rps);
+        println!(
+            "{:<16} {:>10.0} {:>10.0} {:>8.3} {:>8.3} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7}",
+            scenario.name,
+            real.rps,
+            real.rps * scenario.batch as f64,
+            real.p50_ms,
+            real.p99_ms,
+            real.errors,
+            base.as_ref()
+                .map_or("-".into(), |b| format!("{:.0}", b.rps)),
+            ratio.map_or("-".into(), |r| format!("{r:.3}x")),
+            base.as_ref()
+                .map_or("-".into(), |b| format!("{:.3}", b.p50_ms)),
+            base.as_ref()
+                .map_or("-".into(), |b| format!("{:.3}", b.p99_ms)),
+            mb(hwm),
+        );
+        results.push((scenario.name, real, ratio, hwm));
+    }
+    println!();
+    println!("targets (issue 6):");
+    for (name, real, ratio, hwm) in &results {
+        let line = match *name {
+            "b1-c16" => Some(format!(
+                "batch 1, 16 connections: ratio {} (target >= 0.3x), p99 {:.2} ms (target < 5 ms)",
+                fmt_ratio(*ratio),
+                real.p99_ms
+            )),
+            "b10-c16" => Some(format!(
+                "batch 10: ratio {} (target >= 0.14x)",
+                fmt_ratio(*ratio)
+            )),
+            "b100-c16" => Some(format!(
+                "batch 100: ratio {} (target >= 0.08x); peak RSS {} (target < 256 MB)",
+                fmt_ratio(*ratio),
+                mb(*hwm)
+            )),
+            "b1-c1" => Some(format!(
+                "1 connection, batch 1: p50 {:.3} ms (target < 1 ms)",
+                real.p50_ms
+            )),
+            _ => None,
+        };
+        if let Some(line) = line {
+            println!("  {line}");
+        }
+    }
+    println!("  idle RSS {} (target < 30 MB)", mb(idle_rss));
+    if let Some((_, _, healthy)) = &ready_ms {
+        println!(
+            "  ready on an existing store: {:.1} ms to first answer (target < 50 ms)",
+            healthy.as_secs_f64() * 1000.0
+        );
+    }
+    drop(server);
+    drop(baseline);
+    Ok(())
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.3}x"))
+}
+
+fn mb(kb: Option<u64>) -> String {
+    kb.map_or("?".into(), |kb| format!("{:.1}MB", kb as f64 / 1024.0))
+}
+
+fn get_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes()
+}
+
+async fn token(addr: &str) -> Result<String, String> {
+    let form = format!(
+        "grant_type=client_credentials&client_id={APP_ID}&client_secret={APP_SECRET}&scope={}",
+        SCOPE.replace(':', "%3A").replace('/', "%2F")
+    );
+    let request = format!(
+        "POST /{TENANT}/oauth2/v2.0/token HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let mut conn = Conn::open(addr).await.map_err(|e| e.to_string())?;
+    let (status, body) = conn
+        .send(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("token request failed: {status} {json}"));
+    }
+    json["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "no access_token".into())
+}
+
+/// A CreateItem request of `batch` items of about 1 KB each (plus an attachment of `attachment`
+/// bytes each, when not 0).
+fn ews_request(token: &str, batch: usize, attachment: usize) -> Vec<u8> {
+    use base64::Engine;
+    let text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(12);
+    let attachment_xml = if attachment > 0 {
+        let bytes: Vec<u8> = (0..attachment).map(|i| (i * 31 % 251) as u8).collect();
+        format!(
+            "<t:Attachments><t:FileAttachment><t:Name>data.bin</t:Name><t:Content>{}</t:Content></t:FileAttachment></t:Attachments>",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    } else {
+        String::new()
+    };
+    let mut items = String::new();
+    for i in 0..batch {
+        items += &format!(
+            "<t:Message><t:ItemClass>IPM.NOTE.Twitter.Tweet</t:ItemClass><t:Subject>Bench message {i}</t:Subject><t:Body BodyType=\"Text\">{text}</t:Body>{attachment_xml}<t:DateTimeSent>2024-03-01T12:00:00Z</t:DateTimeSent><t:ToRecipients><t:Mailbox><t:EmailAddress>alice@contoso.com</t:EmailAddress></t:Mailbox></t:ToRecipients><t:From><t:Mailbox><t:EmailAddress>contoso@twitter.example</t:EmailAddress></t:Mailbox></t:From></t:Message>"
+        );
+    }
+    let body = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages"><soap:Header><t:RequestServerVersion Version="Exchange2013_SP1"/></soap:Header><soap:Body><m:CreateItem MessageDisposition="SaveOnly"><m:Items>{items}</m:Items></m:CreateItem></soap:Body></soap:Envelope>"#
+    );
+    let mut request = format!(
+        "POST {SERVICE_PATH} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    request
+}
+
+/// One keep-alive HTTP/1.1 connection: a request at a time, answers with a Content-Length.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Sends `request`, returns the status and the body.
+    async fn send(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        self.stream.write_all(request).await?;
+        self.buf.clear();
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        let mut chunk = [0u8; 16 * 1024];
+        let (head_end, length, status) = loop {
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| bad("head"))?;
+                let status: u16 = head
+                    .get(9..12)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("status"))?;
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .ok_or_else(|| bad("no content-length"))?;
+                break (end + 4, length, status);
+            }
+        };
+        while self.buf.len() < head_end + length {
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok((status, self.buf[head_end..head_end + length].to_vec()))
+    }
+}
+
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// `connections` connections sending `request` in a loop: `warmup` s unmeasured, then `seconds`.
+async fn load(
+    addr: &str,
+    request: Arc<Vec<u8>>,
+    connections: usize,
+    warmup: u64,
+    seconds: u64,
+) -> Result<Figures, String> {
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs(warmup);
+    let end = measure_from + Duration::from_secs(seconds.max(1));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (addr, request) = (addr.to_string(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut conn = Conn::open(&addr).await.map_err(|e| e.to_string())?;
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let ok = match conn.send(&request).await {
+                    Ok((status, _)) => status == 200,
+                    Err(_) => {
+                        conn = Conn::open(&addr).await.map_err(|e| e.to_string())?;
+                        false
+                    }
+                };
+                if sent >= measure_from {
+                    if ok {
+                        latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            Ok::<_, String>((latencies, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, e) = task.await.map_err(|e| e.to_string())??;
+        all.extend(latencies);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((all.len() as f64 * p) as usize).min(all.len() - 1);
+        all[i] as f64 / 1000.0
+    };
+    Ok(Figures {
+        rps: all.len() as f64 / seconds.max(1) as f64,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+    })
+}
+
+/// The bare baseline: hyper HTTP/1.1, reads the body, answers a fixed 200.
+fn baseline_server() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("Base URL: http://{}", listener.local_addr().expect("addr"));
+        let _ = std::io::stdout().flush();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}

@@ -1,0 +1,361 @@
+//! Hostile HTTP on the ingestion endpoint. Documented answers:
+//! - a Content-Length over `--max-body-bytes`: 413 `ErrorRequestTooLarge` at once, before any of
+//!   the body is read, and the connection is closed.
+//! - a chunked body that passes the limit: 413 `ErrorRequestTooLarge` as soon as the bytes read
+//!   pass the limit (the rest is never read).
+//! - a body shorter than its Content-Length, or a body trickled too slowly: 408
+//!   `ErrorTimeoutExpired` after `--body-timeout-secs` (default 30), connection closed.
+//! - a request head not complete within `--header-timeout-secs` (default 30), or a connection
+//!   that sends nothing: the connection is closed.
+//! - more connections than `--max-connections` (default 4096): the extra ones wait in the
+//!   kernel's accept backlog and are served as soon as others close.
+//! - HTTP/1.1 and HTTP/2 are both served (ALPN on TLS; prior knowledge on plain HTTP).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MAILBOX: &str = "alice@contoso.com";
+const FOLDER: &str = "recoverableitemspurges";
+
+fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream
+}
+
+fn head(token: &str, extra: &str) -> String {
+    format!(
+        "POST {SERVICE_PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: text/xml; charset=utf-8\r\n{extra}\r\n"
+    )
+}
+
+/// Reads until the peer closes or `timeout`; what was read (lossy UTF-8).
+fn read_answer(stream: &mut TcpStream, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&out);
+                // A complete answer with a Content-Length: stop there.
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end].lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
+                    if let Some(length) = length {
+                        if out.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn still_serves(server: &Server, token: &str, before: u64) {
+    let reply = server.ews(token, &create_item(&[Msg::default().xml()]));
+    assert_eq!(
+        reply.status, 200,
+        "a normal request afterwards: {}",
+        reply.body
+    );
+    assert_eq!(
+        server.folder_count(token, MAILBOX, FOLDER),
+        before + 1,
+        "only the normal request stored"
+    );
+}
+
+#[test]
+fn a_10_gb_content_length_is_refused_at_once() {
+    let server = Server::start(&["--no-tls"]);
+    let token = server.token();
+    let mut stream = connect(&server);
+    let started = Instant::now();
+    stream
+        .write_all(head(&token, "Content-Length: 10737418240\r\n").as_bytes())
+        .unwrap();
+    stream.write_all(b"<soap:Envelope").unwrap();
+    let answer = read_answer(&mut stream, Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("ErrorRequestTooLarge"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // Immediate: nowhere near the time it would take to read 10 GB (or a body timeout).
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    still_serves(&server, &token, 0);
+}
+
+#[test]
+fn a_chunked_body_over_the_limit_is_refused_once_it_passes_the_limit() {
+    let limit = 1024 * 1024;
+    let server = Server::start(&["--no-tls", "--max-body-bytes", &limit.to_string()]);
+    let token = server.token();
+    let mut stream = connect(&server);
+    stream
+        .write_all(head(&token, "Transfer-Encoding: chunked\r\n").as_bytes())
+        .unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    // One chunk more than the limit, and no terminating chunk: the server must answer without
+    // waiting for the end of the body.
+    for _ in 0..=(limit / chunk.len()) {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    let answer = read_answer(&mut stream, Duration::from_secs(30));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("ErrorRequestTooLarge"), "{answer}");
+    still_serves(&server, &token, 0);
+}
+
+#[test]
+fn a_body_shorter_than_its_content_length_times_out() {
+    let server = Server::start(&["--no-tls", "--body-timeout-secs", "2"]);
+    let token = server.token();
+    let body = create_item(&[Msg::default().xml()]);
+    let mut stream = connect(&server);
+    stream
+        .write_all(
+            head(
+                &token,
+                &format!("Content-Length: {}\r\n", body.len() + 1000),
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let started = Instant::now();
+    let answer = read_answer(&mut stream, Duration::from_secs(60));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("ErrorTimeoutExpired"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the timeout"
+    );
+    still_serves(&server, &token, 0);
+}
+
+#[test]
+fn a_slow_body_times_out() {
+    let server = Server::start(&["--no-tls", "--body-timeout-secs", "2"]);
+    let token = server.token();
+    let body = create_item(&[Msg::default().xml()]);
+    let mut stream = connect(&server);
+    stream
+        .write_all(head(&token, &format!("Content-Length: {}\r\n", body.len())).as_bytes())
+        .unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    // One byte every 200 ms: the whole body would take minutes.
+    for byte in body.bytes() {
+        if stream.write_all(&[byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if !answer.is_empty() || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    stream.set_nonblocking(false).unwrap();
+    let mut answer = String::from_utf8_lossy(&answer).into_owned();
+    answer += &read_answer(&mut stream, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    still_serves(&server, &token, 0);
+}
+
+#[test]
+fn a_slow_request_head_is_dropped() {
+    let server = Server::start(&["--no-tls", "--header-timeout-secs", "2"]);
+    let token = server.token();
+    let mut stream = connect(&server);
+    stream
+        .write_all(b"POST /service/ThirdPartyIngestionService.svc HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let answer = read_answer(&mut stream, Duration::from_secs(60));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(50),
+        "the connection was closed by the server ({took:?})"
+    );
+    assert!(!answer.contains(" 200 "), "{answer}");
+    // And a connection that sends nothing at all.
+    let mut silent = connect(&server);
+    let started = Instant::now();
+    let answer = read_answer(&mut silent, Duration::from_secs(60));
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "a silent connection is closed"
+    );
+    assert!(answer.is_empty() || !answer.contains(" 200 "), "{answer}");
+    still_serves(&server, &token, 0);
+}
+
+#[test]
+fn idle_connections_beyond_the_limit_wait_and_are_served_after_others_close() {
+    let server = Server::start(&["--no-tls", "--max-connections", "4"]);
+    let token = server.token();
+    // The harness client's own pooled connection counts too: start from a fresh client.
+    let idle: Vec<TcpStream> = (0..12).map(|_| connect(&server)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let url = format!("{}/healthz", server.url);
+    let waiting = std::thread::spawn(move || {
+        let client = client_for(None);
+        let started = Instant::now();
+        let status = client.get(url).send().map(|r| r.status().as_u16());
+        (status, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !waiting.is_finished(),
+        "held connections use up the limit: a new one waits"
+    );
+    drop(idle);
+    let (status, took) = waiting.join().unwrap();
+    assert_eq!(
+        status.ok(),
+        Some(200),
+        "served once the idle connections closed ({took:?})"
+    );
+    // Idle connections that never send anything are closed by the header timeout anyway.
+    drop(server);
+    let server = Server::start(&[
+        "--no-tls",
+        "--max-connections",
+        "4",
+        "--header-timeout-secs",
+        "1",
+    ]);
+    let token2 = server.token();
+    let _idle: Vec<TcpStream> = (0..12).map(|_| connect(&server)).collect();
+    let started = Instant::now();
+    let client = client_for(None);
+    let status = client
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .map(|r| r.status().as_u16());
+    assert_eq!(
+        status.ok(),
+        Some(200),
+        "served after idle connections timed out ({:?})",
+        started.elapsed()
+    );
+    still_serves(&server, &token2, 0);
+    let _ = token;
+}
+
+fn tls_client(server: &Server, http2: bool) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .tls_built_in_root_certs(false);
+    if let Some(path) = &server.ca_cert {
+        let pem = std::fs::read(path).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build().unwrap()
+}
+
+fn ingest_over(
+    server: &Server,
+    client: &reqwest::blocking::Client,
+    token: &str,
+    version: reqwest::Version,
+) {
+    let response = client
+        .post(format!("{}{SERVICE_PATH}", server.url))
+        .bearer_auth(token)
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .body(create_item(&[Msg::default().xml()]))
+        .send()
+        .unwrap();
+    assert_eq!(response.version(), version);
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-ingestioncorrelationid"));
+    // A hostile request over the same protocol: refused, connection still usable (HTTP/2) or a
+    // new one opened (HTTP/1.1 closes after 413).
+    let response = client
+        .post(format!("{}{SERVICE_PATH}", server.url))
+        .bearer_auth(token)
+        .body(vec![b'x'; 2 * 1024 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(response.version(), version);
+    assert_eq!(response.status(), 413);
+}
+
+#[test]
+fn http2_and_http1_are_both_served_over_tls() {
+    let server = Server::start(&["--max-body-bytes", "1048576"]);
+    let token = server.token();
+    ingest_over(
+        &server,
+        &tls_client(&server, true),
+        &token,
+        reqwest::Version::HTTP_2,
+    );
+    ingest_over(
+        &server,
+        &tls_client(&server, false),
+        &token,
+        reqwest::Version::HTTP_11,
+    );
+    assert_eq!(server.folder_count(&token, MAILBOX, FOLDER), 2);
+}
+
+#[test]
+fn http2_prior_knowledge_and_http1_are_both_served_on_plain_http() {
+    let server = Server::start(&["--no-tls", "--max-body-bytes", "1048576"]);
+    let token = server.token();
+    ingest_over(
+        &server,
+        &tls_client(&server, true),
+        &token,
+        reqwest::Version::HTTP_2,
+    );
+    ingest_over(
+        &server,
+        &tls_client(&server, false),
+        &token,
+        reqwest::Version::HTTP_11,
+    );
+    assert_eq!(server.folder_count(&token, MAILBOX, FOLDER), 2);
+}

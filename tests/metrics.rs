@@ -1,0 +1,81 @@
+//! `GET /metrics`: Prometheus text with requests by operation and outcome, items stored and
+//! rejected by reason, the latency histogram and open connections.
+
+mod common;
+
+use common::*;
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_count_requests_items_latency_and_connections() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let good = Msg::default().xml();
+    let bad = Msg {
+        from: None,
+        ..Msg::default()
+    }
+    .xml();
+    let reply = server.ews(&token, &create_item(&[good.clone(), bad]));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = server.ews(&token, &create_item(&[good.clone(), good]));
+    assert_eq!(reply.status, 200);
+    let refused = server.ews("not-a-token", &create_item(&[Msg::default().xml()]));
+    assert_eq!(refused.status, 401);
+    let schema = server.ews(&token, "<nope/>");
+    assert_eq!(schema.status, 500);
+    server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges");
+
+    let response = server.get("/metrics").send().unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().unwrap();
+    eprintln!("{text}");
+    let value = |name: &str| metric(&text, name).unwrap_or_else(|| panic!("{name} in {text}"));
+    assert_eq!(
+        value("ingest_requests_total{operation=\"CreateItem\",outcome=\"PartialSuccess\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("ingest_requests_total{operation=\"CreateItem\",outcome=\"Success\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("ingest_requests_total{operation=\"Unknown\",outcome=\"AuthFailed\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("ingest_requests_total{operation=\"GetFolder\",outcome=\"Success\"}"),
+        1.0
+    );
+    assert!(
+        text.contains("outcome=\"ErrorInvalidRequest\"")
+            || text.contains("outcome=\"ErrorSchemaValidation\""),
+        "{text}"
+    );
+    assert_eq!(value("ingest_items_stored_total"), 3.0);
+    assert_eq!(
+        value("ingest_items_rejected_total{reason=\"ErrorItemSave\"}"),
+        1.0
+    );
+    assert_eq!(value("ingest_request_duration_seconds_count"), 5.0);
+    assert_eq!(
+        value("ingest_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        5.0
+    );
+    assert!(value("ingest_request_duration_seconds_sum") > 0.0);
+    assert!(
+        value("ingest_open_connections") >= 1.0,
+        "this request's connection is open"
+    );
+    assert!(value("ingest_connections_total") >= 1.0);
+}
