@@ -4,18 +4,18 @@
 //! `http` (thin hyper/axum layer) -> `identity` (bearer token) -> `ews` (SOAP parse/reply)
 //! -> `ingest` (validate, route) -> `store` (sled, atomic and durable) -> `ews::reply`.
 
+pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod errors;
 pub mod ews;
+pub mod export;
 pub mod fixture;
+pub mod http;
 pub mod identity;
 pub mod ingest;
+pub mod search;
 pub mod store;
 pub mod tls;
-pub mod http;
-pub mod errors;
-pub mod export;
-pub mod admin;
-pub mod cli;
-pub mod search;
