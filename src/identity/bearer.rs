@@ -630,8 +630,8 @@ pub(crate) mod tests {
             c
         };
         let cases: Vec<(Value, AuthError)> = vec![
-            (with("exp", (now - 301).into()), AuthError::Expired),
-            (with("nbf", (now + 301).into()), AuthError::NotYetValid),
+            (with("exp", (now - 3600).into()), AuthError::Expired),
+            (with("nbf", (now + 3600).into()), AuthError::NotYetValid),
             (
                 with("aud", "https://graph.microsoft.com".into()),
                 AuthError::WrongAudience,
