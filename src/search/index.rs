@@ -42,7 +42,7 @@ use crate::store::Store;
 /// Bump when the schema or what is indexed changes: the index is then rebuilt.
 const SCHEMA_VERSION: &str = "1";
 /// Memory budget of the index writer (one indexing thread).
-const WRITER_BUDGET: usize = 50_000_000;
+const WRITER_BUDGET: usize = 20_000_000;
 /// How often the background thread commits a dirty index.
 pub const COMMIT_EVERY: Duration = Duration::from_secs(2);
 

@@ -72,7 +72,7 @@ struct Inner {
     blobs: sled::Tree,
     copies: sled::Tree,
     ingestions: sled::Tree,
-    flusher: mpsc::Sender<tokio::sync::oneshot::Sender<Result<()>>>,
+    flusher: mpsc::Sender<Job>,
 }
 
 fn tenant_key(tenant: Uuid, name: &str) -> Vec<u8> {
@@ -118,7 +118,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(None)
             .open()?;
         let flusher = spawn_flusher(db.clone());
@@ -149,12 +149,18 @@ impl Store {
 
     /// Waits until everything written so far is on disk. Concurrent callers share one flush.
     pub async fn durable(&self) -> Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(None).await
+    }
+
+    /// Hands `write` (if any) to the committer thread, which applies the writes queued at that
+    /// moment one after the other, flushes once for all of them, and then answers each.
+    async fn submit(&self, write: Option<WriteJob>) -> Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
             .flusher
-            .send(tx)
+            .send(Job { write, reply })
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Flushes synchronously (shutdown, admin writes).
@@ -463,37 +469,59 @@ impl Store {
     /// Writes one request's items, copies, attachments and record atomically, then waits until
     /// they are durable.
     pub async fn commit_ingestion(&self, commit: IngestionCommit) -> Result<()> {
-        self.write_ingestion(&commit)?;
-        self.durable().await
+        let prepared = self.prepare_ingestion(commit)?;
+        let store = self.clone();
+        self.submit(Some(Box::new(move || store.apply_ingestion(&prepared))))
+            .await
     }
 
-    fn write_ingestion(&self, commit: &IngestionCommit) -> Result<()> {
-        let i = &self.inner;
-        let record = encode(&commit.record)?;
-        let mut encoded = Vec::with_capacity(commit.items.len());
-        for (item, _) in &commit.items {
-            encoded.push(encode(item)?);
-        }
-        let ingestion_key = {
-            let mut key = commit.record.tenant.as_bytes().to_vec();
-            key.extend_from_slice(commit.record.correlation_id.as_bytes());
-            key
+    /// Encodes everything one request writes (on the request's thread, not the committer's).
+    fn prepare_ingestion(&self, commit: IngestionCommit) -> Result<PreparedIngestion> {
+        let mut writes = PreparedIngestion {
+            items: Vec::with_capacity(commit.items.len()),
+            blobs: Vec::new(),
+            copies: Vec::new(),
+            ingestion: (
+                [
+                    commit.record.tenant.as_bytes().as_slice(),
+                    commit.record.correlation_id.as_bytes(),
+                ]
+                .concat(),
+                encode(&commit.record)?,
+            ),
+            journal_key: mailbox::journal_key(&commit.record),
         };
+        for (item, attachments) in commit.items {
+            for copy in &item.copies {
+                writes
+                    .copies
+                    .push(copy_key(item.tenant, copy, item.received, item.id));
+            }
+            for (n, content) in attachments.into_iter().enumerate() {
+                writes.blobs.push((blob_key(item.id, n), content));
+            }
+            writes.items.push((item.id, encode(&item)?));
+        }
+        Ok(writes)
+    }
+
+    /// Writes a prepared request in one sled transaction: all of it or nothing, across crashes.
+    fn apply_ingestion(&self, writes: &PreparedIngestion) -> Result<()> {
+        let i = &self.inner;
         let journal = self.journal_tree()?;
-        let journal_key = mailbox::journal_key(&commit.record);
         (&i.items, &i.blobs, &i.copies, &i.ingestions, &journal).transaction(
             |(items, blobs, copies, ingestions, journal)| {
-                for ((item, attachments), bytes) in commit.items.iter().zip(&encoded) {
-                    items.insert(item.id.as_bytes(), bytes.as_slice())?;
-                    for (n, content) in attachments.iter().enumerate() {
-                        blobs.insert(blob_key(item.id, n), content.as_slice())?;
-                    }
-                    for copy in &item.copies {
-                        copies.insert(copy_key(item.tenant, copy, item.received, item.id), &[])?;
-                    }
+                for (id, bytes) in &writes.items {
+                    items.insert(id.as_bytes(), bytes.as_slice())?;
                 }
-                ingestions.insert(ingestion_key.as_slice(), record.as_slice())?;
-                journal.insert(journal_key.as_slice(), &[])?;
+                for (key, content) in &writes.blobs {
+                    blobs.insert(key.as_slice(), content.as_slice())?;
+                }
+                for key in &writes.copies {
+                    copies.insert(key.as_slice(), &[])?;
+                }
+                ingestions.insert(writes.ingestion.0.as_slice(), writes.ingestion.1.as_slice())?;
+                journal.insert(writes.journal_key.as_slice(), &[])?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             },
         )?;
@@ -634,28 +662,52 @@ fn blob_key(item: Uuid, n: usize) -> Vec<u8> {
     key
 }
 
-/// A thread that flushes sled for everyone waiting: callers that arrive during a flush are
-/// served by the next one, so N concurrent requests cost about two fsyncs, not N.
-fn spawn_flusher(db: sled::Db) -> mpsc::Sender<tokio::sync::oneshot::Sender<Result<()>>> {
-    let (tx, rx) = mpsc::channel::<tokio::sync::oneshot::Sender<Result<()>>>();
+/// A write for the committer thread.
+type WriteJob = Box<dyn FnOnce() -> Result<()> + Send>;
+
+/// A queued write (or a bare request for durability) and who waits for it.
+struct Job {
+    write: Option<WriteJob>,
+    reply: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// The encoded keys and values of one ingestion request.
+struct PreparedIngestion {
+    items: Vec<(Uuid, Vec<u8>)>,
+    blobs: Vec<(Vec<u8>, Vec<u8>)>,
+    copies: Vec<Vec<u8>>,
+    ingestion: (Vec<u8>, Vec<u8>),
+    journal_key: Vec<u8>,
+}
+
+/// The committer: applies every write queued while it was busy, one after the other, then
+/// flushes sled once for all of them (group commit), so N concurrent requests cost one fsync,
+/// not N, and writers never contend for sled's transaction lock.
+fn spawn_flusher(db: sled::Db) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
-        .name("store-flusher".into())
+        .name("store-committer".into())
         .spawn(move || {
             while let Ok(first) = rx.recv() {
-                let mut waiting = vec![first];
+                let mut batch = vec![first];
                 while let Ok(next) = rx.try_recv() {
-                    waiting.push(next);
+                    batch.push(next);
                 }
-                let outcome = db.flush().map(|_| ());
-                for waiter in waiting {
-                    let reply = match &outcome {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(StoreError::Sled(e.clone())),
+                let applied: Vec<(Result<()>, tokio::sync::oneshot::Sender<Result<()>>)> = batch
+                    .into_iter()
+                    .map(|job| (job.write.map_or(Ok(()), |write| write()), job.reply))
+                    .collect();
+                let flushed = db.flush().map(|_| ());
+                for (outcome, reply) in applied {
+                    let answer = match (outcome, &flushed) {
+                        (Err(e), _) => Err(e),
+                        (Ok(()), Ok(())) => Ok(()),
+                        (Ok(()), Err(e)) => Err(StoreError::Sled(e.clone())),
                     };
-                    let _ = waiter.send(reply);
+                    let _ = reply.send(answer);
                 }
             }
         })
-        .expect("spawning the store flusher thread");
+        .expect("spawning the store committer thread");
     tx
 }
