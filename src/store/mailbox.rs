@@ -670,12 +670,13 @@ mod tests {
             items: vec![],
             error: None,
         };
-        store
-            .write_ingestion(&IngestionCommit {
+        let prepared = store
+            .prepare_ingestion(IngestionCommit {
                 record,
                 items: vec![(item.clone(), vec![b"x".to_vec()])],
             })
-            .expect("commit");
+            .expect("prepare");
+        store.apply_ingestion(&prepared).expect("commit");
     }
 
     fn store() -> (tempfile::TempDir, Store, TenantId) {
