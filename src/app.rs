@@ -17,6 +17,8 @@ pub struct AppState {
     pub admin_key: Arc<AdminKey>,
     /// Content Search's full-text index, kept in step with the store.
     pub search: Arc<crate::search::SearchIndex>,
+    /// Fault rules set through `/api/faults` (in memory: test-time configuration).
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,7 @@ impl AppState {
             keys: Arc::new(keys),
             admin_key: Arc::new(admin_key),
             search,
+            faults: Arc::default(),
         })
     }
 }

@@ -17,6 +17,16 @@ pub enum RevocationMode {
     TokenLifetime,
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the request span (correlation id) in it.
+    Json,
+}
+
 /// An external token issuer trusted offline (e.g. a real Entra tenant), by issuer URL and a
 /// JWKS file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -89,6 +99,9 @@ pub struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ingest_emulator=debug`.
     #[arg(long, env = "INGEST_LOG")]
     pub log: Option<String>,
+    /// Log format: `text` (default) or `json`.
+    #[arg(long, env = "INGEST_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// The same options in a TOML file.
@@ -114,6 +127,7 @@ struct FileConfig {
     revocation: Option<RevocationMode>,
     legacy_basic_auth: Option<bool>,
     log: Option<String>,
+    log_format: Option<LogFormat>,
     /// Legacy Basic auth passwords by user principal name (only with legacy-basic-auth).
     #[serde(default)]
     legacy_passwords: std::collections::BTreeMap<String, String>,
@@ -145,6 +159,7 @@ pub struct Config {
     pub legacy_passwords: std::collections::BTreeMap<String, String>,
     pub trusted_issuers: Vec<TrustedIssuer>,
     pub log: String,
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -250,6 +265,10 @@ impl Config {
             legacy_basic_auth,
             legacy_passwords: file.legacy_passwords,
             trusted_issuers: file.trusted_issuers,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
             log: args
                 .log
                 .or(file.log)

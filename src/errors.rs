@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::ews::parse::ParseError;
 use crate::ews::reply;
+use crate::faults::Fault;
 use crate::identity::AuthError;
 use crate::ingest::IngestError;
 
@@ -26,7 +27,22 @@ pub enum EndpointError {
     Parse(#[from] ParseError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// A fault injected by a rule of `/api/faults` (never `Latency`, which only delays).
+    #[error("injected fault {fault} (rule {rule})")]
+    Injected {
+        rule: String,
+        fault: Fault,
+        /// The operation label of the request (`CreateItem`, `GetFolder`, ...).
+        operation: &'static str,
+        /// How many items (CreateItem) the request carried: one error message each.
+        items: usize,
+        correlation_id: uuid::Uuid,
+    },
 }
+
+/// The text of Exchange Online's `ErrorServerBusy` (throttling).
+pub const SERVER_BUSY_TEXT: &str =
+    "The server cannot service this request right now. Try again later.";
 
 impl IntoResponse for EndpointError {
     fn into_response(self) -> Response {
@@ -91,6 +107,13 @@ impl IntoResponse for EndpointError {
                 "ErrorAccessDenied",
                 &error.to_string(),
             ),
+            EndpointError::Injected {
+                fault,
+                operation,
+                items,
+                correlation_id,
+                ..
+            } => injected(fault, operation, items, correlation_id),
             EndpointError::Ingest(IngestError::Store(error)) => {
                 tracing::error!(error = %error, "store failure");
                 fault(
@@ -110,4 +133,121 @@ fn fault(status: StatusCode, code: &str, message: &str) -> Response {
         HeaderValue::from_static("text/xml; charset=utf-8"),
     );
     response
+}
+
+/// The wire answer of an injected fault.
+fn injected(
+    fault: Fault,
+    operation: &'static str,
+    items: usize,
+    correlation_id: uuid::Uuid,
+) -> Response {
+    let mut response = match fault {
+        Fault::ServerBusy {
+            back_off_milliseconds,
+        } => {
+            let xml = reply::fault(
+                "ErrorServerBusy",
+                SERVER_BUSY_TEXT,
+                &[("BackOffMilliseconds", back_off_milliseconds.to_string())],
+            );
+            soap(StatusCode::INTERNAL_SERVER_ERROR, xml)
+        }
+        Fault::ItemServerBusy {
+            back_off_milliseconds,
+        } => soap(
+            StatusCode::OK,
+            item_server_busy(operation, items, back_off_milliseconds),
+        ),
+        Fault::Http503 {
+            retry_after_seconds,
+        } => retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            retry_after_seconds,
+            "Service Unavailable: the server is temporarily unable to handle the request (injected fault).\n",
+        ),
+        Fault::Http429 {
+            retry_after_seconds,
+        } => retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after_seconds,
+            "Too Many Requests: retry after the time in Retry-After (injected fault).\n",
+        ),
+        // Latency only delays (handled before execution); answered as busy if it ever gets here.
+        Fault::Latency { .. } => soap(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            reply::fault("ErrorServerBusy", SERVER_BUSY_TEXT, &[]),
+        ),
+        Fault::DropConnection => return abort_connection(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+        response
+            .headers_mut()
+            .insert("x-IngestionCorrelationID", value);
+    }
+    response
+}
+
+fn soap(status: StatusCode, xml: String) -> Response {
+    let mut response = (status, xml).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    response
+}
+
+fn retry_after(status: StatusCode, seconds: u64, text: &'static str) -> Response {
+    let mut response = (status, text).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// A 200 reply whose every response message is an `ErrorServerBusy` error with
+/// `BackOffMilliseconds` in `MessageXml` (one per item of a CreateItem, else one).
+fn item_server_busy(operation: &str, items: usize, back_off_milliseconds: u64) -> String {
+    use reply::ItemResult;
+    let xml = if operation == "CreateItem" && items > 0 {
+        let failed = ItemResult::Failed {
+            code: "ErrorServerBusy".into(),
+            message: SERVER_BUSY_TEXT.into(),
+        };
+        reply::create_item(&vec![failed; items])
+    } else {
+        let operation = if operation == "Unsupported" {
+            "CreateItem"
+        } else {
+            operation
+        };
+        reply::error_message(operation, "ErrorServerBusy", SERVER_BUSY_TEXT)
+    };
+    // MessageXml follows DescriptiveLinkKey in a response message (schema order). The message
+    // text is escaped, so the marker occurs only where the writer put it.
+    const MARKER: &str = "<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>";
+    let message_xml = format!(
+        "{MARKER}<m:MessageXml><t:Value Name=\"BackOffMilliseconds\">{back_off_milliseconds}</t:Value></m:MessageXml>"
+    );
+    xml.replace(MARKER, &message_xml)
+}
+
+/// A response whose body fails at once: hyper then closes the connection (HTTP/1.1) or resets
+/// the stream (HTTP/2) without an answer.
+fn abort_connection() -> Response {
+    struct Abort;
+    impl hyper::body::Body for Abort {
+        type Data = axum::body::Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "injected fault: dropConnection",
+            ))))
+        }
+    }
+    Response::new(axum::body::Body::new(Abort))
 }

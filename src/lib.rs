@@ -12,6 +12,7 @@ pub mod domain;
 pub mod errors;
 pub mod ews;
 pub mod export;
+pub mod faults;
 pub mod fixture;
 pub mod http;
 pub mod identity;

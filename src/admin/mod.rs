@@ -5,6 +5,7 @@
 mod apps;
 mod directory;
 mod error;
+mod faults;
 pub mod mailboxes;
 mod search;
 
@@ -82,6 +83,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/signingKeys/{kid}", axum::routing::delete(delete_key))
         .merge(search::routes())
         .merge(mailboxes::routes())
+        .merge(faults::routes())
         .route("/api/{*rest}", axum::routing::any(unknown_route))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(error::request_id))
@@ -158,6 +160,12 @@ async fn index(_: Admin) -> impl IntoResponse {
         ("GET", format!("{T}/search/wait?query=&count=&timeout="), "wait until count items match"),
         ("DELETE", format!("{T}/search?query=&force="), "delete the matches (subject to holds)"),
         ("POST", "/api/reset?scope=&force=".into(), "remove all items and records (scope=all: restore fixtures)"),
+        ("GET", "/api/faults".into(), "fault injection rules, in the order they are tried"),
+        ("PUT", "/api/faults".into(), "replace every rule: [{id?, tenant?, appId?, operation?, probability?, count?, fault: {kind, ...}}]"),
+        ("POST", "/api/faults".into(), "add a rule (same shape); answers it with its id"),
+        ("DELETE", "/api/faults".into(), "remove every rule"),
+        ("GET", "/api/faults/{id}".into(), "a rule, with the faults it injected and how many remain"),
+        ("DELETE", "/api/faults/{id}".into(), "remove a rule"),
         ("GET", "/api/signingKeys".into(), "token signing keys (public data only)"),
         ("POST", "/api/signingKeys/rotate".into(), "new active signing key; older keys stay published"),
         ("DELETE", "/api/signingKeys/{kid}".into(), "unpublish an inactive signing key"),

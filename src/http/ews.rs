@@ -76,6 +76,7 @@ fn error_outcome(error: &EndpointError) -> &'static str {
         EndpointError::Ingest(IngestError::TooManyItems { .. }) => "TooManyItems",
         EndpointError::Ingest(IngestError::Store(_)) => "StoreError",
         EndpointError::Ingest(_) => "Refused",
+        EndpointError::Injected { .. } => "Faulted",
     }
 }
 
@@ -91,9 +92,63 @@ async fn handle(
     let timeout = std::time::Duration::from_secs(state.config.body_timeout_secs.max(1));
     let body = read_body(&parts.headers, body, limit, timeout).await?;
     let parsed = crate::ews::parse::parse_request(&body)?;
-    *operation = super::metrics::operation_label(&parsed.operation);
+    let label = super::metrics::operation_label(&parsed.operation);
+    *operation = label;
     info!(tenant = %principal.tenant, app = %principal.app_id, bytes = body.len(), "EWS request");
+    inject_faults(state, &principal, &parsed, label, correlation_id).await?;
     Ok(crate::ingest::execute(state, &principal, parsed, correlation_id).await?)
+}
+
+/// Applies the fault rules of `/api/faults` to a request, after authentication and parsing and
+/// before anything is stored: waits out added latency, then answers with the fault if one fires
+/// (recorded in the ingestion journal; nothing else is stored).
+async fn inject_faults(
+    state: &AppState,
+    principal: &crate::domain::Principal,
+    parsed: &crate::ews::types::EwsRequest,
+    operation: &'static str,
+    correlation_id: uuid::Uuid,
+) -> Result<(), EndpointError> {
+    use crate::ews::types::Operation;
+    let tenant = principal.tenant.0;
+    let injection = state.faults.pick(tenant, principal.app_id.0, operation);
+    if !injection.delay.is_zero() {
+        info!(
+            milliseconds = injection.delay.as_millis() as u64,
+            "injected fault: latency"
+        );
+        tokio::time::sleep(injection.delay).await;
+    }
+    let Some((rule, fault)) = injection.fault else {
+        return Ok(());
+    };
+    let items = match &parsed.operation {
+        Operation::CreateItem(create) => create.items.len(),
+        _ => 0,
+    };
+    let error = EndpointError::Injected {
+        rule,
+        fault,
+        operation,
+        items,
+        correlation_id,
+    };
+    warn!(fault = %fault, "injected fault");
+    let record = crate::store::model::IngestionRecord {
+        correlation_id,
+        tenant,
+        app_id: Some(principal.app_id.0),
+        received: chrono::Utc::now(),
+        operation: operation.to_string(),
+        http_status: fault.http_status(),
+        outcome: "Faulted".into(),
+        items: Vec::new(),
+        error: Some(error.to_string()),
+    };
+    if let Err(e) = state.store.record_ingestion(&record) {
+        warn!(error = %e, "could not record the injected fault in the ingestion journal");
+    }
+    Err(error)
 }
 
 /// Reads the body, refusing one over `limit` without reading it whole: at once when its

@@ -1,0 +1,96 @@
+//! Logs: JSON lines with `--log-format json`; every line of a request carries its correlation
+//! id (the one answered in `x-IngestionCorrelationID`); no token or secret is ever logged.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+#[test]
+fn json_logs_carry_the_correlation_id_and_never_the_token() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-emulator"))
+        .args([
+            "serve",
+            "--ephemeral",
+            "--no-tls",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--admin-key",
+            "log-test-key",
+            "--log-format",
+            "json",
+            "--log",
+            "debug",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("banner").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("Base URL:") {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    // Read the logs as they come, so the server never blocks on a full pipe.
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut logs = String::new();
+        stderr.read_to_string(&mut logs).unwrap();
+        logs
+    });
+    let client = client_for(None);
+    let token = {
+        let response = client
+            .post(format!("{url}/{TENANT}/oauth2/v2.0/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", APP_ID),
+                ("client_secret", APP_SECRET),
+                ("scope", EXCHANGE_SCOPE),
+            ])
+            .send()
+            .unwrap();
+        let body: serde_json::Value = response.json().unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    };
+    let response = client
+        .post(format!("{url}{SERVICE_PATH}"))
+        .bearer_auth(&token)
+        .body(create_item(&[Msg::default().xml()]))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let correlation = response.headers()["x-ingestioncorrelationid"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    let logs = reader.join().unwrap();
+
+    let mut request_lines = 0;
+    for line in logs.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(!line.contains(&token), "a token was logged: {line}");
+        assert!(!line.contains(APP_SECRET), "a secret was logged: {line}");
+        if value["span"]["path"] == SERVICE_PATH {
+            assert_eq!(
+                value["span"]["correlation_id"],
+                correlation.as_str(),
+                "{line}"
+            );
+            request_lines += 1;
+        }
+    }
+    assert!(request_lines >= 2, "the request logged its lines: {logs}");
+}
