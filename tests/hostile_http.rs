@@ -316,10 +316,19 @@ fn ingest_over(
         .post(format!("{}{SERVICE_PATH}", server.url))
         .bearer_auth(token)
         .body(vec![b'x'; 2 * 1024 * 1024])
-        .send()
-        .unwrap();
-    assert_eq!(response.version(), version);
-    assert_eq!(response.status(), 413);
+        .send();
+    match response {
+        Ok(response) => {
+            assert_eq!(response.version(), version);
+            assert_eq!(response.status(), 413);
+        }
+        // HTTP/1.1: the server answers 413 from the Content-Length and closes without reading
+        // the body; a client still writing it may see the closed connection before the answer.
+        Err(e) if version == reqwest::Version::HTTP_11 => {
+            assert!(e.is_request(), "a connection error, not {e:?}");
+        }
+        Err(e) => panic!("{e:?}"),
+    }
 }
 
 #[test]
