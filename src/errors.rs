@@ -173,8 +173,9 @@ fn injected(
             retry_after_seconds,
             "Too Many Requests: retry after the time in Retry-After (injected fault).\n",
         ),
-        // Latency only delays (handled before execution); answered as busy if it ever gets here.
-        Fault::Latency { .. } => soap(
+        // Latency only delays and a budget answers as `ServerBusy` (both handled in `faults`):
+        // answered as busy if one ever gets here.
+        Fault::Latency { .. } | Fault::ItemBudget { .. } => soap(
             StatusCode::INTERNAL_SERVER_ERROR,
             reply::fault("ErrorServerBusy", SERVER_BUSY_TEXT, &[]),
         ),

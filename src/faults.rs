@@ -6,8 +6,9 @@
 //! Matching happens after authentication and parsing, before anything is stored
 //! (`http::ews::handle`); the wire answers are written by `errors.rs`.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,11 @@ pub enum Fault {
     Latency { milliseconds: u64 },
     /// The connection is closed without an HTTP answer.
     DropConnection,
+    /// A throttling budget per app: at most `itemsPerMinute` CreateItem items a minute (a token
+    /// bucket that refills continuously); a request over it is answered as `serverBusy` with
+    /// the back-off after which the budget covers it.
+    #[serde(rename_all = "camelCase")]
+    ItemBudget { items_per_minute: u64 },
 }
 
 impl Fault {
@@ -73,13 +79,14 @@ impl Fault {
             Fault::Http429 { .. } => "http429",
             Fault::Latency { .. } => "latency",
             Fault::DropConnection => "dropConnection",
+            Fault::ItemBudget { .. } => "itemBudget",
         }
     }
 
     /// The HTTP status of the answer (0: no answer, the connection is closed).
     pub fn http_status(&self) -> u16 {
         match self {
-            Fault::ServerBusy { .. } => 500,
+            Fault::ServerBusy { .. } | Fault::ItemBudget { .. } => 500,
             Fault::ItemServerBusy { .. } | Fault::Latency { .. } => 200,
             Fault::Http503 { .. } => 503,
             Fault::Http429 { .. } => 429,
@@ -108,6 +115,9 @@ impl Fault {
             Fault::Latency { milliseconds: n } if n > MAX_LATENCY_MS => Err(format!(
                 "latency milliseconds must be at most {MAX_LATENCY_MS} (got {n})."
             )),
+            Fault::ItemBudget {
+                items_per_minute: 0,
+            } => Err("itemsPerMinute must be at least 1.".into()),
             _ => Ok(()),
         }
     }
@@ -134,6 +144,9 @@ impl std::fmt::Display for Fault {
             } => write!(f, "{} (Retry-After {retry_after_seconds})", self.kind()),
             Fault::Latency { milliseconds } => write!(f, "latency ({milliseconds} ms)"),
             Fault::DropConnection => write!(f, "dropConnection (connection closed, no answer)"),
+            Fault::ItemBudget { items_per_minute } => {
+                write!(f, "itemBudget ({items_per_minute} items per minute)")
+            }
         }
     }
 }
@@ -166,6 +179,36 @@ pub struct Rule {
     /// Faults injected so far.
     pub injected: u64,
     pub fault: Fault,
+    /// Item budgets (`itemBudget`): the bucket of each app.
+    #[serde(skip)]
+    buckets: HashMap<Uuid, Bucket>,
+}
+
+/// A token bucket: `tokens` items available at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes `items` from a bucket of `capacity` refilled at `capacity` a minute; or the time
+    /// until they would be available. A batch larger than the budget waits for a full bucket.
+    fn take(&mut self, items: usize, capacity: u64, now: Instant) -> Result<(), Duration> {
+        let capacity = capacity as f64;
+        let rate = capacity / 60.0; // per second
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        self.at = now;
+        let need = (items as f64).min(capacity);
+        if self.tokens >= need {
+            self.tokens -= need;
+            Ok(())
+        } else {
+            let wait = (need - self.tokens) / rate;
+            Err(Duration::from_millis((wait * 1000.0).ceil() as u64))
+        }
+    }
 }
 
 impl Rule {
@@ -202,6 +245,11 @@ impl Rule {
             return Err("count must be at least 1 (leave it out for no limit).".into());
         }
         input.fault.validate()?;
+        if matches!(input.fault, Fault::ItemBudget { .. })
+            && (input.probability.is_some() || input.count.is_some())
+        {
+            return Err("probability and count do not apply to an itemBudget rule.".into());
+        }
         let id = match input.id.map(|s| s.trim().to_string()) {
             Some(id) if id.is_empty() || id.len() > 100 || id.contains('/') => {
                 return Err(format!(
@@ -220,6 +268,7 @@ impl Rule {
             remaining: input.count,
             injected: 0,
             fault: input.fault,
+            buckets: HashMap::new(),
         })
     }
 
@@ -308,7 +357,9 @@ impl Faults {
     /// Decides the faults of one request. Rules are tried in order: every latency rule that
     /// fires adds its delay; the first other rule that fires answers the request. A rule with a
     /// count is removed once it has injected that many faults.
-    pub fn pick(&self, tenant: Uuid, app_id: Uuid, operation: &str) -> Injection {
+    ///
+    /// `items` is the number of items of a CreateItem request (what an item budget counts).
+    pub fn pick(&self, tenant: Uuid, app_id: Uuid, operation: &str, items: usize) -> Injection {
         let mut rules = self.lock();
         let mut injection = Injection::default();
         if rules.list.is_empty() {
@@ -317,6 +368,28 @@ impl Faults {
         let mut rng = rand::thread_rng();
         for rule in rules.list.iter_mut() {
             if !rule.matches(tenant, app_id, operation) {
+                continue;
+            }
+            if let Fault::ItemBudget { items_per_minute } = rule.fault {
+                if items == 0 {
+                    continue;
+                }
+                let now = Instant::now();
+                let bucket = rule.buckets.entry(app_id).or_insert(Bucket {
+                    tokens: items_per_minute as f64,
+                    at: now,
+                });
+                if let Err(wait) = bucket.take(items, items_per_minute, now) {
+                    rule.injected += 1;
+                    let back_off_milliseconds = wait.as_millis().max(1) as u64;
+                    injection.fault = Some((
+                        rule.id.clone(),
+                        Fault::ServerBusy {
+                            back_off_milliseconds,
+                        },
+                    ));
+                    break;
+                }
                 continue;
             }
             let fires = rule.probability >= 1.0
@@ -420,11 +493,50 @@ mod tests {
             .unwrap();
         let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
         for _ in 0..2 {
-            let i = faults.pick(t, a, "CreateItem");
+            let i = faults.pick(t, a, "CreateItem", 1);
             assert_eq!(i.delay, Duration::from_millis(10));
             assert!(matches!(i.fault, Some((_, Fault::Http503 { .. }))));
         }
-        assert_eq!(faults.pick(t, a, "CreateItem").fault, None);
+        assert_eq!(faults.pick(t, a, "CreateItem", 1).fault, None);
         assert_eq!(faults.list().len(), 1);
+    }
+
+    #[test]
+    fn item_budget_throttles_per_app_with_the_back_off_that_recovers_it() {
+        let mut bucket = Bucket {
+            tokens: 60.0,
+            at: Instant::now(),
+        };
+        let now = bucket.at;
+        assert!(bucket.take(50, 60, now).is_ok());
+        // 10 left, 20 wanted: 10 more at 1 item/s is 10 s.
+        assert_eq!(bucket.take(20, 60, now), Err(Duration::from_secs(10)));
+        assert!(bucket.take(20, 60, now + Duration::from_secs(10)).is_ok());
+        // A batch over the budget waits for a full bucket.
+        assert_eq!(
+            bucket.take(500, 60, now + Duration::from_secs(10)),
+            Err(Duration::from_secs(60))
+        );
+
+        let faults = Faults::default();
+        faults
+            .add(input(r#"{"fault":{"kind":"itemBudget","itemsPerMinute":3}}"#).unwrap())
+            .unwrap();
+        let (t, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(faults.pick(t, a, "CreateItem", 3).fault, None);
+        assert_eq!(faults.pick(t, a, "GetFolder", 0).fault, None);
+        match faults.pick(t, a, "CreateItem", 1).fault {
+            Some((
+                _,
+                Fault::ServerBusy {
+                    back_off_milliseconds,
+                },
+            )) => assert!((19_000..=20_000).contains(&back_off_milliseconds)),
+            other => panic!("{other:?}"),
+        }
+        // Another app has its own budget.
+        assert_eq!(faults.pick(t, b, "CreateItem", 3).fault, None);
+        assert!(input(r#"{"count":1,"fault":{"kind":"itemBudget","itemsPerMinute":3}}"#).is_err());
+        assert!(input(r#"{"fault":{"kind":"itemBudget","itemsPerMinute":0}}"#).is_err());
     }
 }

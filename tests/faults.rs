@@ -489,3 +489,40 @@ fn the_admin_key_is_required() {
     let token = server.token();
     assert_eq!(server.ews(&token, &one_item()).status, 200);
 }
+
+#[test]
+fn an_item_budget_throttles_with_the_back_off_that_recovers_it() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let before = stored(&server, &token);
+    add_rule(
+        &server,
+        json!({"appId": APP_ID, "fault": {"kind": "itemBudget", "itemsPerMinute": 3}}),
+    );
+    let three = create_item(&[
+        Msg::default().xml(),
+        Msg::default().xml(),
+        Msg::default().xml(),
+    ]);
+    let reply = server.ews(&token, &three);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.item_ids().len(), 3);
+    // GetFolder carries no items: not counted.
+    assert_eq!(stored(&server, &token), before + 3);
+
+    let reply = server.ews(&token, &one_item());
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert!(reply.body.contains(">a:ErrorServerBusy</faultcode>"));
+    let back_off: u64 = between(&reply.body, "<t:Value Name=\"BackOffMilliseconds\">", "<")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // One item at 3 a minute: about 20 s, less the time since the first request.
+    assert!((15_000..=20_000).contains(&back_off), "{back_off}");
+    assert_eq!(stored(&server, &token), before + 3);
+    let record = server.ingestion(&reply.correlation_id().unwrap());
+    assert_eq!(record["outcome"], "Faulted");
+    assert!(record["error"].as_str().unwrap().contains("serverBusy"));
+    let (_, list) = call(&server, Method::GET, "/api/faults", None);
+    assert_eq!(list["value"][0]["injected"], 1);
+}

@@ -161,7 +161,7 @@ async fn index(_: Admin) -> impl IntoResponse {
         ("DELETE", format!("{T}/search?query=&force="), "delete the matches (subject to holds)"),
         ("POST", "/api/reset?scope=&force=".into(), "remove all items and records (scope=all: restore fixtures)"),
         ("GET", "/api/faults".into(), "fault injection rules, in the order they are tried"),
-        ("PUT", "/api/faults".into(), "replace every rule: [{id?, tenant?, appId?, operation?, probability?, count?, fault: {kind, ...}}]"),
+        ("PUT", "/api/faults".into(), "replace every rule: [{id?, tenant?, appId?, operation?, probability?, count?, fault: {kind: serverBusy|itemServerBusy|http503|http429|latency|dropConnection|itemBudget, ...}}]"),
         ("POST", "/api/faults".into(), "add a rule (same shape); answers it with its id"),
         ("DELETE", "/api/faults".into(), "remove every rule"),
         ("GET", "/api/faults/{id}".into(), "a rule, with the faults it injected and how many remain"),

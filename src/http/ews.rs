@@ -111,7 +111,13 @@ async fn inject_faults(
 ) -> Result<(), EndpointError> {
     use crate::ews::types::Operation;
     let tenant = principal.tenant.0;
-    let injection = state.faults.pick(tenant, principal.app_id.0, operation);
+    let items = match &parsed.operation {
+        Operation::CreateItem(create) => create.items.len(),
+        _ => 0,
+    };
+    let injection = state
+        .faults
+        .pick(tenant, principal.app_id.0, operation, items);
     if !injection.delay.is_zero() {
         info!(
             milliseconds = injection.delay.as_millis() as u64,
@@ -121,10 +127,6 @@ async fn inject_faults(
     }
     let Some((rule, fault)) = injection.fault else {
         return Ok(());
-    };
-    let items = match &parsed.operation {
-        Operation::CreateItem(create) => create.items.len(),
-        _ => 0,
     };
     let error = EndpointError::Injected {
         rule,
