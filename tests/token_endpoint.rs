@@ -330,7 +330,6 @@ fn each_token_error_has_its_aadsts_code() {
     ];
     for (name, tenant, form, status, error, code) in cases {
         let (got, body) = token_request(&server, tenant, &form);
-        eprintln!("{name}: {got} {body}");
         assert_entra_error(got, &body, status, error, code);
     }
 }

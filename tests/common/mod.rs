@@ -2,6 +2,8 @@
 //! talks to it over real sockets (HTTPS with the server's own development CA).
 #![allow(dead_code)]
 
+pub mod forge;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
