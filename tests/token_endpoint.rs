@@ -330,6 +330,7 @@ fn each_token_error_has_its_aadsts_code() {
     ];
     for (name, tenant, form, status, error, code) in cases {
         let (got, body) = token_request(&server, tenant, &form);
+        assert_eq!(got, status, "{name}: {body}");
         assert_entra_error(got, &body, status, error, code);
     }
 }
