@@ -102,6 +102,11 @@ impl IntoResponse for EndpointError {
                 "ErrorInvalidRequest",
                 &error.to_string(),
             ),
+            EndpointError::Ingest(error @ IngestError::ConnectorPaused { .. }) => fault(
+                StatusCode::FORBIDDEN,
+                "ErrorAccessDenied",
+                &error.to_string(),
+            ),
             EndpointError::Ingest(error @ IngestError::UnknownTenant(_)) => fault(
                 StatusCode::UNAUTHORIZED,
                 "ErrorAccessDenied",

@@ -24,12 +24,19 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
             "--log-format",
             "json",
             "--log",
-            "debug",
+            "info,tantivy=warn,ingest_emulator=debug",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start");
+    // Read the logs as they come, so the server never blocks on a full pipe.
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut logs = String::new();
+        stderr.read_to_string(&mut logs).unwrap();
+        logs
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
         let line = lines.next().expect("banner").unwrap();
@@ -38,13 +45,6 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    // Read the logs as they come, so the server never blocks on a full pipe.
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut logs = String::new();
-        stderr.read_to_string(&mut logs).unwrap();
-        logs
-    });
     let client = client_for(None);
     let token = {
         let response = client

@@ -3,6 +3,7 @@
 //! as Microsoft Graph names things; errors shaped as Graph shapes them.
 
 mod apps;
+mod connectors;
 mod directory;
 mod error;
 mod faults;
@@ -84,6 +85,7 @@ pub fn routes() -> Router<AppState> {
         .merge(search::routes())
         .merge(mailboxes::routes())
         .merge(faults::routes())
+        .merge(connectors::routes())
         .route("/api/{*rest}", axum::routing::any(unknown_route))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(error::request_id))
@@ -171,6 +173,7 @@ async fn index(_: Admin) -> impl IntoResponse {
         ("DELETE", "/api/signingKeys/{kid}".into(), "unpublish an inactive signing key"),
     ]
     .into_iter()
+    .chain(connectors::index())
     .map(|(method, path, description)| {
         json!({ "method": method, "path": path, "description": description })
     })

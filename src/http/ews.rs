@@ -75,6 +75,7 @@ fn error_outcome(error: &EndpointError) -> &'static str {
         EndpointError::Ingest(IngestError::SenderNotActive { .. }) => "SenderNotActive",
         EndpointError::Ingest(IngestError::TooManyItems { .. }) => "TooManyItems",
         EndpointError::Ingest(IngestError::Store(_)) => "StoreError",
+        EndpointError::Ingest(IngestError::ConnectorPaused { .. }) => "ConnectorPaused",
         EndpointError::Ingest(_) => "Refused",
         EndpointError::Injected { .. } => "Faulted",
     }

@@ -28,6 +28,9 @@ pub enum IngestError {
     UnsupportedOperation(String),
     #[error("the token's tenant {0} does not exist")]
     UnknownTenant(TenantId),
+    /// The app's data connector in the tenant is paused by the tenant's admin.
+    #[error("The data connector '{name}' (id {id}) of this app is paused in this tenant: its requests are refused and nothing was stored. The tenant's admin resumes it (PUT /api/compliance/connectors/{id} {{\"paused\": false}}).")]
+    ConnectorPaused { name: String, id: Uuid },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -72,11 +75,33 @@ async fn create_item(
     let tenant = store
         .tenant(principal.tenant)?
         .ok_or(IngestError::UnknownTenant(principal.tenant))?;
+    if let Some(c) = store.partner_connector(principal.tenant, principal.app_id.0)? {
+        if c.paused {
+            return Err(IngestError::ConnectorPaused {
+                name: c.name,
+                id: c.id,
+            });
+        }
+    }
     let validated: Vec<Result<Item, ItemError>> =
         create.items.iter().map(validate::validate).collect();
 
     for item in validated.iter().flatten() {
         if let Some(address) = route::inactive_sender(store, &tenant, item)? {
+            // Nothing of the request is stored; the journal still tells what happened.
+            store.record_ingestion(&IngestionRecord {
+                correlation_id,
+                tenant: tenant.id,
+                app_id: Some(principal.app_id.0),
+                received: Utc::now(),
+                operation: "CreateItem".into(),
+                http_status: 401,
+                outcome: "Refused".into(),
+                items: Vec::new(),
+                error: Some(format!(
+                    "the sender {address} has no active mailbox in the tenant: whole request refused"
+                )),
+            })?;
             return Err(IngestError::SenderNotActive { address });
         }
     }
@@ -157,9 +182,16 @@ async fn create_item(
         error: None,
     };
     let indexed: Vec<ItemRecord> = items.iter().map(|(item, _)| item.clone()).collect();
+    let outcomes = record.items.clone();
     store
         .commit_ingestion(IngestionCommit { record, items })
         .await?;
+    // The request is one import of the app's data connector in the tenant, if it has one.
+    let (tenant_id, app_id) = (principal.tenant, principal.app_id.0);
+    let recorded = store.record_partner_request(tenant_id, app_id, correlation_id, &outcomes);
+    if let Err(e) = recorded.await {
+        warn!(error = %e, "the connector's import history was not recorded");
+    }
     crate::search::indexed(state, &indexed);
     info!(
         items = results.len(),

@@ -8,6 +8,7 @@
 //!   share one flush (group commit): nothing fsyncs per item.
 //! - Keys are `tenant (16 bytes) || lower-case name`, so one tenant's records are one prefix.
 
+pub mod connectors;
 pub mod mailbox;
 pub mod model;
 
@@ -251,6 +252,7 @@ impl Store {
         for item in self.items_of_tenant(id)? {
             self.remove_item_unchecked(item.id)?;
         }
+        self.delete_connectors_of(id)?;
         i.tenants.remove(id.0.as_bytes())?;
         Ok(true)
     }

@@ -1,0 +1,480 @@
+//! Data connectors and their import history.
+//!
+//! A connector brings one third-party source into a tenant's mailboxes: a `partner` connector
+//! (an app pushing over EWS, identified by its appId) or a native source (Pivot, Symphony, ...).
+//! Every import (for a partner connector: every CreateItem request of its app in its tenant)
+//! leaves one [`ImportRecord`] in the connector's history.
+//!
+//! Trees of this module:
+//! - `connectors`: `connector id (16)` -> [`ConnectorRecord`] (JSON). Few records: listings
+//!   scan the tree.
+//! - `connector_history`: `connector id (16) || (u64::MAX - completed micros) (8, BE) ||
+//!   import id (16)` -> [`ImportRecord`] (JSON), so a prefix scan is newest first.
+//!
+//! The counters of the connector record (totals, last import, last error) are written in the
+//! same transaction as the history record.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+use uuid::Uuid;
+
+use super::model::ItemOutcomeRecord;
+use super::{abort, decode, encode, Result, Store, StoreError};
+use crate::domain::TenantId;
+
+const CONNECTORS_TREE: &str = "connectors";
+const HISTORY_TREE: &str = "connector_history";
+
+/// The connector kind of an app pushing over EWS.
+pub const PARTNER: &str = "partner";
+
+/// Default import interval: 24 hours, as Merge1 delivers.
+pub const DEFAULT_INTERVAL_MINUTES: u32 = 24 * 60;
+
+/// Failed items listed in one import record (the counts are always complete).
+pub const LISTED_FAILURES: usize = 100;
+
+/// The native sources (Veritas Merge1 connectors) a connector may name as its kind, in their
+/// documented spelling. Matched case-insensitively.
+pub const NATIVE_SOURCES: &[&str] = &[
+    "Pivot",
+    "Symphony",
+    "CellTrust",
+    "Bloomberg Message",
+    "ICE Chat",
+    "Slack",
+    "Zoom",
+    "Cisco Jabber",
+    "Cisco Jabber on MS SQL",
+    "Cisco Jabber on Oracle",
+    "Cisco Jabber on PostgreSQL",
+    "EML",
+    "Enterprise Number",
+    "FX Connect",
+    "Jive",
+    "MS SQL Database",
+    "Redtail Speak",
+    "Reuters Dealing",
+    "Reuters Eikon",
+    "Reuters FX",
+    "RingCentral",
+    "Salesforce Chatter",
+    "ServiceNow",
+    "Skype for Business",
+    "Text-delimited",
+    "Webex Teams",
+    "Web pages",
+    "Workplace from Facebook",
+    "XIP",
+    "XSLT/XML",
+    "Yieldbroker",
+    "YouTube",
+];
+
+/// The documented spelling of a native source, if `kind` names one.
+pub fn native_source(kind: &str) -> Option<&'static str> {
+    NATIVE_SOURCES
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(kind.trim()))
+        .copied()
+}
+
+/// How a connector maps the source's users to the tenant's users.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MappingRecord {
+    /// Map automatically by the item's Email property (the user's addresses).
+    pub automatic: bool,
+    /// External id (as the source names a user) -> user principal name, tried first.
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl Default for MappingRecord {
+    fn default() -> Self {
+        MappingRecord {
+            automatic: true,
+            explicit: BTreeMap::new(),
+        }
+    }
+}
+
+/// Running totals of a connector, kept with each import.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorTotals {
+    pub imports: u64,
+    pub imported: u64,
+    pub partially_imported: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub last_import: Option<DateTime<Utc>>,
+    /// The reason of the newest failed item, if any import ever failed one.
+    pub last_error: Option<String>,
+    /// Whether the newest import failed every item it had to import.
+    pub last_import_failed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorRecord {
+    pub id: Uuid,
+    pub tenant: Uuid,
+    /// Unique in the tenant, case-insensitively.
+    pub name: String,
+    /// [`PARTNER`] or a native source of [`NATIVE_SOURCES`] (documented spelling).
+    pub kind: String,
+    /// The app of a partner connector.
+    pub app_id: Option<Uuid>,
+    pub mapping: MappingRecord,
+    pub interval_minutes: u32,
+    /// The users in scope (user principal names); `None` is every user.
+    pub scope: Option<Vec<String>>,
+    pub paused: bool,
+    pub created: DateTime<Utc>,
+    pub modified: DateTime<Utc>,
+    #[serde(default)]
+    pub totals: ConnectorTotals,
+}
+
+/// One failed item of an import.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedItemRecord {
+    /// The item's position in the request (partner) or in the staging batch (native).
+    pub index: usize,
+    /// The item's id at the source, when it has one.
+    pub source_id: Option<String>,
+    pub code: String,
+    pub reason: String,
+}
+
+/// One import, with the fields of Purview's admin log. `items_available_for_import` is not
+/// stored: it is the sum of the four outcomes, so the invariant holds by construction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportRecord {
+    pub id: Uuid,
+    pub connector: Uuid,
+    pub completed: DateTime<Utc>,
+    /// The ingestion request (partner connectors).
+    pub correlation_id: Option<Uuid>,
+    /// Items the source delivered (before fan-out to participants).
+    pub items_from_source: u64,
+    pub imported: u64,
+    pub partially_imported: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// At most [`LISTED_FAILURES`] failed items.
+    pub failures: Vec<FailedItemRecord>,
+}
+
+impl ImportRecord {
+    /// Items available for import after fan-out: imported + partially imported + skipped +
+    /// failed.
+    pub fn items_for_import(&self) -> u64 {
+        self.imported + self.partially_imported + self.skipped + self.failed
+    }
+
+    /// The import of one partner CreateItem request: every item of the request is one item
+    /// from the source; after fan-out each stored copy (one per participant's mailbox) is
+    /// one imported item, and each failed item is one failed item (it reached no mailbox).
+    pub fn partner(connector: Uuid, correlation_id: Uuid, outcomes: &[ItemOutcomeRecord]) -> Self {
+        let mut imported = 0;
+        let mut failures = Vec::new();
+        let mut failed = 0;
+        for outcome in outcomes {
+            match outcome {
+                ItemOutcomeRecord::Stored { copies, .. } => imported += copies.len() as u64,
+                ItemOutcomeRecord::Failed {
+                    index,
+                    code,
+                    message,
+                } => {
+                    failed += 1;
+                    if failures.len() < LISTED_FAILURES {
+                        failures.push(FailedItemRecord {
+                            index: *index,
+                            source_id: None,
+                            code: code.clone(),
+                            reason: message.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        ImportRecord {
+            id: Uuid::new_v4(),
+            connector,
+            completed: Utc::now(),
+            correlation_id: Some(correlation_id),
+            items_from_source: outcomes.len() as u64,
+            imported,
+            partially_imported: 0,
+            skipped: 0,
+            failed,
+            failures,
+        }
+    }
+}
+
+fn history_key(connector: Uuid, at: DateTime<Utc>, id: Uuid) -> Vec<u8> {
+    let mut key = connector.as_bytes().to_vec();
+    let micros = at.timestamp_micros().max(0) as u64;
+    key.extend_from_slice(&(u64::MAX - micros).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+impl Store {
+    fn connectors_tree(&self) -> Result<sled::Tree> {
+        Ok(self.inner.db.open_tree(CONNECTORS_TREE)?)
+    }
+
+    fn history_tree(&self) -> Result<sled::Tree> {
+        Ok(self.inner.db.open_tree(HISTORY_TREE)?)
+    }
+
+    /// Every connector (of every tenant), oldest first.
+    pub fn connectors(&self) -> Result<Vec<ConnectorRecord>> {
+        let mut out: Vec<ConnectorRecord> = self
+            .connectors_tree()?
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect::<Result<_>>()?;
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub fn connector(&self, id: Uuid) -> Result<Option<ConnectorRecord>> {
+        match self.connectors_tree()?.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates or replaces a connector. A name already used by another connector of the tenant,
+    /// or an app already served by another partner connector of the tenant, is a conflict.
+    /// The caller serialises writes (check-then-write). Not flushed.
+    pub fn put_connector(&self, connector: &ConnectorRecord) -> Result<()> {
+        for other in self.connectors()? {
+            if other.id == connector.id || other.tenant != connector.tenant {
+                continue;
+            }
+            if other.name.eq_ignore_ascii_case(&connector.name) {
+                return Err(StoreError::Conflict(format!(
+                    "A connector named '{}' already exists in tenant '{}' (id {}).",
+                    other.name, other.tenant, other.id
+                )));
+            }
+            if connector.app_id.is_some() && other.app_id == connector.app_id {
+                return Err(StoreError::Conflict(format!(
+                    "The app '{}' already has a partner connector in tenant '{}': '{}' (id {}).",
+                    other.app_id.unwrap_or_default(),
+                    other.tenant,
+                    other.name,
+                    other.id
+                )));
+            }
+        }
+        self.connectors_tree()?
+            .insert(connector.id.as_bytes(), encode(connector)?)?;
+        Ok(())
+    }
+
+    /// Deletes a connector and its history. Not flushed.
+    pub fn delete_connector(&self, id: Uuid) -> Result<bool> {
+        let existed = self.connectors_tree()?.remove(id.as_bytes())?.is_some();
+        let history = self.history_tree()?;
+        for key in history.scan_prefix(id.as_bytes()).keys() {
+            history.remove(key?)?;
+        }
+        Ok(existed)
+    }
+
+    /// Deletes every connector of `tenant` with its history (the tenant is being deleted).
+    pub fn delete_connectors_of(&self, tenant: TenantId) -> Result<()> {
+        for connector in self.connectors()? {
+            if connector.tenant == tenant.0 {
+                self.delete_connector(connector.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The partner connector of `app_id` in `tenant`, if the tenant has one.
+    pub fn partner_connector(
+        &self,
+        tenant: TenantId,
+        app_id: Uuid,
+    ) -> Result<Option<ConnectorRecord>> {
+        Ok(self
+            .connectors()?
+            .into_iter()
+            .find(|c| c.tenant == tenant.0 && c.app_id == Some(app_id)))
+    }
+
+    /// Records one import of `connector` and updates its totals, in one transaction. Not
+    /// flushed (the next flush covers it). False when the connector no longer exists.
+    pub fn record_import(&self, import: &ImportRecord) -> Result<bool> {
+        let connectors = self.connectors_tree()?;
+        let history = self.history_tree()?;
+        let found = (&connectors, &history).transaction(|(connectors, history)| {
+            let Some(bytes) = connectors.get(import.connector.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut connector: ConnectorRecord = decode(&bytes).map_err(abort)?;
+            let t = &mut connector.totals;
+            t.imports += 1;
+            t.imported += import.imported;
+            t.partially_imported += import.partially_imported;
+            t.skipped += import.skipped;
+            t.failed += import.failed;
+            t.last_import = Some(import.completed);
+            if let Some(failure) = import.failures.first() {
+                t.last_error = Some(failure.reason.clone());
+            }
+            t.last_import_failed = import.failed > 0
+                && import.imported + import.partially_imported + import.skipped == 0;
+            connectors.insert(
+                import.connector.as_bytes(),
+                encode(&connector).map_err(abort)?,
+            )?;
+            history.insert(
+                history_key(import.connector, import.completed, import.id),
+                encode(import).map_err(abort)?,
+            )?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(true)
+        })?;
+        Ok(found)
+    }
+
+    /// The imports of a connector, newest first.
+    pub fn imports(&self, connector: Uuid, skip: usize, top: usize) -> Result<Vec<ImportRecord>> {
+        self.history_tree()?
+            .scan_prefix(connector.as_bytes())
+            .values()
+            .skip(skip)
+            .take(top)
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Records the import of one CreateItem request of `app_id` in `tenant`, when the tenant
+    /// has a partner connector for that app (the hook of `ingest::create_item`), and waits
+    /// until the record is on disk (a flush shared with concurrent requests). Requests of apps
+    /// without a connector cost one scan of the (small) connectors tree and no flush.
+    pub async fn record_partner_request(
+        &self,
+        tenant: TenantId,
+        app_id: Uuid,
+        correlation_id: Uuid,
+        outcomes: &[ItemOutcomeRecord],
+    ) -> Result<()> {
+        let Some(connector) = self.partner_connector(tenant, app_id)? else {
+            return Ok(());
+        };
+        let import = ImportRecord::partner(connector.id, correlation_id, outcomes);
+        if self.record_import(&import)? {
+            self.durable().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::CopyRecord;
+
+    fn connector(tenant: Uuid, name: &str, app: Option<Uuid>) -> ConnectorRecord {
+        ConnectorRecord {
+            id: Uuid::new_v4(),
+            tenant,
+            name: name.into(),
+            kind: if app.is_some() { PARTNER } else { "Pivot" }.into(),
+            app_id: app,
+            mapping: MappingRecord::default(),
+            interval_minutes: DEFAULT_INTERVAL_MINUTES,
+            scope: None,
+            paused: false,
+            created: Utc::now(),
+            modified: Utc::now(),
+            totals: ConnectorTotals::default(),
+        }
+    }
+
+    fn copy(mailbox: &str) -> CopyRecord {
+        CopyRecord {
+            mailbox: mailbox.into(),
+            folder: "Inbox".into(),
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_tenant_and_history_is_newest_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let (t1, t2, app) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let a = connector(t1, "Feed", Some(app));
+        store.put_connector(&a).expect("put");
+        assert!(matches!(
+            store.put_connector(&connector(t1, "feed", None)),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.put_connector(&connector(t1, "Other", Some(app))),
+            Err(StoreError::Conflict(_))
+        ));
+        store
+            .put_connector(&connector(t2, "Feed", Some(app)))
+            .expect("another tenant");
+        assert_eq!(
+            store
+                .partner_connector(TenantId(t1), app)
+                .expect("read")
+                .map(|c| c.id),
+            Some(a.id)
+        );
+
+        let outcomes = vec![
+            ItemOutcomeRecord::Stored {
+                index: 0,
+                item_id: Uuid::new_v4(),
+                copies: vec![copy("a@x"), copy("b@x")],
+            },
+            ItemOutcomeRecord::Failed {
+                index: 1,
+                code: "ErrorItemSave".into(),
+                message: "no participant".into(),
+            },
+        ];
+        let first = ImportRecord::partner(a.id, Uuid::new_v4(), &outcomes);
+        assert_eq!(first.items_from_source, 2);
+        assert_eq!(first.items_for_import(), 3);
+        assert_eq!((first.imported, first.failed), (2, 1));
+        assert!(store.record_import(&first).expect("record"));
+        let mut second = ImportRecord::partner(a.id, Uuid::new_v4(), &outcomes[..1]);
+        second.completed = first.completed + chrono::Duration::seconds(1);
+        assert!(store.record_import(&second).expect("record"));
+        let history = store.imports(a.id, 0, 10).expect("history");
+        assert_eq!(
+            history.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [second.id, first.id]
+        );
+        let totals = store.connector(a.id).expect("read").expect("there").totals;
+        assert_eq!((totals.imports, totals.imported, totals.failed), (2, 4, 1));
+        assert_eq!(totals.last_error.as_deref(), Some("no participant"));
+        assert!(!totals.last_import_failed);
+
+        assert!(store.delete_connector(a.id).expect("delete"));
+        assert!(store.imports(a.id, 0, 10).expect("history").is_empty());
+        assert!(!store
+            .record_import(&ImportRecord::partner(a.id, Uuid::new_v4(), &outcomes))
+            .expect("record"));
+    }
+}
