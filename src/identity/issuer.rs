@@ -105,13 +105,31 @@ async fn openid_v2(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (tid, segment) = match document_tenant(&state, &tenant) {
+    openid_document(&state, &tenant, &headers, openid_configuration_v2)
+}
+
+async fn openid_v1(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    openid_document(&state, &tenant, &headers, openid_configuration_v1)
+}
+
+/// Answers an OpenID configuration document for `tenant`, built on the client's base URL.
+fn openid_document(
+    state: &AppState,
+    tenant: &str,
+    headers: &HeaderMap,
+    build: fn(&str, &str, &str) -> Value,
+) -> Response {
+    let (tid, segment) = match document_tenant(state, tenant) {
         Ok(Some(found)) => found,
-        Ok(None) => return unknown_tenant_document(&tenant, &headers),
-        Err(e) => return e.into_response_for(&headers),
+        Ok(None) => return unknown_tenant_document(tenant, headers),
+        Err(e) => return e.into_response_for(headers),
     };
-    let base = crate::http::base_url(&state, &headers);
-    json_response(openid_configuration_v2(&base, &tid, &segment))
+    let base = crate::http::base_url(state, headers);
+    json_response(build(&base, &tid, &segment))
 }
 
 /// The v2.0 OpenID configuration document.
@@ -143,18 +161,9 @@ pub fn openid_configuration_v2(base: &str, tid: &str, segment: &str) -> Value {
     })
 }
 
-async fn openid_v1(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let (tid, segment) = match document_tenant(&state, &tenant) {
-        Ok(Some(found)) => found,
-        Ok(None) => return unknown_tenant_document(&tenant, &headers),
-        Err(e) => return e.into_response_for(&headers),
-    };
-    let base = crate::http::base_url(&state, &headers);
-    json_response(json!({
+/// The v1 OpenID configuration document.
+pub fn openid_configuration_v1(base: &str, tid: &str, segment: &str) -> Value {
+    json!({
         "token_endpoint": format!("{base}/{segment}/oauth2/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
         "jwks_uri": format!("{base}/{segment}/discovery/keys"),
@@ -179,7 +188,7 @@ async fn openid_v1(
         "cloud_graph_host_name": "graph.windows.net",
         "msgraph_host": "graph.microsoft.com",
         "rbac_url": "https://pas.windows.net",
-    }))
+    })
 }
 
 async fn jwks(
