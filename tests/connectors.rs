@@ -10,22 +10,6 @@ use serde_json::{json, Value};
 
 const BASE: &str = "/api/compliance/connectors";
 
-fn call(server: &Server, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = server.admin(method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().expect("admin request");
-    let status = response.status().as_u16();
-    let text = response.text().unwrap_or_default();
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-    };
-    (status, value)
-}
-
 fn create(server: &Server, body: Value) -> Value {
     let (status, value) = call(server, Method::POST, BASE, Some(body));
     assert_eq!(status, 201, "{value}");

@@ -13,18 +13,6 @@ use serde_json::{json, Value};
 const MAILBOX: &str = "alice@contoso.com";
 const FOLDER: &str = "recoverableitemspurges";
 
-fn call(server: &Server, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = server.admin(method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().expect("admin request");
-    let status = response.status().as_u16();
-    let text = response.text().unwrap_or_default();
-    let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, value)
-}
-
 /// Adds a rule; its id.
 fn add_rule(server: &Server, rule: Value) -> String {
     let (status, body) = call(server, Method::POST, "/api/faults", Some(rule));

@@ -11,22 +11,6 @@ use serde_json::{json, Value};
 const T: &str = "/api/tenants/11111111-1111-1111-1111-111111111111";
 const PURGES: &str = "Recoverable%20Items/Purges";
 
-fn call(server: &Server, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = server.admin(method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().expect("admin request");
-    let status = response.status().as_u16();
-    let text = response.text().expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
-    };
-    (status, body)
-}
-
 fn get(server: &Server, path: &str) -> Value {
     let (status, body) = call(server, Method::GET, path, None);
     assert_eq!(status, 200, "GET {path}: {body}");

@@ -464,3 +464,26 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// An admin API request with an optional JSON body: the status and the JSON answer (`null`
+/// when the body is empty; a non-JSON body fails the test).
+pub fn call(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = server.admin(method, path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().expect("admin request");
+    let status = response.status().as_u16();
+    let text = response.text().expect("body");
+    let value = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+    };
+    (status, value)
+}
