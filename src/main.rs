@@ -147,9 +147,14 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
 
     let store = state.store.clone();
     let retention = mailboxes::spawn_retention(state.clone(), mailboxes::DEFAULT_RETENTION_EVERY);
+    let scheduler = ingest_emulator::connectors::spawn_scheduler(
+        state.clone(),
+        ingest_emulator::connectors::SCHEDULER_TICK,
+    );
     let router = http::router(state);
     http::serve(listener, tls_config, router, shutdown_signal()).await;
     retention.abort();
+    scheduler.abort();
     store.flush().map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     drop(ephemeral_dir);

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,10 +18,12 @@ use uuid::Uuid;
 use super::error::{parse_guid, Admin, ApiError, ApiResult, Body};
 use super::{durable, write_lock};
 use crate::app::AppState;
+use crate::connectors::import::{self, ImportError, Trigger};
+use crate::connectors::staging::{self, StagingError};
 use crate::domain::TenantId;
 use crate::store::connectors::{
-    native_source, ConnectorRecord, ConnectorTotals, ImportRecord, MappingRecord,
-    DEFAULT_INTERVAL_MINUTES, NATIVE_SOURCES, PARTNER,
+    native_source, ConnectorRecord, ConnectorTotals, ImportRecord, MappingRecord, StagedPayload,
+    StagedRecord, DEFAULT_INTERVAL_MINUTES, NATIVE_SOURCES, PARTNER,
 };
 
 const BASE: &str = "/api/compliance/connectors";
@@ -28,6 +31,8 @@ const BASE: &str = "/api/compliance/connectors";
 const MAX_NAME: usize = 128;
 /// Longest interval accepted: 30 days.
 const MAX_INTERVAL_MINUTES: u32 = 30 * 24 * 60;
+/// Largest staging delivery: room for items over the 10 MB limit, which fail at import.
+const MAX_STAGING_BYTES: usize = 64 * 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -38,6 +43,14 @@ pub fn routes() -> Router<AppState> {
         )
         .route(&format!("{BASE}/{{id}}/status"), get(status))
         .route(&format!("{BASE}/{{id}}/history"), get(history))
+        .route(&format!("{BASE}/{{id}}/log"), get(log))
+        .route(&format!("{BASE}/{{id}}/run"), post(run))
+        .route(
+            &format!("{BASE}/{{id}}/staging"),
+            get(pending)
+                .post(stage)
+                .layer(DefaultBodyLimit::max(MAX_STAGING_BYTES)),
+        )
 }
 
 /// The lines of the `GET /api` index.
@@ -49,6 +62,10 @@ pub fn index() -> Vec<(&'static str, String, &'static str)> {
         ("GET", format!("{BASE}/{{id}}/status"), "state (Active|Paused|Error|ConsentRevoked), last import, items imported, errors, last error"),
         ("PUT", format!("{BASE}/{{id}}"), "update: {name?, mapping?, schedule?, scope?, paused?}"),
         ("GET", format!("{BASE}/{{id}}/history?top=&skip="), "imports, newest first (Purview's admin log fields)"),
+        ("GET", format!("{BASE}/{{id}}/log"), "the admin log of the last 7 days as CSV, with failed items and days without imports"),
+        ("POST", format!("{BASE}/{{id}}/staging"), "deliver items to a native connector: JSON item(s) {id?, from, to?, cc?, subject?, body?, bodyType?, date, email: [participants], attachments?: [{name, contentType?, contentBase64?}]} or one .eml (message/rfc822)"),
+        ("GET", format!("{BASE}/{{id}}/staging"), "items waiting for the next import"),
+        ("POST", format!("{BASE}/{{id}}/run"), "import the staged items now (native connectors)"),
         ("DELETE", format!("{BASE}/{{id}}"), "delete a connector and its history"),
     ]
 }
@@ -66,6 +83,9 @@ struct MappingBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ScheduleBody {
     interval_minutes: Option<u32>,
+    /// When the next import runs (native connectors); by default one interval after the last
+    /// run (or the creation).
+    next_run_date_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -192,7 +212,12 @@ fn view(state: &AppState, c: &ConnectorRecord) -> ApiResult<Value> {
         "kind": c.kind,
         "appId": c.app_id,
         "mapping": c.mapping,
-        "schedule": { "intervalMinutes": c.interval_minutes },
+        "schedule": {
+            "intervalMinutes": c.interval_minutes,
+            "nextRunDateTime": c.next_run,
+            "lastRunDateTime": c.last_run,
+        },
+        "pendingItems": if c.is_native() { json!(state.store.pending(c.id)?) } else { Value::Null },
         "scope": match &c.scope { None => json!("all"), Some(users) => json!(users) },
         "paused": c.paused,
         "createdDateTime": c.created,
@@ -397,7 +422,9 @@ async fn create(
         body.mapping.unwrap_or_default(),
         MappingRecord::default(),
     )?;
-    let interval = check_interval(body.schedule.unwrap_or_default(), DEFAULT_INTERVAL_MINUTES)?;
+    let schedule = body.schedule.unwrap_or_default();
+    let next_run_given = schedule.next_run_date_time;
+    let interval = check_interval(schedule, DEFAULT_INTERVAL_MINUTES)?;
     let scope = match body.scope {
         Some(scope) => check_scope(&state, tid, scope)?,
         None => None,
@@ -416,6 +443,10 @@ async fn create(
         created: now,
         modified: now,
         totals: ConnectorTotals::default(),
+        next_run: app_id.is_none().then(|| {
+            next_run_given.unwrap_or(now + chrono::Duration::minutes(i64::from(interval)))
+        }),
+        last_run: None,
     };
     {
         let _guard = write_lock();
@@ -484,7 +515,25 @@ async fn update(
             c.mapping = check_mapping(&state, tid, mapping, c.mapping.clone())?;
         }
         if let Some(schedule) = patch.schedule {
-            c.interval_minutes = check_interval(schedule, c.interval_minutes)?;
+            let next_run_given = schedule.next_run_date_time;
+            let interval = check_interval(schedule, c.interval_minutes)?;
+            if c.is_native() {
+                let since = c.last_run.unwrap_or(c.created);
+                c.next_run = Some(match next_run_given {
+                    Some(at) => at,
+                    None if interval != c.interval_minutes => {
+                        since + chrono::Duration::minutes(i64::from(interval))
+                    }
+                    None => c.next_run.unwrap_or(since),
+                });
+            } else if next_run_given.is_some() {
+                return Err(ApiError::BadRequest(
+                    "Property 'schedule.nextRunDateTime' is only for native connectors: a \
+                     partner connector's app pushes when it wants."
+                        .into(),
+                ));
+            }
+            c.interval_minutes = interval;
         }
         if let Some(scope) = patch.scope {
             c.scope = check_scope(&state, tid, scope)?;
@@ -546,4 +595,165 @@ async fn remove(
     }
     durable(&state).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- native connectors: staging, run, log -----
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> Self {
+        match e {
+            ImportError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ImportError::Partner(_) | ImportError::Paused(_) | ImportError::NoTenant(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            ImportError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
+fn native_of(state: &AppState, id: &str) -> ApiResult<ConnectorRecord> {
+    let c = connector_of(state, id)?;
+    if !c.is_native() {
+        return Err(ApiError::Conflict(format!(
+            "The connector '{}' is a partner connector: its app pushes items over EWS; only \
+             native connectors have a staging area.",
+            c.name
+        )));
+    }
+    Ok(c)
+}
+
+/// `POST .../{id}/staging`: JSON (one item or an array) or one `.eml` (`message/rfc822`), all
+/// checked before anything is staged; staged items are durable when this answers 202.
+async fn stage(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let c = native_of(&state, &id)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let staged = Utc::now();
+    let bad = |e: StagingError| ApiError::BadRequest(format!("Nothing was staged: {e}."));
+    let records: Vec<StagedRecord> = match content_type.as_str() {
+        "application/json" | "text/json" => {
+            let value: Value = super::error::parse_json(&body)?;
+            staging::check_json(value)
+                .map_err(bad)?
+                .into_iter()
+                .map(|item| StagedRecord {
+                    staged,
+                    payload: StagedPayload::Json { item },
+                })
+                .collect()
+        }
+        "message/rfc822" | "application/eml" | "application/octet-stream" => {
+            staging::check_eml(&body).map_err(bad)?;
+            use base64::Engine;
+            vec![StagedRecord {
+                staged,
+                payload: StagedPayload::Eml {
+                    base64: base64::engine::general_purpose::STANDARD.encode(&body),
+                },
+            }]
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type '{other}' is not accepted: send application/json (an item or an \
+                 array of items) or message/rfc822 (one .eml file)."
+            )))
+        }
+    };
+    if records.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Nothing was staged: the array of items is empty.".into(),
+        ));
+    }
+    let pending = state
+        .store
+        .stage(c.id, &records)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("No data connector with id '{id}'.")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "stagedItems": records.len(), "pendingItems": pending })),
+    ))
+}
+
+async fn pending(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let c = native_of(&state, &id)?;
+    Ok(Json(json!({
+        "pendingItems": state.store.pending(c.id)?,
+        "nextRunDateTime": c.next_run,
+    })))
+}
+
+/// `POST .../{id}/run`: imports what is staged now.
+async fn run(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let c = connector_of(&state, &id)?;
+    let import = import::run(&state, c.id, Trigger::Manual).await?;
+    Ok(Json(json!({
+        "import": import.map(ImportView::from),
+        "pendingItems": state.store.pending(c.id)?,
+    })))
+}
+
+/// `GET .../{id}/log`: the admin log of the last 7 days as a CSV download.
+async fn log(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let c = connector_of(&state, &id)?;
+    let now = Utc::now();
+    let since = crate::connectors::log::first_day(now)
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    let imports = state.store.imports_since(c.id, since)?;
+    let csv = crate::connectors::log::csv(&imports, now)
+        .map_err(|e| ApiError::Internal(format!("Writing the CSV failed: {e}.")))?;
+    let file: String = c
+        .name
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '-' {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"{file}-log-{}.csv\"",
+                    now.format("%Y%m%d")
+                ),
+            ),
+        ],
+        csv,
+    ))
 }

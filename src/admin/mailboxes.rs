@@ -792,6 +792,7 @@ async fn reset(
     let outcome = tokio::task::spawn_blocking(move || -> ApiResult<_> {
         let _guard = write_lock();
         let outcome = worker.store.reset(force)?;
+        worker.store.reset_connectors(all)?;
         if all {
             worker.store.wipe_directory()?;
             crate::app::seed(&worker.store, &worker.config.fixtures).map_err(|e| {

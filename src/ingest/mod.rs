@@ -127,8 +127,8 @@ async fn create_item(
                 let id = Uuid::new_v4();
                 let record = item_record(
                     id,
-                    &tenant,
-                    principal,
+                    tenant.id,
+                    Some(principal.app_id.0),
                     correlation_id,
                     received,
                     &item,
@@ -200,10 +200,11 @@ async fn create_item(
     Ok(reply::create_item(&results))
 }
 
-fn item_record(
+/// The storage record of a validated item with its destinations (one copy each).
+pub(crate) fn item_record(
     id: Uuid,
-    tenant: &TenantRecord,
-    principal: &Principal,
+    tenant: Uuid,
+    app_id: Option<Uuid>,
     correlation_id: Uuid,
     received: chrono::DateTime<Utc>,
     item: &Item,
@@ -215,9 +216,9 @@ fn item_record(
     };
     ItemRecord {
         id,
-        tenant: tenant.id,
+        tenant,
         correlation_id,
-        app_id: Some(principal.app_id.0),
+        app_id,
         received,
         item_class: item.class.as_sent.clone(),
         searched_item_class: item.class.searched(),

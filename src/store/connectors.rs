@@ -11,8 +11,16 @@
 //! - `connector_history`: `connector id (16) || (u64::MAX - completed micros) (8, BE) ||
 //!   import id (16)` -> [`ImportRecord`] (JSON), so a prefix scan is newest first.
 //!
+//! - `connector_staging`: `connector id (16) || sequence (8, BE)` -> [`StagedRecord`] (JSON):
+//!   items delivered to a native connector, waiting for its next import, oldest first.
+//! - `connector_seen`: `connector id (16) || dedup key` -> import id: what a native connector
+//!   already imported (source id, or content hash without one), to skip duplicates.
+//!
 //! The counters of the connector record (totals, last import, last error) are written in the
-//! same transaction as the history record.
+//! same transaction as the history record. A native import writes its items, copies,
+//! attachments, journal record, history record, dedup keys and the removal of the staged items
+//! it consumed in one transaction ([`Store::commit_import`]): a crash leaves either the whole
+//! import or the staged items, never both, never half.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +36,8 @@ use crate::domain::TenantId;
 
 const CONNECTORS_TREE: &str = "connectors";
 const HISTORY_TREE: &str = "connector_history";
+const STAGING_TREE: &str = "connector_staging";
+const SEEN_TREE: &str = "connector_seen";
 
 /// The connector kind of an app pushing over EWS.
 pub const PARTNER: &str = "partner";
@@ -36,7 +46,7 @@ pub const PARTNER: &str = "partner";
 pub const DEFAULT_INTERVAL_MINUTES: u32 = 24 * 60;
 
 /// Failed items listed in one import record (the counts are always complete).
-pub const LISTED_FAILURES: usize = 100;
+pub const LISTED_FAILURES: usize = 1000;
 
 /// The native sources (Veritas Merge1 connectors) a connector may name as its kind, in their
 /// documented spelling. Matched case-insensitively.
@@ -138,6 +148,18 @@ pub struct ConnectorRecord {
     pub modified: DateTime<Utc>,
     #[serde(default)]
     pub totals: ConnectorTotals,
+    /// When the scheduler imports next (native connectors).
+    #[serde(default)]
+    pub next_run: Option<DateTime<Utc>>,
+    /// When the last scheduled or manual import ran (native connectors), staged items or not.
+    #[serde(default)]
+    pub last_run: Option<DateTime<Utc>>,
+}
+
+impl ConnectorRecord {
+    pub fn is_native(&self) -> bool {
+        self.kind != PARTNER
+    }
 }
 
 /// One failed item of an import.
@@ -148,6 +170,12 @@ pub struct FailedItemRecord {
     pub index: usize,
     /// The item's id at the source, when it has one.
     pub source_id: Option<String>,
+    /// The participant as the source names them (native connectors).
+    #[serde(default)]
+    pub source_user: Option<String>,
+    /// The Microsoft 365 user the participant maps to, when it maps.
+    #[serde(default)]
+    pub user: Option<String>,
     pub code: String,
     pub reason: String,
 }
@@ -199,6 +227,8 @@ impl ImportRecord {
                         failures.push(FailedItemRecord {
                             index: *index,
                             source_id: None,
+                            source_user: None,
+                            user: None,
                             code: code.clone(),
                             reason: message.clone(),
                         });
@@ -289,9 +319,14 @@ impl Store {
     /// Deletes a connector and its history. Not flushed.
     pub fn delete_connector(&self, id: Uuid) -> Result<bool> {
         let existed = self.connectors_tree()?.remove(id.as_bytes())?.is_some();
-        let history = self.history_tree()?;
-        for key in history.scan_prefix(id.as_bytes()).keys() {
-            history.remove(key?)?;
+        for tree in [
+            self.history_tree()?,
+            self.staging_tree()?,
+            self.seen_tree()?,
+        ] {
+            for key in tree.scan_prefix(id.as_bytes()).keys() {
+                tree.remove(key?)?;
+            }
         }
         Ok(existed)
     }
@@ -302,6 +337,25 @@ impl Store {
             if connector.tenant == tenant.0 {
                 self.delete_connector(connector.id)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Reset: forgets every connector's imports (history, totals, staged items, what was
+    /// imported); with `delete`, the connectors too. Not flushed.
+    pub fn reset_connectors(&self, delete: bool) -> Result<()> {
+        self.history_tree()?.clear()?;
+        self.staging_tree()?.clear()?;
+        self.seen_tree()?.clear()?;
+        let tree = self.connectors_tree()?;
+        if delete {
+            tree.clear()?;
+            return Ok(());
+        }
+        for mut c in self.connectors()? {
+            c.totals = ConnectorTotals::default();
+            c.last_run = None;
+            tree.insert(c.id.as_bytes(), encode(&c)?)?;
         }
         Ok(())
     }
@@ -328,18 +382,7 @@ impl Store {
                 return Ok(false);
             };
             let mut connector: ConnectorRecord = decode(&bytes).map_err(abort)?;
-            let t = &mut connector.totals;
-            t.imports += 1;
-            t.imported += import.imported;
-            t.partially_imported += import.partially_imported;
-            t.skipped += import.skipped;
-            t.failed += import.failed;
-            t.last_import = Some(import.completed);
-            if let Some(failure) = import.failures.first() {
-                t.last_error = Some(failure.reason.clone());
-            }
-            t.last_import_failed = import.failed > 0
-                && import.imported + import.partially_imported + import.skipped == 0;
+            add_to_totals(&mut connector.totals, import);
             connectors.insert(
                 import.connector.as_bytes(),
                 encode(&connector).map_err(abort)?,
@@ -364,6 +407,27 @@ impl Store {
             .collect()
     }
 
+    /// The imports of a connector completed at or after `since`, newest first.
+    pub fn imports_since(
+        &self,
+        connector: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<ImportRecord>> {
+        let mut out = Vec::new();
+        for value in self
+            .history_tree()?
+            .scan_prefix(connector.as_bytes())
+            .values()
+        {
+            let import: ImportRecord = decode(&value?)?;
+            if import.completed < since {
+                break;
+            }
+            out.push(import);
+        }
+        Ok(out)
+    }
+
     /// Records the import of one CreateItem request of `app_id` in `tenant`, when the tenant
     /// has a partner connector for that app (the hook of `ingest::create_item`), and waits
     /// until the record is on disk (a flush shared with concurrent requests). Requests of apps
@@ -386,6 +450,225 @@ impl Store {
     }
 }
 
+/// What a native connector's source delivered, as delivered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", tag = "format")]
+pub enum StagedPayload {
+    /// A JSON item (its shape is checked when staged).
+    Json { item: serde_json::Value },
+    /// An RFC 5322 message, base64.
+    Eml { base64: String },
+}
+
+/// One item in a native connector's staging area.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedRecord {
+    pub staged: DateTime<Utc>,
+    pub payload: StagedPayload,
+}
+
+/// A staged item read back for an import: its key (to consume it) and record.
+pub struct Staged {
+    pub key: Vec<u8>,
+    pub record: StagedRecord,
+}
+
+/// Everything one native import writes, atomically.
+pub struct ImportCommit {
+    /// Items and copies (in `Inbox/<Source>` of the participants) and the journal record.
+    pub ingestion: super::IngestionCommit,
+    pub import: ImportRecord,
+    /// Dedup keys of the items imported (see [`Store::already_imported`]).
+    pub seen: Vec<Vec<u8>>,
+    /// Staging keys of the items this import consumed.
+    pub consumed: Vec<Vec<u8>>,
+    /// The connector's next scheduled run.
+    pub next_run: DateTime<Utc>,
+}
+
+fn prefixed(connector: Uuid, rest: &[u8]) -> Vec<u8> {
+    let mut key = connector.as_bytes().to_vec();
+    key.extend_from_slice(rest);
+    key
+}
+
+impl Store {
+    fn staging_tree(&self) -> Result<sled::Tree> {
+        Ok(self.inner.db.open_tree(STAGING_TREE)?)
+    }
+
+    fn seen_tree(&self) -> Result<sled::Tree> {
+        Ok(self.inner.db.open_tree(SEEN_TREE)?)
+    }
+
+    /// Adds items to a connector's staging area, all or none, and waits until they are on
+    /// disk. Returns how many items are staged now; `None` when the connector does not exist.
+    pub async fn stage(&self, connector: Uuid, records: &[StagedRecord]) -> Result<Option<usize>> {
+        let mut writes = Vec::with_capacity(records.len());
+        for record in records {
+            let sequence = self.inner.db.generate_id()?;
+            writes.push((
+                prefixed(connector, &sequence.to_be_bytes()),
+                encode(record)?,
+            ));
+        }
+        let connectors = self.connectors_tree()?;
+        let staging = self.staging_tree()?;
+        let found = (&connectors, &staging).transaction(|(connectors, staging)| {
+            if connectors.get(connector.as_bytes())?.is_none() {
+                return Ok(false);
+            }
+            for (key, value) in &writes {
+                staging.insert(key.as_slice(), value.as_slice())?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(true)
+        })?;
+        if !found {
+            return Ok(None);
+        }
+        self.durable().await?;
+        Ok(Some(self.pending(connector)?))
+    }
+
+    /// Number of items waiting in a connector's staging area.
+    pub fn pending(&self, connector: Uuid) -> Result<usize> {
+        Ok(self
+            .staging_tree()?
+            .scan_prefix(connector.as_bytes())
+            .keys()
+            .count())
+    }
+
+    /// The staged items of a connector, oldest first, at most `max`.
+    pub fn staged(&self, connector: Uuid, max: usize) -> Result<Vec<Staged>> {
+        self.staging_tree()?
+            .scan_prefix(connector.as_bytes())
+            .take(max)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok(Staged {
+                    key: key.to_vec(),
+                    record: decode(&value)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `connector` already imported an item with this dedup key.
+    pub fn already_imported(&self, connector: Uuid, dedup_key: &[u8]) -> Result<bool> {
+        Ok(self
+            .seen_tree()?
+            .contains_key(prefixed(connector, dedup_key))?)
+    }
+
+    /// Sets when a connector runs next (and when it last ran). False when it does not exist.
+    pub fn schedule_run(
+        &self,
+        connector: Uuid,
+        last_run: Option<DateTime<Utc>>,
+        next_run: DateTime<Utc>,
+    ) -> Result<bool> {
+        let tree = self.connectors_tree()?;
+        let found = tree.transaction(|tree| {
+            let Some(bytes) = tree.get(connector.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut record: ConnectorRecord = decode(&bytes).map_err(abort)?;
+            if last_run.is_some() {
+                record.last_run = last_run;
+            }
+            record.next_run = Some(next_run);
+            tree.insert(connector.as_bytes(), encode(&record).map_err(abort)?)?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(true)
+        })?;
+        Ok(found)
+    }
+
+    /// Writes one native import (items, copies, journal, history, totals, dedup keys, staged
+    /// items consumed, next run) in one transaction, and waits until it is on disk. False
+    /// (nothing written) when the connector was deleted meanwhile.
+    pub async fn commit_import(&self, commit: ImportCommit) -> Result<bool> {
+        let prepared = self.prepare_ingestion(commit.ingestion)?;
+        let connector = commit.import.connector;
+        let import = commit.import;
+        let history_entry = (
+            history_key(connector, import.completed, import.id),
+            encode(&import)?,
+        );
+        let seen: Vec<Vec<u8>> = commit.seen.iter().map(|k| prefixed(connector, k)).collect();
+        let consumed = commit.consumed;
+        let next_run = commit.next_run;
+        let store = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Some(Box::new(move || {
+            let i = &store.inner;
+            let journal = store.journal_tree()?;
+            let trees = (
+                &i.items,
+                &i.blobs,
+                &i.copies,
+                &i.ingestions,
+                &journal,
+                &store.connectors_tree()?,
+                &store.history_tree()?,
+                &store.staging_tree()?,
+                &store.seen_tree()?,
+            );
+            let found = trees.transaction(
+                |(
+                    items,
+                    blobs,
+                    copies,
+                    ingestions,
+                    journal,
+                    connectors,
+                    history,
+                    staging,
+                    seen_tree,
+                )| {
+                    let Some(bytes) = connectors.get(connector.as_bytes())? else {
+                        return Ok(false);
+                    };
+                    let mut record: ConnectorRecord = decode(&bytes).map_err(abort)?;
+                    add_to_totals(&mut record.totals, &import);
+                    record.last_run = Some(import.completed);
+                    record.next_run = Some(next_run);
+                    connectors.insert(connector.as_bytes(), encode(&record).map_err(abort)?)?;
+                    prepared.write([items, blobs, copies, ingestions, journal])?;
+                    history.insert(history_entry.0.as_slice(), history_entry.1.as_slice())?;
+                    for key in &seen {
+                        seen_tree.insert(key.as_slice(), import.id.as_bytes())?;
+                    }
+                    for key in &consumed {
+                        staging.remove(key.as_slice())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>(true)
+                },
+            )?;
+            let _ = tx.send(found);
+            Ok(())
+        })))
+        .await?;
+        Ok(rx.await.unwrap_or(false))
+    }
+}
+
+/// Adds one import to a connector's running totals.
+fn add_to_totals(t: &mut ConnectorTotals, import: &ImportRecord) {
+    t.imports += 1;
+    t.imported += import.imported;
+    t.partially_imported += import.partially_imported;
+    t.skipped += import.skipped;
+    t.failed += import.failed;
+    t.last_import = Some(import.completed);
+    if let Some(failure) = import.failures.first() {
+        t.last_error = Some(failure.reason.clone());
+    }
+    t.last_import_failed =
+        import.failed > 0 && import.imported + import.partially_imported + import.skipped == 0;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +688,8 @@ mod tests {
             created: Utc::now(),
             modified: Utc::now(),
             totals: ConnectorTotals::default(),
+            next_run: None,
+            last_run: None,
         }
     }
 

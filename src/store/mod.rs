@@ -513,17 +513,7 @@ impl Store {
         let journal = self.journal_tree()?;
         (&i.items, &i.blobs, &i.copies, &i.ingestions, &journal).transaction(
             |(items, blobs, copies, ingestions, journal)| {
-                for (id, bytes) in &writes.items {
-                    items.insert(id.as_bytes(), bytes.as_slice())?;
-                }
-                for (key, content) in &writes.blobs {
-                    blobs.insert(key.as_slice(), content.as_slice())?;
-                }
-                for key in &writes.copies {
-                    copies.insert(key.as_slice(), &[])?;
-                }
-                ingestions.insert(writes.ingestion.0.as_slice(), writes.ingestion.1.as_slice())?;
-                journal.insert(writes.journal_key.as_slice(), &[])?;
+                writes.write([items, blobs, copies, ingestions, journal])?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             },
         )?;
@@ -680,6 +670,27 @@ struct PreparedIngestion {
     copies: Vec<Vec<u8>>,
     ingestion: (Vec<u8>, Vec<u8>),
     journal_key: Vec<u8>,
+}
+
+impl PreparedIngestion {
+    /// Writes into the transactional trees `[items, blobs, copies, ingestions, journal]`.
+    fn write(
+        &self,
+        [items, blobs, copies, ingestions, journal]: [&sled::transaction::TransactionalTree; 5],
+    ) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
+        for (id, bytes) in &self.items {
+            items.insert(id.as_bytes(), bytes.as_slice())?;
+        }
+        for (key, content) in &self.blobs {
+            blobs.insert(key.as_slice(), content.as_slice())?;
+        }
+        for key in &self.copies {
+            copies.insert(key.as_slice(), &[])?;
+        }
+        ingestions.insert(self.ingestion.0.as_slice(), self.ingestion.1.as_slice())?;
+        journal.insert(self.journal_key.as_slice(), &[])?;
+        Ok(())
+    }
 }
 
 /// The committer: applies every write queued while it was busy, one after the other, then
