@@ -341,6 +341,18 @@ fn a_paused_connector_refuses_its_requests_and_stores_nothing() {
     );
     let (_, history) = call(&server, Method::GET, &format!("{BASE}/{id}/history"), None);
     assert_eq!(history["value"], json!([]));
+    // The refusal is in the ingestion journal, with nothing stored.
+    let (_, journal) = call(
+        &server,
+        Method::GET,
+        &format!("/api/tenants/{TENANT}/ingestions?top=1"),
+        None,
+    );
+    let journal = &journal["value"][0];
+    assert_eq!(journal["outcome"], "Refused", "{journal}");
+    assert_eq!(journal["httpStatus"], 403);
+    assert_eq!(journal["items"], json!([]));
+    assert!(journal["error"].as_str().expect("error").contains("paused"));
 
     // Resumed: accepted again.
     let (code, _) = call(

@@ -77,6 +77,21 @@ async fn create_item(
         .ok_or(IngestError::UnknownTenant(principal.tenant))?;
     if let Some(c) = store.partner_connector(principal.tenant, principal.app_id.0)? {
         if c.paused {
+            // Nothing is stored; the journal still tells what happened.
+            store.record_ingestion(&IngestionRecord {
+                correlation_id,
+                tenant: tenant.id,
+                app_id: Some(principal.app_id.0),
+                received: Utc::now(),
+                operation: "CreateItem".into(),
+                http_status: 403,
+                outcome: "Refused".into(),
+                items: Vec::new(),
+                error: Some(format!(
+                    "the data connector '{}' ({}) is paused: whole request refused",
+                    c.name, c.id
+                )),
+            })?;
             return Err(IngestError::ConnectorPaused {
                 name: c.name,
                 id: c.id,
