@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Use a throw-away store, removed on exit (for test suites).
     #[arg(long, env = "INGEST_EPHEMERAL")]
     pub ephemeral: bool,
+    /// Sync every group commit to the disk (fdatasync): acknowledged items then survive power
+    /// loss too. Without it they survive a crash of the server (kill -9), not of the machine.
+    #[arg(long, env = "INGEST_FSYNC")]
+    pub fsync: bool,
     /// Serve plain HTTP instead of HTTPS.
     #[arg(long, env = "INGEST_NO_TLS")]
     pub no_tls: bool,
@@ -111,6 +115,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
     ephemeral: Option<bool>,
+    fsync: Option<bool>,
     no_tls: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -141,6 +146,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data: PathBuf,
     pub ephemeral: bool,
+    /// fdatasync each group commit.
+    pub fsync: bool,
     pub tls: TlsSource,
     pub fixtures: Vec<PathBuf>,
     pub admin_key: Option<String>,
@@ -227,6 +234,7 @@ impl Config {
                 .or(file.data)
                 .unwrap_or_else(|| PathBuf::from("data")),
             ephemeral,
+            fsync: args.fsync || file.fsync.unwrap_or(false),
             tls,
             fixtures,
             admin_key: args.admin_key.or(file.admin_key),

@@ -5,10 +5,22 @@ mod common;
 
 use common::*;
 
+/// Killed right after the acknowledgements, before any checkpoint (every second) flushed the
+/// store: the items come back from the write-ahead log.
 #[test]
 fn acknowledged_items_survive_sigkill_and_restart() {
+    survives_sigkill(&[]);
+}
+
+/// The same with `--fsync` (each group commit synced to the disk).
+#[test]
+fn acknowledged_items_survive_sigkill_and_restart_with_fsync() {
+    survives_sigkill(&["--fsync"]);
+}
+
+fn survives_sigkill(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start_in(dir.path(), &[]);
+    let mut server = Server::start_in(dir.path(), extra);
     let token = server.token();
     let mut acknowledged = Vec::new();
     for n in 0..5 {
@@ -28,7 +40,7 @@ fn acknowledged_items_survive_sigkill_and_restart() {
     }
     server.kill();
 
-    let server = Server::start_in(dir.path(), &[]);
+    let server = Server::start_in(dir.path(), extra);
     let token = server.token();
     for (correlation, ids) in &acknowledged {
         let record = server.ingestion(correlation);

@@ -148,7 +148,7 @@ impl<'a> Plan<'a> {
         Plan {
             connector,
             import: ImportRecord {
-                id: Uuid::new_v4(),
+                id: Uuid::now_v7(),
                 connector: connector.id,
                 completed: now,
                 correlation_id: None,
@@ -344,7 +344,7 @@ impl<'a> Plan<'a> {
                 folder: self.folder.clone(),
             })
             .collect();
-        let id = Uuid::new_v4();
+        let id = Uuid::now_v7();
         let record = crate::ingest::item_record(
             id,
             self.connector.tenant,
@@ -409,7 +409,7 @@ impl<'a> Plan<'a> {
             import: import.clone(),
             seen: seen.into_iter().collect(),
             consumed,
-            next_run,
+            next_run: Some(next_run),
         };
         (commit, indexed, import)
     }

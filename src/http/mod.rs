@@ -81,7 +81,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Gives each request a correlation id and a tracing span that carries it.
 async fn correlate(mut request: Request, next: Next) -> Response {
-    let id = Uuid::new_v4();
+    let id = Uuid::now_v7();
     request.extensions_mut().insert(CorrelationId(id));
     // HTTP/2 carries the host in the URI authority, not in a Host header: normalise.
     if !request.headers().contains_key(http::header::HOST) {

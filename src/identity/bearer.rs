@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -256,21 +256,7 @@ pub fn validate_token(
         None => external_key(&state.config.trusted_issuers, kid).ok_or(AuthError::UnknownKey)?,
     };
 
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let claims = match jsonwebtoken::decode::<Value>(token, &key, &validation) {
-        Ok(data) => data.claims,
-        Err(e) => {
-            return Err(match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
-                _ => AuthError::Unparseable,
-            })
-        }
-    };
+    let claims = verified_claims(token, kid, &key, matches!(source, KeySource::Ours))?;
     if !claims.is_object() {
         return Err(AuthError::Unparseable);
     }
@@ -394,6 +380,74 @@ pub fn validate_token(
         app_id: AppId(app_id),
         roles,
     })
+}
+
+/// Tokens whose signature was verified (by SHA-256 of the token) with their claims, so a
+/// client reusing its token (all of them do, for its lifetime) costs one RSA verification, not
+/// one per request. Only the signature is cached: lifetime, issuer, tenant, audience, roles and
+/// the service principal are checked on every request. An entry names the key that verified
+/// it, and is used only while that key is still one of ours (a removed key's tokens fail).
+struct VerifiedTokens {
+    entries: HashMap<[u8; 32], (String, Arc<Value>)>,
+}
+
+/// Most tokens remembered; the cache is emptied when full.
+const VERIFIED_TOKENS: usize = 4096;
+
+fn verified_tokens() -> &'static Mutex<VerifiedTokens> {
+    static CACHE: OnceLock<Mutex<VerifiedTokens>> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        Mutex::new(VerifiedTokens {
+            entries: HashMap::new(),
+        })
+    })
+}
+
+/// The claims of `token` if its signature verifies with `key` (RS256 only).
+fn verified_claims(
+    token: &str,
+    kid: &str,
+    key: &DecodingKey,
+    ours: bool,
+) -> Result<Arc<Value>, AuthError> {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if ours {
+        let cache = verified_tokens()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((verified_by, claims)) = cache.entries.get(&digest) {
+            if verified_by == kid {
+                return Ok(claims.clone());
+            }
+        }
+    }
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let claims = match jsonwebtoken::decode::<Value>(token, key, &validation) {
+        Ok(data) => Arc::new(data.claims),
+        Err(e) => {
+            return Err(match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
+                _ => AuthError::Unparseable,
+            })
+        }
+    };
+    if ours {
+        let mut cache = verified_tokens()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.entries.len() >= VERIFIED_TOKENS {
+            cache.entries.clear();
+        }
+        cache
+            .entries
+            .insert(digest, (kid.to_string(), claims.clone()));
+    }
+    Ok(claims)
 }
 
 /// The tenant of `https://sts.windows.net/{tid}/` or `{anything}/{tid}/v2.0`.

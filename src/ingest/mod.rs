@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::domain::{Destination, Folder, Item, Principal, TenantId, MAX_ITEM_BYTES};
 use crate::ews::reply::{self, AttachmentResult, FolderInfo, FolderResult, ItemResult};
 use crate::ews::types::{CreateAttachment, CreateItem, EwsRequest, FolderRef, Operation};
+use crate::store::connectors::{ImportCommit, ImportRecord};
 use crate::store::model::*;
 use crate::store::{IngestionCommit, StoreError};
 use validate::ItemError;
@@ -75,7 +76,8 @@ async fn create_item(
     let tenant = store
         .tenant(principal.tenant)?
         .ok_or(IngestError::UnknownTenant(principal.tenant))?;
-    if let Some(c) = store.partner_connector(principal.tenant, principal.app_id.0)? {
+    let connector = store.partner_connector(principal.tenant, principal.app_id.0)?;
+    if let Some(c) = &connector {
         if c.paused {
             // Nothing is stored; the journal still tells what happened.
             store.record_ingestion(&IngestionRecord {
@@ -93,7 +95,7 @@ async fn create_item(
                 )),
             })?;
             return Err(IngestError::ConnectorPaused {
-                name: c.name,
+                name: c.name.clone(),
                 id: c.id,
             });
         }
@@ -139,7 +141,7 @@ async fn create_item(
         });
         match routed {
             Ok((item, destinations)) => {
-                let id = Uuid::new_v4();
+                let id = Uuid::now_v7();
                 let record = item_record(
                     id,
                     tenant.id,
@@ -197,15 +199,23 @@ async fn create_item(
         error: None,
     };
     let indexed: Vec<ItemRecord> = items.iter().map(|(item, _)| item.clone()).collect();
-    let outcomes = record.items.clone();
-    store
-        .commit_ingestion(IngestionCommit { record, items })
-        .await?;
-    // The request is one import of the app's data connector in the tenant, if it has one.
-    let (tenant_id, app_id) = (principal.tenant, principal.app_id.0);
-    let recorded = store.record_partner_request(tenant_id, app_id, correlation_id, &outcomes);
-    if let Err(e) = recorded.await {
-        warn!(error = %e, "the connector's import history was not recorded");
+    let commit = IngestionCommit { record, items };
+    match connector {
+        // The request is one import of the app's data connector in the tenant, written with it.
+        Some(c) => {
+            let import = ImportRecord::partner(c.id, correlation_id, &commit.record.items);
+            let commit = ImportCommit {
+                ingestion: commit,
+                import,
+                seen: Vec::new(),
+                consumed: Vec::new(),
+                next_run: None,
+            };
+            if !store.commit_import(commit).await? {
+                warn!(connector = %c.id, "the connector was deleted meanwhile: no import recorded");
+            }
+        }
+        None => store.commit_ingestion(commit).await?,
     }
     crate::search::indexed(state, &indexed);
     info!(

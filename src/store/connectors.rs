@@ -374,6 +374,7 @@ impl Store {
 
     /// Records one import of `connector` and updates its totals, in one transaction. Not
     /// flushed (the next flush covers it). False when the connector no longer exists.
+    #[cfg(test)]
     pub fn record_import(&self, import: &ImportRecord) -> Result<bool> {
         let connectors = self.connectors_tree()?;
         let history = self.history_tree()?;
@@ -427,27 +428,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Records the import of one CreateItem request of `app_id` in `tenant`, when the tenant
-    /// has a partner connector for that app (the hook of `ingest::create_item`), and waits
-    /// until the record is on disk (a flush shared with concurrent requests). Requests of apps
-    /// without a connector cost one scan of the (small) connectors tree and no flush.
-    pub async fn record_partner_request(
-        &self,
-        tenant: TenantId,
-        app_id: Uuid,
-        correlation_id: Uuid,
-        outcomes: &[ItemOutcomeRecord],
-    ) -> Result<()> {
-        let Some(connector) = self.partner_connector(tenant, app_id)? else {
-            return Ok(());
-        };
-        let import = ImportRecord::partner(connector.id, correlation_id, outcomes);
-        if self.record_import(&import)? {
-            self.durable().await?;
-        }
-        Ok(())
-    }
 }
 
 /// What a native connector's source delivered, as delivered.
@@ -474,7 +454,8 @@ pub struct Staged {
     pub record: StagedRecord,
 }
 
-/// Everything one native import writes, atomically.
+/// Everything one import writes, atomically: a partner connector's EWS request, or a native
+/// connector's import of its staged items.
 pub struct ImportCommit {
     /// Items and copies (in `Inbox/<Source>` of the participants) and the journal record.
     pub ingestion: super::IngestionCommit,
@@ -483,8 +464,8 @@ pub struct ImportCommit {
     pub seen: Vec<Vec<u8>>,
     /// Staging keys of the items this import consumed.
     pub consumed: Vec<Vec<u8>>,
-    /// The connector's next scheduled run.
-    pub next_run: DateTime<Utc>,
+    /// The connector's next scheduled run (native connectors; also sets the last run).
+    pub next_run: Option<DateTime<Utc>>,
 }
 
 fn prefixed(connector: Uuid, rest: &[u8]) -> Vec<u8> {
@@ -585,9 +566,10 @@ impl Store {
         Ok(found)
     }
 
-    /// Writes one native import (items, copies, journal, history, totals, dedup keys, staged
-    /// items consumed, next run) in one transaction, and waits until it is on disk. False
-    /// (nothing written) when the connector was deleted meanwhile.
+    /// Writes one import (items, copies, journal, history, totals; for a native connector also
+    /// dedup keys, staged items consumed and next run) in one transaction, through the
+    /// committer (durable when this returns). When the connector was deleted meanwhile, the
+    /// items and journal are still written (they were accepted) and the answer is false.
     pub async fn commit_import(&self, commit: ImportCommit) -> Result<bool> {
         let prepared = self.prepare_ingestion(commit.ingestion)?;
         let connector = commit.import.connector;
@@ -601,7 +583,7 @@ impl Store {
         let next_run = commit.next_run;
         let store = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(Some(Box::new(move || {
+        self.submit(Box::new(move || {
             let i = &store.inner;
             let journal = store.journal_tree()?;
             let trees = (
@@ -615,7 +597,7 @@ impl Store {
                 &store.staging_tree()?,
                 &store.seen_tree()?,
             );
-            let found = trees.transaction(
+            let updated = trees.transaction(
                 |(
                     items,
                     blobs,
@@ -627,15 +609,18 @@ impl Store {
                     staging,
                     seen_tree,
                 )| {
+                    prepared.write([items, blobs, copies, ingestions, journal])?;
                     let Some(bytes) = connectors.get(connector.as_bytes())? else {
-                        return Ok(false);
+                        return Ok(None);
                     };
                     let mut record: ConnectorRecord = decode(&bytes).map_err(abort)?;
                     add_to_totals(&mut record.totals, &import);
-                    record.last_run = Some(import.completed);
-                    record.next_run = Some(next_run);
-                    connectors.insert(connector.as_bytes(), encode(&record).map_err(abort)?)?;
-                    prepared.write([items, blobs, copies, ingestions, journal])?;
+                    if next_run.is_some() {
+                        record.last_run = Some(import.completed);
+                        record.next_run = next_run;
+                    }
+                    let record = encode(&record).map_err(abort)?;
+                    connectors.insert(connector.as_bytes(), record.as_slice())?;
                     history.insert(history_entry.0.as_slice(), history_entry.1.as_slice())?;
                     for key in &seen {
                         seen_tree.insert(key.as_slice(), import.id.as_bytes())?;
@@ -643,12 +628,24 @@ impl Store {
                     for key in &consumed {
                         staging.remove(key.as_slice())?;
                     }
-                    Ok::<_, ConflictableTransactionError<StoreError>>(true)
+                    Ok::<_, ConflictableTransactionError<StoreError>>(Some(record))
                 },
             )?;
-            let _ = tx.send(found);
-            Ok(())
-        })))
+            let mut payload = super::wal::Payload::default();
+            prepared.log(&mut payload);
+            if let Some(record) = &updated {
+                payload.insert(CONNECTORS_TREE, connector.as_bytes(), record);
+                payload.insert(HISTORY_TREE, &history_entry.0, &history_entry.1);
+                for key in &seen {
+                    payload.insert(SEEN_TREE, key, import.id.as_bytes());
+                }
+                for key in &consumed {
+                    payload.remove(STAGING_TREE, key);
+                }
+            }
+            let _ = tx.send(updated.is_some());
+            Ok(payload)
+        }))
         .await?;
         Ok(rx.await.unwrap_or(false))
     }

@@ -23,7 +23,7 @@ use crate::domain::TenantId;
 
 /// Items removed per transaction by bulk operations (reset, retention).
 const CHUNK: usize = 256;
-const JOURNAL_TREE: &str = "ingestion_journal";
+pub(super) const JOURNAL_TREE: &str = "ingestion_journal";
 const SWEEPS_TREE: &str = "retention_sweeps";
 const META_TREE: &str = "mailbox_meta";
 const JOURNAL_BUILT: &[u8] = b"journal-built";

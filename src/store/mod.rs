@@ -4,17 +4,22 @@
 //! Invariants:
 //! - All items, copies and the ingestion record of one request are written in one sled
 //!   transaction, so a request is never half stored, even across `kill -9`.
-//! - [`Store::commit_ingestion`] returns only once the write is on disk. Concurrent requests
-//!   share one flush (group commit): nothing fsyncs per item.
+//! - [`Store::commit_ingestion`] returns only once the write is durable: applied to sled and
+//!   appended to the write-ahead log (`wal`) with one write per group of concurrent requests
+//!   (group commit), `fdatasync`ed too with `fsync`. Sled itself is flushed at checkpoints.
+//! - Other writers (the admin API) write sled directly and then call [`Store::durable`], a
+//!   checkpoint: after it no older log record can be replayed over their writes.
 //! - Keys are `tenant (16 bytes) || lower-case name`, so one tenant's records are one prefix.
 
 pub mod connectors;
 pub mod mailbox;
 pub mod model;
+mod wal;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -73,8 +78,31 @@ struct Inner {
     blobs: sled::Tree,
     copies: sled::Tree,
     ingestions: sled::Tree,
-    flusher: mpsc::Sender<Job>,
+    committer: mpsc::Sender<Job>,
+    wal: Arc<WalState>,
 }
+
+/// The write-ahead log's current segment, shared by the committer (appends) and checkpoints
+/// (rotations). Held by the committer from applying a group to appending it, so a checkpoint
+/// never sees a write applied to sled but not yet in the log.
+struct WalState {
+    dir: PathBuf,
+    segment: Mutex<wal::Segment>,
+}
+
+impl WalState {
+    fn lock(&self) -> MutexGuard<'_, wal::Segment> {
+        self.segment
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Names of the trees the committer writes (the write-ahead log names trees).
+const ITEMS: &str = "items";
+const BLOBS: &str = "blobs";
+const COPIES: &str = "copies";
+const INGESTIONS: &str = "ingestions";
 
 fn tenant_key(tenant: Uuid, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(16 + name.len());
@@ -115,14 +143,30 @@ fn copy_prefix(tenant: Uuid, mailbox: &str, folder: Option<&str>) -> Vec<u8> {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`; acknowledged writes survive a crash of the
+    /// process (`kill -9`).
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with(dir, false)
+    }
+
+    /// Opens (or creates) the store in `dir`, replaying the write-ahead log left by a crash.
+    /// With `fsync`, each group commit is also synced to the disk (survives power loss).
+    pub fn open_with(dir: &Path, fsync: bool) -> Result<Store> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(None)
             .open()?;
-        let flusher = spawn_flusher(db.clone());
+        let wal_dir = dir.join("wal");
+        let (replayed, next) = wal::replay(&wal_dir, &db)?;
+        if replayed > 0 {
+            tracing::info!(records = replayed, "write-ahead log replayed");
+        }
+        let wal = Arc::new(WalState {
+            segment: Mutex::new(wal::Segment::create(&wal_dir, next, fsync)?),
+            dir: wal_dir,
+        });
+        let committer = spawn_committer(wal.clone());
         let inner = Inner {
             tenants: db.open_tree("tenants")?,
             domains: db.open_tree("domains")?,
@@ -131,16 +175,17 @@ impl Store {
             apps: db.open_tree("apps")?,
             service_principals: db.open_tree("service_principals")?,
             signing_keys: db.open_tree("signing_keys")?,
-            items: db.open_tree("items")?,
-            blobs: db.open_tree("blobs")?,
-            copies: db.open_tree("copies")?,
-            ingestions: db.open_tree("ingestions")?,
-            flusher,
+            items: db.open_tree(ITEMS)?,
+            blobs: db.open_tree(BLOBS)?,
+            copies: db.open_tree(COPIES)?,
+            ingestions: db.open_tree(INGESTIONS)?,
+            committer,
+            wal,
             db,
         };
-        Ok(Store {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        spawn_checkpointer(Arc::downgrade(&inner));
+        Ok(Store { inner })
     }
 
     /// True when no tenant exists yet (a new store, to be seeded from fixtures).
@@ -148,26 +193,30 @@ impl Store {
         self.inner.tenants.is_empty()
     }
 
-    /// Waits until everything written so far is on disk. Concurrent callers share one flush.
+    /// Waits until everything written so far is on disk (a checkpoint, on a blocking thread).
     pub async fn durable(&self) -> Result<()> {
-        self.submit(None).await
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
-    /// Hands `write` (if any) to the committer thread, which applies the writes queued at that
-    /// moment one after the other, flushes once for all of them, and then answers each.
-    async fn submit(&self, write: Option<WriteJob>) -> Result<()> {
+    /// Hands `write` to the committer thread, which applies the writes queued at that moment
+    /// one after the other, appends them to the write-ahead log with one write, and then
+    /// answers each.
+    async fn submit(&self, write: WriteJob) -> Result<()> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
-            .flusher
+            .committer
             .send(Job { write, reply })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Flushes synchronously (shutdown, admin writes).
+    /// A checkpoint, synchronously: starts a new log segment, flushes sled (everything written
+    /// so far, by the committer or directly), then deletes the older segments.
     pub fn flush(&self) -> Result<()> {
-        self.inner.db.flush()?;
-        Ok(())
+        checkpoint(&self.inner)
     }
 
     // ----- tenants -----
@@ -473,8 +522,13 @@ impl Store {
     pub async fn commit_ingestion(&self, commit: IngestionCommit) -> Result<()> {
         let prepared = self.prepare_ingestion(commit)?;
         let store = self.clone();
-        self.submit(Some(Box::new(move || store.apply_ingestion(&prepared))))
-            .await
+        self.submit(Box::new(move || {
+            store.apply_ingestion(&prepared)?;
+            let mut payload = wal::Payload::default();
+            prepared.log(&mut payload);
+            Ok(payload)
+        }))
+        .await
     }
 
     /// Encodes everything one request writes (on the request's thread, not the committer's).
@@ -654,15 +708,6 @@ fn blob_key(item: Uuid, n: usize) -> Vec<u8> {
     key
 }
 
-/// A write for the committer thread.
-type WriteJob = Box<dyn FnOnce() -> Result<()> + Send>;
-
-/// A queued write (or a bare request for durability) and who waits for it.
-struct Job {
-    write: Option<WriteJob>,
-    reply: tokio::sync::oneshot::Sender<Result<()>>,
-}
-
 /// The encoded keys and values of one ingestion request.
 struct PreparedIngestion {
     items: Vec<(Uuid, Vec<u8>)>,
@@ -691,36 +736,115 @@ impl PreparedIngestion {
         journal.insert(self.journal_key.as_slice(), &[])?;
         Ok(())
     }
+
+    /// The same writes, for the write-ahead log.
+    fn log(&self, payload: &mut wal::Payload) {
+        for (id, bytes) in &self.items {
+            payload.insert(ITEMS, id.as_bytes(), bytes);
+        }
+        for (key, content) in &self.blobs {
+            payload.insert(BLOBS, key, content);
+        }
+        for key in &self.copies {
+            payload.insert(COPIES, key, &[]);
+        }
+        payload.insert(INGESTIONS, &self.ingestion.0, &self.ingestion.1);
+        payload.insert(mailbox::JOURNAL_TREE, &self.journal_key, &[]);
+    }
 }
 
-/// The committer: applies every write queued while it was busy, one after the other, then
-/// flushes sled once for all of them (group commit), so N concurrent requests cost one fsync,
-/// not N, and writers never contend for sled's transaction lock.
-fn spawn_flusher(db: sled::Db) -> mpsc::Sender<Job> {
+/// A write for the committer thread: applies itself to sled and answers what it wrote.
+type WriteJob = Box<dyn FnOnce() -> Result<wal::Payload> + Send>;
+
+/// A queued write and who waits for it.
+struct Job {
+    write: WriteJob,
+    reply: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// The committer: applies every write queued while it was busy, one after the other, appends
+/// them to the write-ahead log with one write (and one `fdatasync` with `--fsync`), then
+/// answers them all (group commit): writers never contend for sled's transaction lock and N
+/// concurrent requests cost one write to the log.
+fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("store-committer".into())
         .spawn(move || {
+            let mut framed = Vec::new();
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 while let Ok(next) = rx.try_recv() {
                     batch.push(next);
                 }
+                framed.clear();
+                let mut segment = wal.lock();
                 let applied: Vec<(Result<()>, tokio::sync::oneshot::Sender<Result<()>>)> = batch
                     .into_iter()
-                    .map(|job| (job.write.map_or(Ok(()), |write| write()), job.reply))
+                    .map(|job| {
+                        let outcome = (job.write)().map(|payload| payload.frame_into(&mut framed));
+                        (outcome, job.reply)
+                    })
                     .collect();
-                let flushed = db.flush().map(|_| ());
+                let appended = segment.append(&framed);
+                drop(segment);
                 for (outcome, reply) in applied {
-                    let answer = match (outcome, &flushed) {
+                    let answer = match (outcome, &appended) {
                         (Err(e), _) => Err(e),
                         (Ok(()), Ok(())) => Ok(()),
-                        (Ok(()), Err(e)) => Err(StoreError::Sled(e.clone())),
+                        (Ok(()), Err(e)) => Err(StoreError::Conflict(format!(
+                            "the write-ahead log could not be written: {e}"
+                        ))),
                     };
                     let _ = reply.send(answer);
+                }
+                if framed.capacity() > 4 * 1024 * 1024 {
+                    framed = Vec::new();
                 }
             }
         })
         .expect("spawning the store committer thread");
     tx
+}
+
+/// Starts a new log segment, flushes sled, and deletes the segments it covers.
+fn checkpoint(inner: &Inner) -> Result<()> {
+    let covered = {
+        let mut segment = inner.wal.lock();
+        if segment.written() > 0 {
+            Some(segment.rotate()?)
+        } else {
+            segment.seq().checked_sub(1)
+        }
+    };
+    inner.db.flush()?;
+    if let Some(seq) = covered {
+        wal::Segment::remove_up_to(&inner.wal.dir, seq)?;
+    }
+    Ok(())
+}
+
+/// Every second, a checkpoint when the log has anything new (so the log stays short and a
+/// restart replays little). Ends with the store.
+fn spawn_checkpointer(inner: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let (written, age) = {
+                let segment = inner.wal.lock();
+                (segment.written(), segment.age())
+            };
+            if written > 0 && (age >= Duration::from_secs(1) || written >= wal::CHECKPOINT_BYTES) {
+                if let Err(e) = checkpoint(&inner) {
+                    tracing::error!(error = %e, "checkpoint failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the checkpoint thread could not start: the log grows until shutdown");
+    }
 }
