@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod domain;
 pub mod errors;
 pub mod ews;
