@@ -19,6 +19,8 @@ pub struct AppState {
     pub search: Arc<crate::search::SearchIndex>,
     /// Fault rules set through `/api/faults` (in memory: test-time configuration).
     pub faults: Arc<crate::faults::Faults>,
+    /// Dashboard sessions signed in with the admin key (in memory).
+    pub sessions: Arc<crate::dashboard::session::Sessions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +120,7 @@ impl AppState {
             admin_key: Arc::new(admin_key),
             search,
             faults: Arc::default(),
+            sessions: Arc::default(),
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod dashboard;
 pub mod domain;
 pub mod errors;
 pub mod ews;

@@ -146,6 +146,7 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
     println!("  CA certificate:  {ca_line}");
     println!("  Admin API:       {base}/api   (Authorization: Bearer <admin key>)");
     println!("  Admin key:       {key_line}");
+    println!("  Dashboard:       {base}/   (sign in with the admin key)");
     println!("  Store:           {store_line}");
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -1,5 +1,5 @@
-//! Admin API plumbing: errors shaped as Microsoft Graph shapes them, the admin-key guard and a
-//! JSON body extractor whose rejections are Graph errors too.
+//! Admin API plumbing: errors shaped as Microsoft Graph shapes them, the admin guard (admin key,
+//! or a dashboard session) and a JSON body extractor whose rejections are Graph errors too.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -12,6 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::dashboard::session::{self, SessionError};
 use crate::identity::keys::KeyError;
 use crate::store::StoreError;
 
@@ -29,6 +30,10 @@ pub enum ApiError {
     /// No or wrong admin key (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, but not allowed to do this (403): a signed-in change without the
+    /// session's CSRF token.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request is malformed or invalid (400).
     #[error("{0}")]
     BadRequest(String),
@@ -58,6 +63,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "Authorization_RequestDenied"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Request_BadRequest"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
@@ -124,32 +130,56 @@ pub async fn request_id(request: Request, next: Next) -> Response {
     response
 }
 
-/// Proof that the request carried the admin key (`Authorization: Bearer <key>`). Every admin
-/// handler takes it first, so nothing else (not even the body) is looked at without the key.
+/// Proof that the request carried the admin key (`Authorization: Bearer <key>`) or the cookie of
+/// a dashboard session signed in with it (and, for a change, the session's CSRF token). Every
+/// admin handler takes it first, so nothing else (not even the body) is looked at without it.
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Admin> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::Unauthorized(
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            return bearer(value, state);
+        }
+        match session::cookie(&parts.headers) {
+            Some(id) => {
+                state
+                    .sessions
+                    .authorize(id, &parts.method, &parts.headers)?;
+                Ok(Admin)
+            }
+            None => Err(ApiError::Unauthorized(
                 "Access token is empty: send the admin key as `Authorization: Bearer <key>`."
                     .into(),
-            ));
-        };
-        let presented = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim());
-        match presented {
-            Some(key) if !key.is_empty() && state.admin_key.matches(key) => Ok(Admin),
-            Some(_) => Err(ApiError::Unauthorized("The admin key is not valid.".into())),
-            None => Err(ApiError::Unauthorized(
-                "The Authorization header must be `Bearer <admin key>`.".into(),
             )),
+        }
+    }
+}
+
+fn bearer(value: &HeaderValue, state: &AppState) -> ApiResult<Admin> {
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    match presented {
+        Some(key) if !key.is_empty() && state.admin_key.matches(key) => Ok(Admin),
+        Some(_) => Err(ApiError::Unauthorized("The admin key is not valid.".into())),
+        None => Err(ApiError::Unauthorized(
+            "The Authorization header must be `Bearer <admin key>`.".into(),
+        )),
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Unknown => ApiError::Unauthorized(e.to_string()),
+            SessionError::MissingCsrf | SessionError::WrongCsrf => {
+                ApiError::Forbidden(e.to_string())
+            }
         }
     }
 }

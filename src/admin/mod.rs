@@ -181,7 +181,7 @@ async fn index(_: Admin) -> impl IntoResponse {
     Json(json!({
         "service": "ingest-emulator admin API",
         "version": env!("CARGO_PKG_VERSION"),
-        "authentication": "Authorization: Bearer <admin key>",
+        "authentication": "Authorization: Bearer <admin key>, or the dashboard's session cookie (with X-CSRF-Token on changes)",
         "tenant": "{tenant} is the tenant's GUID or any of its accepted domains",
         "routes": routes,
     }))

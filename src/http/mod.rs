@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ews::routes())
         .merge(crate::admin::routes())
         .merge(crate::identity::routes())
+        .merge(crate::dashboard::routes())
         .layer(middleware::from_fn(correlate))
         .with_state(state)
 }
