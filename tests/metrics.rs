@@ -78,4 +78,8 @@ fn metrics_count_requests_items_latency_and_connections() {
         "this request's connection is open"
     );
     assert!(value("ingest_connections_total") >= 1.0);
+    assert!(
+        value("ingest_store_size_bytes") > 0.0,
+        "the store has the fixtures and the items"
+    );
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use crate::app::AppState;
+
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -193,8 +195,22 @@ impl Drop for ConnectionGuard {
     }
 }
 
-pub async fn handler() -> Response {
-    let mut response = METRICS.render().into_response();
+pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let mut text = METRICS.render();
+    // Bytes of the store's files on disk (sled and its write-ahead log); a walk of its directory.
+    let size = tokio::task::spawn_blocking(move || state.store.size_on_disk())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    if let Some(bytes) = size {
+        let _ = writeln!(
+            text,
+            "# HELP ingest_store_size_bytes Size of the store on disk (database and write-ahead log)."
+        );
+        let _ = writeln!(text, "# TYPE ingest_store_size_bytes gauge");
+        let _ = writeln!(text, "ingest_store_size_bytes {bytes}");
+    }
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -213,6 +213,17 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Bytes of the store's files on disk: sled's and the write-ahead log's.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        let mut total = self.inner.db.size_on_disk()?;
+        if let Ok(entries) = std::fs::read_dir(&self.inner.wal.dir) {
+            for entry in entries.flatten() {
+                total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+
     /// A checkpoint, synchronously: starts a new log segment, flushes sled (everything written
     /// so far, by the committer or directly), then deletes the older segments.
     pub fn flush(&self) -> Result<()> {
