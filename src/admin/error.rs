@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The signing key set failed.
     #[error("signing keys: {0}")]
     Keys(String),
+    /// A fault of the server itself (500).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -66,7 +69,7 @@ impl ApiError {
             ApiError::Store(StoreError::NotFound(_)) => {
                 (StatusCode::NOT_FOUND, "Request_ResourceNotFound")
             }
-            ApiError::Store(_) | ApiError::Keys(_) => {
+            ApiError::Store(_) | ApiError::Keys(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
             }
         }
