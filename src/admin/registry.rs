@@ -59,14 +59,20 @@ impl Routes {
         self
     }
 
-    /// Adds a module's plain axum router whose routes are `declared` by hand (for a module that
-    /// does not build its routes with [`Routes`] yet; the declaration is trusted).
+    /// Adds a module's plain axum router whose routes are declared by hand in its index lines
+    /// (`(method, "path?query=", description)`), for a module that does not build its routes
+    /// with [`Routes`] yet. The declaration is trusted.
     pub fn merge_declared(
         mut self,
         router: Router<AppState>,
-        declared: impl IntoIterator<Item = (Method, String)>,
+        lines: Vec<(&str, String, &str)>,
     ) -> Routes {
-        self.registered.extend(declared);
+        for (method, path, _) in lines {
+            if let Ok(method) = Method::from_bytes(method.as_bytes()) {
+                let path = path.split('?').next().unwrap_or_default();
+                self.registered.push((method, path.to_string()));
+            }
+        }
         self.router = self.router.merge(router);
         self
     }
