@@ -4,18 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::{parse_guid, Admin, ApiError, ApiResult, Body};
+use super::registry::Routes;
 use super::{durable, write_lock};
 use crate::app::AppState;
 use crate::connectors::import::{self, ImportError, Trigger};
@@ -34,40 +33,20 @@ const MAX_INTERVAL_MINUTES: u32 = 30 * 24 * 60;
 /// Largest staging delivery: room for items over the 10 MB limit, which fail at import.
 const MAX_STAGING_BYTES: usize = 64 * 1024 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(BASE, get(list).post(create))
-        .route(
-            &format!("{BASE}/{{id}}"),
-            get(get_one).put(update).delete(remove),
-        )
-        .route(&format!("{BASE}/{{id}}/status"), get(status))
-        .route(&format!("{BASE}/{{id}}/history"), get(history))
-        .route(&format!("{BASE}/{{id}}/log"), get(log))
-        .route(&format!("{BASE}/{{id}}/run"), post(run))
-        .route(
-            &format!("{BASE}/{{id}}/staging"),
-            get(pending)
-                .post(stage)
-                .layer(DefaultBodyLimit::max(MAX_STAGING_BYTES)),
-        )
-}
-
-/// The lines of the `GET /api` index.
-pub fn index() -> Vec<(&'static str, String, &'static str)> {
-    vec![
-        ("GET", format!("{BASE}?tenant="), "data connectors, with status and counters"),
-        ("POST", BASE.into(), "create a connector: {tenant, name, kind: partner|<native source>, appId?, mapping?: {automatic?, explicit?: {externalId: upn}}, schedule?: {intervalMinutes?}, scope?: \"all\"|[upn], paused?}"),
-        ("GET", format!("{BASE}/{{id}}"), "a connector"),
-        ("GET", format!("{BASE}/{{id}}/status"), "state (Active|Paused|Error|ConsentRevoked), last import, items imported, errors, last error"),
-        ("PUT", format!("{BASE}/{{id}}"), "update: {name?, mapping?, schedule?, scope?, paused?}"),
-        ("GET", format!("{BASE}/{{id}}/history?top=&skip="), "imports, newest first (Purview's admin log fields)"),
-        ("GET", format!("{BASE}/{{id}}/log"), "the admin log of the last 7 days as CSV, with failed items and days without imports"),
-        ("POST", format!("{BASE}/{{id}}/staging"), "deliver items to a native connector: JSON item(s) {id?, from, to?, cc?, subject?, body?, bodyType?, date, email: [participants], attachments?: [{name, contentType?, contentBase64?}]} or one .eml (message/rfc822)"),
-        ("GET", format!("{BASE}/{{id}}/staging"), "items waiting for the next import"),
-        ("POST", format!("{BASE}/{{id}}/run"), "import the staged items now (native connectors)"),
-        ("DELETE", format!("{BASE}/{{id}}"), "delete a connector and its history"),
-    ]
+pub fn routes() -> Routes {
+    let one = format!("{BASE}/{{id}}");
+    Routes::new()
+        .get(BASE, list)
+        .post(BASE, create)
+        .get(&one, get_one)
+        .put(&one, update)
+        .delete(&one, remove)
+        .get(&format!("{one}/status"), status)
+        .get(&format!("{one}/history"), history)
+        .get(&format!("{one}/log"), log)
+        .post(&format!("{one}/run"), run)
+        .get(&format!("{one}/staging"), pending)
+        .post(&format!("{one}/staging"), stage)
 }
 
 // ----- wire shapes -----
@@ -630,9 +609,17 @@ async fn stage(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<impl IntoResponse> {
     let c = native_of(&state, &id)?;
+    let body = axum::body::to_bytes(body, MAX_STAGING_BYTES)
+        .await
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "Nothing was staged: the body could not be read whole (at most \
+                 {MAX_STAGING_BYTES} bytes): {e}."
+            ))
+        })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

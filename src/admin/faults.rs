@@ -4,22 +4,23 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
 use super::error::{Admin, ApiError, ApiResult, Body};
+use super::registry::Routes;
 use crate::app::AppState;
 use crate::faults::{Rule, RuleInput};
 
 /// The routes of this module (merged into the admin router, behind the admin key).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/faults",
-            get(list).put(replace).post(add).delete(clear),
-        )
-        .route("/api/faults/{id}", get(get_one).delete(remove))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/api/faults", list)
+        .put("/api/faults", replace)
+        .post("/api/faults", add)
+        .delete("/api/faults", clear)
+        .get("/api/faults/{id}", get_one)
+        .delete("/api/faults/{id}", remove)
 }
 
 /// Validates one rule, resolving its tenant (GUID or accepted domain).

@@ -8,13 +8,13 @@ use std::time::Duration;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::{parse_guid, Admin, ApiError, ApiResult};
+use super::registry::Routes;
 use super::{durable, tenant_of, write_lock};
 use crate::app::AppState;
 use crate::domain::{Folder, TenantId};
@@ -29,26 +29,24 @@ const MAX_TOP: usize = 1000;
 pub const DEFAULT_RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// The routes of this module (merged into the admin router, behind the admin key).
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Routes {
     const T: &str = "/api/tenants/{tenant}";
-    Router::new()
-        .route(&format!("{T}/mailboxes"), get(list_mailboxes))
-        .route(&format!("{T}/mailboxes/{{upn}}"), get(get_mailbox))
-        .route(&format!("{T}/mailboxes/{{upn}}/folders"), get(list_folders))
-        .route(&format!("{T}/mailboxes/{{upn}}/items"), get(list_items))
-        .route(
-            &format!("{T}/items/{{id}}"),
-            get(get_item).delete(delete_item),
-        )
-        .route(&format!("{T}/items/{{id}}/mime"), get(get_mime))
-        .route(
+    Routes::new()
+        .get(&format!("{T}/mailboxes"), list_mailboxes)
+        .get(&format!("{T}/mailboxes/{{upn}}"), get_mailbox)
+        .get(&format!("{T}/mailboxes/{{upn}}/folders"), list_folders)
+        .get(&format!("{T}/mailboxes/{{upn}}/items"), list_items)
+        .get(&format!("{T}/items/{{id}}"), get_item)
+        .delete(&format!("{T}/items/{{id}}"), delete_item)
+        .get(&format!("{T}/items/{{id}}/mime"), get_mime)
+        .get(
             &format!("{T}/items/{{id}}/attachments/{{n}}"),
-            get(get_attachment),
+            get_attachment,
         )
-        .route(&format!("{T}/ingestions"), get(list_ingestions))
-        .route(&format!("{T}/retention/sweep"), post(sweep_now))
-        .route(&format!("{T}/retention/sweeps"), get(list_sweeps))
-        .route("/api/reset", post(reset))
+        .get(&format!("{T}/ingestions"), list_ingestions)
+        .post(&format!("{T}/retention/sweep"), sweep_now)
+        .get(&format!("{T}/retention/sweeps"), list_sweeps)
+        .post("/api/reset", reset)
 }
 
 // ----- query strings -----

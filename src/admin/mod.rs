@@ -8,6 +8,8 @@ mod directory;
 mod error;
 mod faults;
 pub mod mailboxes;
+mod openapi;
+mod registry;
 mod search;
 
 use std::sync::{Mutex, MutexGuard};
@@ -16,79 +18,80 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use error::{parse_guid, Admin};
 pub use error::{ApiError, ApiResult};
+use registry::Routes;
 
 use crate::app::AppState;
 use crate::domain::TenantId;
 use crate::identity::keys::KeyError;
 use crate::store::model::TenantRecord;
 
-/// Every admin route, guarded by the admin key.
+/// Every admin route, guarded by the admin key (except the OpenAPI document).
 pub fn routes() -> Router<AppState> {
+    admin_routes()
+        .into_router()
+        .route("/api/{*rest}", axum::routing::any(unknown_route))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn(error::request_id))
+}
+
+/// The `(method, path)` of every admin route the router serves (for the test that holds
+/// `openapi.json` to them).
+#[cfg(test)]
+fn registered_routes() -> Vec<(axum::http::Method, String)> {
+    admin_routes().registered().to_vec()
+}
+
+/// The admin routes, each registered through [`Routes`] so that they can be listed. Every one
+/// must be described in `openapi.json`.
+fn admin_routes() -> Routes {
     use apps::*;
     use directory::*;
     const T: &str = "/api/tenants/{tenant}";
-    Router::new()
-        .route("/api", get(index))
-        .route("/api/tenants", get(list_tenants).post(create_tenant))
-        .route(T, get(get_tenant).patch(patch_tenant).delete(delete_tenant))
-        .route(&format!("{T}/users"), get(list_users).post(create_user))
-        .route(
-            &format!("{T}/users/{{upn}}"),
-            get(get_user).patch(patch_user).delete(delete_user),
+    let app = format!("{T}/applications/{{app_id}}");
+    let sp = format!("{T}/servicePrincipals/{{app_id}}");
+    Routes::new()
+        .get("/api", index)
+        .get("/api/openapi.json", openapi::serve)
+        .get("/api/tenants", list_tenants)
+        .post("/api/tenants", create_tenant)
+        .get(T, get_tenant)
+        .patch(T, patch_tenant)
+        .delete(T, delete_tenant)
+        .get(&format!("{T}/users"), list_users)
+        .post(&format!("{T}/users"), create_user)
+        .get(&format!("{T}/users/{{upn}}"), get_user)
+        .patch(&format!("{T}/users/{{upn}}"), patch_user)
+        .delete(&format!("{T}/users/{{upn}}"), delete_user)
+        .get(&format!("{T}/applications"), list_apps)
+        .post(&format!("{T}/applications"), create_app)
+        .get(&app, get_app)
+        .delete(&app, delete_app)
+        .post(&format!("{app}/secrets"), add_secret)
+        .delete(&format!("{app}/secrets/{{key_id}}"), delete_secret)
+        .post(&format!("{app}/certificates"), add_certificate)
+        .delete(
+            &format!("{app}/certificates/{{key_id}}"),
+            delete_certificate,
         )
-        .route(
-            &format!("{T}/applications"),
-            get(list_apps).post(create_app),
-        )
-        .route(
-            &format!("{T}/applications/{{app_id}}"),
-            get(get_app).delete(delete_app),
-        )
-        .route(
-            &format!("{T}/applications/{{app_id}}/secrets"),
-            post(add_secret),
-        )
-        .route(
-            &format!("{T}/applications/{{app_id}}/secrets/{{key_id}}"),
-            axum::routing::delete(delete_secret),
-        )
-        .route(
-            &format!("{T}/applications/{{app_id}}/certificates"),
-            post(add_certificate),
-        )
-        .route(
-            &format!("{T}/applications/{{app_id}}/certificates/{{key_id}}"),
-            axum::routing::delete(delete_certificate),
-        )
-        .route(
-            &format!("{T}/servicePrincipals"),
-            get(list_sps).post(create_sp),
-        )
-        .route(
-            &format!("{T}/servicePrincipals/{{app_id}}"),
-            get(get_sp).patch(patch_sp).delete(delete_sp),
-        )
-        .route(
-            &format!("{T}/ingestions/{{correlation_id}}"),
-            get(get_ingestion),
-        )
-        .route("/api/signingKeys", get(list_keys))
-        .route("/api/signingKeys/rotate", post(rotate_key))
-        .route("/api/signingKeys/{kid}", axum::routing::delete(delete_key))
+        .get(&format!("{T}/servicePrincipals"), list_sps)
+        .post(&format!("{T}/servicePrincipals"), create_sp)
+        .get(&sp, get_sp)
+        .patch(&sp, patch_sp)
+        .delete(&sp, delete_sp)
+        .get(&format!("{T}/ingestions/{{correlation_id}}"), get_ingestion)
+        .get("/api/signingKeys", list_keys)
+        .post("/api/signingKeys/rotate", rotate_key)
+        .delete("/api/signingKeys/{kid}", delete_key)
         .merge(search::routes())
         .merge(mailboxes::routes())
         .merge(faults::routes())
         .merge(connectors::routes())
-        .route("/api/{*rest}", axum::routing::any(unknown_route))
-        .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(middleware::from_fn(error::request_id))
 }
 
 // ----- shared helpers -----
@@ -119,72 +122,16 @@ fn tenant_of(state: &AppState, name: &str) -> ApiResult<TenantRecord> {
 
 // ----- index -----
 
-async fn index(_: Admin) -> impl IntoResponse {
-    const T: &str = "/api/tenants/{tenant}";
-    let routes: Vec<Value> = [
-        ("GET", "/api".to_string(), "this index"),
-        ("GET", "/api/tenants".into(), "list tenants"),
-        ("POST", "/api/tenants".into(), "create a tenant: {id?, displayName, domains, thirdPartyMailbox?, retentionDays?}"),
-        ("GET", T.into(), "a tenant, by GUID or any accepted domain"),
-        ("PATCH", T.into(), "change displayName, domains, thirdPartyMailbox, retentionDays"),
-        ("DELETE", T.into(), "delete a tenant with its users, items and apps"),
-        ("GET", format!("{T}/users"), "list users"),
-        ("POST", format!("{T}/users"), "create a user: {userPrincipalName, displayName?, mail?, proxyAddresses?, mailboxEnabled?, litigationHold?, externalIds?}"),
-        ("GET", format!("{T}/users/{{upn}}"), "a user"),
-        ("PATCH", format!("{T}/users/{{upn}}"), "change a user (given fields only)"),
-        ("DELETE", format!("{T}/users/{{upn}}"), "delete a user"),
-        ("GET", format!("{T}/applications"), "apps registered in the tenant, with consent state"),
-        ("POST", format!("{T}/applications"), "register an app: {displayName, requiredRoles?, secretEndDateTime?}; answers its clientSecret once"),
-        ("GET", format!("{T}/applications/{{appId}}"), "an app registration"),
-        ("DELETE", format!("{T}/applications/{{appId}}"), "delete an app and every consent to it"),
-        ("POST", format!("{T}/applications/{{appId}}/secrets"), "add a secret: {endDateTime?, displayName?}; answers secretText once"),
-        ("DELETE", format!("{T}/applications/{{appId}}/secrets/{{keyId}}"), "remove a secret"),
-        ("POST", format!("{T}/applications/{{appId}}/certificates"), "add a certificate: {pem} or a PEM body (application/x-pem-file)"),
-        ("DELETE", format!("{T}/applications/{{appId}}/certificates/{{keyId}}"), "remove a certificate"),
-        ("GET", format!("{T}/servicePrincipals"), "consents in the tenant"),
-        ("POST", format!("{T}/servicePrincipals"), "consent to an app: {appId}"),
-        ("GET", format!("{T}/servicePrincipals/{{appId}}"), "a consent, by appId or object id"),
-        ("PATCH", format!("{T}/servicePrincipals/{{appId}}"), "enable or disable: {accountEnabled}"),
-        ("DELETE", format!("{T}/servicePrincipals/{{appId}}"), "revoke consent"),
-        ("GET", format!("{T}/ingestions/{{correlationId}}"), "what one ingestion request did (x-IngestionCorrelationID)"),
-        ("GET", format!("{T}/ingestions?top=&skip="), "the ingestion journal, newest first"),
-        ("GET", format!("{T}/mailboxes"), "mailboxes with their folders and item counts"),
-        ("GET", format!("{T}/mailboxes/{{upn}}/folders"), "a mailbox's folders"),
-        ("GET", format!("{T}/mailboxes/{{upn}}/items?folder=&top=&skip="), "items of a folder, newest first"),
-        ("GET", format!("{T}/items/{{id}}"), "every stored property of an item and its copies"),
-        ("DELETE", format!("{T}/items/{{id}}"), "delete an item (409 under litigation hold)"),
-        ("GET", format!("{T}/items/{{id}}/mime"), "the item as an .eml file"),
-        ("GET", format!("{T}/items/{{id}}/attachments/{{n}}"), "an attachment's bytes"),
-        ("POST", format!("{T}/retention/sweep?olderThan="), "run the retention sweep now"),
-        ("GET", format!("{T}/retention/sweeps"), "recorded retention sweeps"),
-        ("POST", format!("{T}/search"), "Content Search (KQL): {query, mailboxes?, top?, skip?}"),
-        ("GET", format!("{T}/search/latest?query="), "the newest match"),
-        ("GET", format!("{T}/search/wait?query=&count=&timeout="), "wait until count items match"),
-        ("DELETE", format!("{T}/search?query=&force="), "delete the matches (subject to holds)"),
-        ("POST", "/api/reset?scope=&force=".into(), "remove all items and records (scope=all: restore fixtures)"),
-        ("GET", "/api/faults".into(), "fault injection rules, in the order they are tried"),
-        ("PUT", "/api/faults".into(), "replace every rule: [{id?, tenant?, appId?, operation?, probability?, count?, fault: {kind: serverBusy|itemServerBusy|http503|http429|latency|dropConnection|itemBudget, ...}}]"),
-        ("POST", "/api/faults".into(), "add a rule (same shape); answers it with its id"),
-        ("DELETE", "/api/faults".into(), "remove every rule"),
-        ("GET", "/api/faults/{id}".into(), "a rule, with the faults it injected and how many remain"),
-        ("DELETE", "/api/faults/{id}".into(), "remove a rule"),
-        ("GET", "/api/signingKeys".into(), "token signing keys (public data only)"),
-        ("POST", "/api/signingKeys/rotate".into(), "new active signing key; older keys stay published"),
-        ("DELETE", "/api/signingKeys/{kid}".into(), "unpublish an inactive signing key"),
-    ]
-    .into_iter()
-    .chain(connectors::index())
-    .map(|(method, path, description)| {
-        json!({ "method": method, "path": path, "description": description })
-    })
-    .collect();
-    Json(json!({
+/// `GET /api`: every route, from the OpenAPI document (one source of truth).
+async fn index(_: Admin) -> ApiResult<impl IntoResponse> {
+    Ok(Json(json!({
         "service": "ingest-emulator admin API",
         "version": env!("CARGO_PKG_VERSION"),
-        "authentication": "Authorization: Bearer <admin key>, or the dashboard's session cookie (with X-CSRF-Token on changes)",
+        "authentication": "Authorization: Bearer <admin key>, or the dashboard's session cookie (with X-CSRF-Token on changes); GET /api/openapi.json needs none",
         "tenant": "{tenant} is the tenant's GUID or any of its accepted domains",
-        "routes": routes,
-    }))
+        "openapi": "/api/openapi.json",
+        "routes": openapi::index_lines()?,
+    })))
 }
 
 async fn unknown_route(_: Admin, uri: axum::http::Uri) -> ApiError {

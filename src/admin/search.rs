@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::error::{Admin, ApiError, ApiResult, Body};
+use super::registry::Routes;
 use super::tenant_of;
 use crate::app::AppState;
 use crate::domain::TenantId;
@@ -27,15 +27,14 @@ const MAX_TOP: usize = 10_000;
 const DEFAULT_WAIT_MS: u64 = 10_000;
 const MAX_WAIT_MS: u64 = 300_000;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Routes {
     const T: &str = "/api/tenants/{tenant}";
-    Router::new()
-        .route(
-            &format!("{T}/search"),
-            post(search).get(search_get).delete(delete_matches),
-        )
-        .route(&format!("{T}/search/latest"), axum::routing::get(latest))
-        .route(&format!("{T}/search/wait"), axum::routing::get(wait))
+    Routes::new()
+        .post(&format!("{T}/search"), search)
+        .get(&format!("{T}/search"), search_get)
+        .delete(&format!("{T}/search"), delete_matches)
+        .get(&format!("{T}/search/latest"), latest)
+        .get(&format!("{T}/search/wait"), wait)
 }
 
 #[derive(Deserialize, Default)]
