@@ -199,6 +199,78 @@ fn signed_in_changes_need_the_session_csrf_token() {
 }
 
 #[test]
+fn running_an_import_from_the_dashboard_needs_the_csrf_token() {
+    let server = Server::start(&[]);
+    let (status, created) = call(
+        &server,
+        Method::POST,
+        CONNECTORS,
+        Some(json!({"tenant": TENANT, "name": "Slack archive", "kind": "Slack"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, staged) = call(
+        &server,
+        Method::POST,
+        &format!("{CONNECTORS}/{id}/staging"),
+        Some(
+            json!({"id": "s-1", "from": "alice@contoso.com", "subject": "hello",
+                    "date": "2026-11-20T10:00:00Z", "email": ["alice@contoso.com"]}),
+        ),
+    );
+    assert_eq!(status, 202, "{staged}");
+    let session = sign_in(&server);
+    let run = |token: Option<&str>| {
+        let mut request = with_cookie(
+            &server,
+            &session,
+            Method::POST,
+            &format!("{CONNECTORS}/{id}/run"),
+        );
+        if let Some(token) = token {
+            request = request.header("X-CSRF-Token", token);
+        }
+        request.send().expect("run")
+    };
+
+    let (status, code) = error_code(run(None));
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "Authorization_RequestDenied")
+    );
+    let (_, connector) = call(&server, Method::GET, &format!("{CONNECTORS}/{id}"), None);
+    assert_eq!(
+        connector["pendingItems"], 1,
+        "a refused run imports nothing"
+    );
+
+    let response = run(Some(&session.csrf));
+    assert_eq!(response.status(), 200);
+    let result: Value = response.json().expect("JSON");
+    assert_eq!(result["import"]["importedSuccessfully"], 1, "{result}");
+    assert_eq!(result["pendingItems"], 0);
+
+    // The page's log link, with the cookie only (a read needs no token).
+    let log = with_cookie(
+        &server,
+        &session,
+        Method::GET,
+        &format!("{CONNECTORS}/{id}/log"),
+    )
+    .send()
+    .expect("log");
+    assert_eq!(log.status(), 200);
+    assert!(log.headers()[CONTENT_TYPE]
+        .to_str()
+        .expect("type")
+        .starts_with("text/csv"));
+    assert!(log
+        .text()
+        .expect("CSV")
+        .starts_with("Record type,Import completion time (UTC)"));
+}
+
+#[test]
 fn sign_out_ends_the_session() {
     let server = Server::start(&[]);
     let session = sign_in(&server);

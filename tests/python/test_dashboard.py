@@ -3,13 +3,19 @@
 
 Signs in with the admin key, reads the connectors table (a connector named with a `<script>` tag
 must show as text), opens a connector (import chart, log link, pause, consent revoke/consent),
-runs a Content Search from the search box and signs out. The page's CSP must not have blocked
-anything of its own. Screenshots: target/dashboard-table.png, target/dashboard-connector.png.
+runs a Content Search from the search box and signs out. A native connector's page: items
+waiting, "Run import now" (result line, chart bar with its failed part, the paused refusal) and
+its CSV log fetched in the signed-in session. The page's CSP must not have blocked anything of
+its own. Screenshots: target/dashboard-table.png, target/dashboard-connector.png,
+target/dashboard-native.png.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -121,8 +127,8 @@ def test_dashboard_in_a_browser(server, browser):
     assert set(rows) == {partner_id, native_id}
     assert rows[partner_id][:3] == [HOSTILE_NAME, "partner", "Active"]
     assert rows[partner_id][3].endswith("ago") or rows[partner_id][3] == "just now"
-    assert rows[partner_id][4:] == ["3", "0"]
-    assert rows[native_id] == ["Slack archive", "Slack", "Active", "never", "0", "0"]
+    assert rows[partner_id][4:] == ["3", "0", "—"]
+    assert rows[native_id] == ["Slack archive", "Slack", "Active", "never", "0", "0", "0"]
     assert browser.execute_script("return document.scripts.length") == 1
     assert_no_alert(browser)
     browser.save_screenshot(str(SCREENSHOTS / "dashboard-table.png"))
@@ -186,3 +192,95 @@ def test_dashboard_in_a_browser(server, browser):
         r = s.get(server.base_url + CONNECTORS, headers={"Cookie": f"{SESSION_COOKIE}={old}"},
                   timeout=30)
     assert r.status_code == 401, r.text
+
+
+def slack_item(item_id: str, subject: str, participants: list[str]) -> dict:
+    return {"id": item_id, "from": "alice@contoso.com", "to": ["bob@contoso.com"],
+            "subject": subject, "body": "hi", "date": "2026-11-20T10:00:00Z",
+            "email": participants}
+
+
+def detail(driver, term: str) -> str:
+    """The value of `term` in the connector's details list."""
+    return driver.find_element(
+        By.XPATH, f"//dl[@class='details']/dt[.='{term}']/following-sibling::dd[1]").text
+
+
+def test_native_connector_import_in_a_browser(server, browser):
+    native = admin_json(server, "POST", CONNECTORS, {
+        "tenant": TENANT, "name": "Slack archive", "kind": "Slack"})
+    # Two items: alice and bob map to users, the stranger to nobody (failed, UserNotMapped).
+    stranger = "stranger@else.example"
+    r = server.admin("POST", f"{CONNECTORS}/{native['id']}/staging", json=[
+        slack_item("s-1", "hello", ["alice@contoso.com", "bob@contoso.com", stranger]),
+        slack_item("s-2", "again", ["alice@contoso.com", stranger]),
+    ])
+    assert r.status_code == 202, r.text
+    assert r.json() == {"stagedItems": 2, "pendingItems": 2}
+    SCREENSHOTS.mkdir(exist_ok=True)
+    browser.set_window_size(1280, 1300)  # the whole page in the screenshot, chart and history
+
+    browser.get(server.base_url + "/")
+    sign_in(browser, server, server.admin_key)
+    row = wait_for(browser, f"#connectors tr[data-id='{native['id']}']")
+    assert [td.text for td in row.find_elements(By.TAG_NAME, "td")][-1] == "2"
+
+    # The page: items waiting, next import (by default in 24 hours), no import yet.
+    browser.find_element(By.LINK_TEXT, "Slack archive").click()
+    wait_for(browser, "#run")
+    assert detail(browser, "Items waiting") == "2"
+    assert re.match(r"in (23 hours|1 day) \(", detail(browser, "Next import"))
+    assert detail(browser, "Last import") == "never"
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart g.bar") == []
+
+    # Run import now: the result line, nothing left waiting, one bar (imported and failed).
+    browser.find_element(By.ID, "run").click()
+    wait_text(browser, "#notice", "Imported 3, partially 0, skipped 0, failed 2.")
+    wait_for(browser, "#chart g.bar")
+    assert detail(browser, "Items waiting") == "0"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart g.bar")) == 1
+    imported = browser.find_element(By.CSS_SELECTOR, "#chart rect.imported")
+    failed = browser.find_element(By.CSS_SELECTOR, "#chart rect.failed")
+    assert float(imported.get_attribute("height")) == pytest.approx(
+        1.5 * float(failed.get_attribute("height")))
+    assert failed.value_of_css_property("fill") == "rgb(196, 50, 47)"  # --failed, red
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart rect.partial, #chart rect.skipped") == []
+    assert_no_alert(browser)
+    browser.save_screenshot(str(SCREENSHOTS / "dashboard-native.png"))
+
+    # The log link, fetched with the session cookie: the CSV with the stranger's failures.
+    href = browser.find_element(By.ID, "log").get_attribute("href")
+    assert href == f"{server.base_url}{CONNECTORS}/{native['id']}/log"
+    fetched = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0], { credentials: 'same-origin' })
+          .then(async (r) => done({ status: r.status, type: r.headers.get('Content-Type'),
+                                    disposition: r.headers.get('Content-Disposition'),
+                                    text: await r.text() }))
+          .catch((e) => done({ error: String(e) }));
+    """, href)
+    assert fetched.get("status") == 200, fetched
+    assert fetched["type"].startswith("text/csv")
+    assert fetched["disposition"].startswith("attachment")
+    assert fetched["text"].startswith("Record type,Import completion time (UTC)")
+    records = list(csv.reader(io.StringIO(fetched["text"])))
+    failures = [rec for rec in records if rec[0] == "Failed item"]
+    assert len(failures) == 2, records
+    assert all(stranger in rec for rec in failures), failures
+    assert sorted(rec[9] for rec in failures) == ["s-1", "s-2"]
+
+    # Again: nothing was waiting, no new bar.
+    browser.find_element(By.ID, "run").click()
+    wait_text(browser, "#notice", "Nothing was waiting.")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart g.bar")) == 1
+
+    # Paused: the API's refusal (409) is shown as text, and the result line goes.
+    browser.find_element(By.ID, "pause").click()
+    wait_text(browser, ".details .state", "Paused")
+    assert detail(browser, "Next import") == "not while paused"
+    browser.find_element(By.ID, "run").click()
+    wait_text(browser, "#status", "is paused")
+    assert browser.find_element(By.ID, "notice").text == ""
+    assert len(server.admin("GET", f"{CONNECTORS}/{native['id']}/history").json()["value"]) == 1
+
+    assert csp_violations(browser) == []

@@ -11,6 +11,9 @@
   const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const view = document.getElementById('view');
   const statusLine = document.getElementById('status');
+  // What the last action on a connector page reported ("Imported 3, ..."), shown under its
+  // buttons until the next action or view.
+  let notice = '';
 
   // ----- admin API -----
 
@@ -118,12 +121,22 @@
     return iso ? new Date(iso).toLocaleString() : '';
   }
 
+  // "2 hours ago (11/20/2026, 10:00:00 AM)", or `none`.
+  function when(iso, none) {
+    return iso ? ago(iso) + ' (' + dateTime(iso) + ')' : none;
+  }
+
   function timeCell(iso) {
     return el('td', iso ? { title: iso } : {}, ago(iso));
   }
 
   function stateBadge(state) {
     return el('span', { class: 'state state-' + String(state).toLowerCase() }, state);
+  }
+
+  // Native connectors (Slack, Pivot, ...) import staged items; partner apps push over EWS.
+  function isNative(connector) {
+    return connector.kind !== 'partner';
   }
 
   // ----- connectors table -----
@@ -143,9 +156,10 @@
       el('td', {}, stateBadge(c.status.state)),
       timeCell(c.status.lastImportDateTime),
       el('td', { class: 'number' }, c.status.itemsImported),
-      el('td', { class: 'number' }, c.status.errors)));
+      el('td', { class: 'number' }, c.status.errors),
+      el('td', { class: 'number' }, isNative(c) ? c.pendingItems : '—')));
     view.replaceChildren(heading, table(
-      ['Name', 'Kind', 'State', 'Last import', 'Items imported', 'Errors'], rows));
+      ['Name', 'Kind', 'State', 'Last import', 'Items imported', 'Errors', 'Waiting'], rows));
     view.querySelector('table').id = 'connectors';
   }
 
@@ -158,13 +172,16 @@
       api('GET', path + '/history?top=100'),
     ]);
     const s = connector.status;
+    const native = isNative(connector);
     const details = el('dl', { class: 'details' },
       ...pair('Kind', connector.kind),
       ...pair('State', stateBadge(s.state)),
       ...pair('Tenant', connector.tenant),
       ...(connector.appId ? pair('App id', connector.appId) : []),
-      ...pair('Last import', s.lastImportDateTime
-        ? ago(s.lastImportDateTime) + ' (' + dateTime(s.lastImportDateTime) + ')' : 'never'),
+      ...pair('Last import', when(s.lastImportDateTime, 'never')),
+      ...(native ? pair('Items waiting', connector.pendingItems) : []),
+      ...(native ? pair('Next import', connector.paused ? 'not while paused'
+        : when(connector.schedule.nextRunDateTime, 'not scheduled')) : []),
       ...pair('Imports', s.imports),
       ...pair('Items imported', s.itemsImported),
       ...pair('Errors', s.errors),
@@ -175,6 +192,7 @@
       el('h1', {}, connector.name),
       details,
       actions(connector, path),
+      el('p', { id: 'notice', class: 'notice', role: 'status' }, notice),
       el('h2', {}, 'Items per import'),
       chart(imports),
       legend(),
@@ -192,6 +210,10 @@
       button(paused ? 'Resume' : 'Pause', 'pause',
         () => api('PUT', path, { paused: !paused })),
     ];
+    if (isNative(connector)) {
+      buttons.push(button('Run import now', 'run',
+        async () => runSummary(await api('POST', path + '/run'))));
+    }
     if (connector.kind === 'partner' && connector.appId) {
       const sps = '/api/tenants/' + encodeURIComponent(connector.tenant) + '/servicePrincipals';
       if (connector.status.state === 'ConsentRevoked') {
@@ -207,21 +229,40 @@
     return el('p', { class: 'actions' }, ...buttons, log);
   }
 
-  // A button that runs `action`, then shows the view again with what changed.
+  // A button that runs `action`, then shows the view again with what changed and what the
+  // action reported (its answer, if a string), or shows the API's error.
   function button(label, id, action) {
     const b = el('button', { type: 'button', id: id }, label);
     b.addEventListener('click', async () => {
       b.disabled = true;
       try {
-        await action();
+        const reported = await action();
+        notice = typeof reported === 'string' ? reported : '';
         showError(null);
         await render();
       } catch (e) {
+        notice = '';
+        const shown = document.getElementById('notice');
+        if (shown) {
+          shown.textContent = '';
+        }
         showError(e);
         b.disabled = false;
       }
     });
     return b;
+  }
+
+  // The answer of POST .../run in a line: the import's counts (per participant, as the
+  // history's), or that nothing was staged.
+  function runSummary(result) {
+    const i = result.import;
+    if (!i) {
+      return 'Nothing was waiting.';
+    }
+    const left = result.pendingItems ? '; ' + result.pendingItems + ' still waiting' : '';
+    return 'Imported ' + i.importedSuccessfully + ', partially ' + i.partiallyImported +
+      ', skipped ' + i.skipped + ', failed ' + i.failed + left + '.';
   }
 
   const SERIES = [
@@ -383,6 +424,7 @@
 
   document.getElementById('signout').addEventListener('click', signOut);
   window.addEventListener('hashchange', () => {
+    notice = '';
     showError(null);
     render();
   });
