@@ -11,11 +11,6 @@ use ingest_emulator::config::{Config, LogFormat, ServeArgs, TlsSource};
 use ingest_emulator::{cli, http, tls};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: the request path allocates a lot of small, short-lived buffers (XML events, JSON
-/// records, sled nodes); glibc's malloc was ~10% of the server's CPU under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "ingest-emulator",
