@@ -127,7 +127,19 @@ struct Spawned {
 }
 
 impl Drop for Spawned {
+    /// SIGTERM, so the `--ephemeral` server removes its store (several GB after the batch-100
+    /// runs); SIGKILL if it has not exited within 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -149,7 +149,7 @@ fn ingestion_key(tenant: Uuid, correlation_id: Uuid) -> Vec<u8> {
 
 impl Store {
     pub(super) fn journal_tree(&self) -> Result<sled::Tree> {
-        Ok(self.inner.db.open_tree(JOURNAL_TREE)?)
+        Ok(self.inner.journal.clone())
     }
 
     fn sweeps_tree(&self) -> Result<sled::Tree> {

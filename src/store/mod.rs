@@ -78,6 +78,7 @@ struct Inner {
     blobs: sled::Tree,
     copies: sled::Tree,
     ingestions: sled::Tree,
+    journal: sled::Tree,
     committer: mpsc::Sender<Job>,
     wal: Arc<WalState>,
 }
@@ -179,6 +180,7 @@ impl Store {
             blobs: db.open_tree(BLOBS)?,
             copies: db.open_tree(COPIES)?,
             ingestions: db.open_tree(INGESTIONS)?,
+            journal: db.open_tree(mailbox::JOURNAL_TREE)?,
             committer,
             wal,
             db,
@@ -575,8 +577,8 @@ impl Store {
     /// Writes a prepared request in one sled transaction: all of it or nothing, across crashes.
     fn apply_ingestion(&self, writes: &PreparedIngestion) -> Result<()> {
         let i = &self.inner;
-        let journal = self.journal_tree()?;
-        (&i.items, &i.blobs, &i.copies, &i.ingestions, &journal).transaction(
+        let journal = &i.journal;
+        (&i.items, &i.blobs, &i.copies, &i.ingestions, journal).transaction(
             |(items, blobs, copies, ingestions, journal)| {
                 writes.write([items, blobs, copies, ingestions, journal])?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())

@@ -200,8 +200,15 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so an `--ephemeral` server removes its throw-away store (a SIGKILL would
+    /// leave it in the temp directory); SIGKILL if it has not exited within 5 s.
     fn drop(&mut self) {
-        self.kill();
+        if self.child.is_some() {
+            self.send_sigterm();
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                self.kill();
+            }
+        }
     }
 }
 
