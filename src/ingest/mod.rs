@@ -103,8 +103,9 @@ async fn create_item(
     let validated: Vec<Result<Item, ItemError>> =
         create.items.iter().map(validate::validate).collect();
 
+    let mut resolver = route::Resolver::new(store, principal.tenant);
     for item in validated.iter().flatten() {
-        if let Some(address) = route::inactive_sender(store, &tenant, item)? {
+        if let Some(address) = route::inactive_sender(&mut resolver, &tenant, item)? {
             // Nothing of the request is stored; the journal still tells what happened.
             store.record_ingestion(&IngestionRecord {
                 correlation_id,
@@ -128,7 +129,7 @@ async fn create_item(
     let mut outcomes = Vec::with_capacity(validated.len());
     let mut items = Vec::new();
     for (index, item) in validated.into_iter().enumerate() {
-        let routed = item.and_then(|item| match route::route(store, &tenant, &item) {
+        let routed = item.and_then(|item| match route::route(&mut resolver, &tenant, &item) {
             Ok(destinations) => Ok((item, destinations)),
             Err(route::RouteError::NoDestination) => Err(ItemError {
                 code: "ErrorItemSave",

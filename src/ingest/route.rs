@@ -5,11 +5,39 @@
 //! an active mailbox gets one copy in `Recoverable Items/Purges`; when nobody maps, the item goes
 //! to the `Inbox` of the tenant's third-party data mailbox.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::domain::{Destination, Folder, Item, TenantId};
-use crate::store::model::TenantRecord;
+use crate::store::model::{TenantRecord, UserRecord};
 use crate::store::{Store, StoreError};
+
+/// Looks participants up in the tenant's directory, each address once per request (a batch
+/// names the same people item after item).
+pub struct Resolver<'a> {
+    store: &'a Store,
+    tenant: TenantId,
+    known: HashMap<String, Option<UserRecord>>,
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(store: &'a Store, tenant: TenantId) -> Self {
+        Resolver {
+            store,
+            tenant,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The user `address` maps to (SMTP, proxy, UPN or external id; any case).
+    pub fn user(&mut self, address: &str) -> Result<Option<&UserRecord>, StoreError> {
+        let key = address.trim().to_lowercase();
+        if !self.known.contains_key(&key) {
+            let user = self.store.user_by_address(self.tenant, &key)?;
+            self.known.insert(key.clone(), user);
+        }
+        Ok(self.known.get(&key).and_then(Option::as_ref))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -21,14 +49,13 @@ pub enum RouteError {
 
 /// Destinations of one item, sorted, one per mailbox.
 pub fn route(
-    store: &Store,
+    resolver: &mut Resolver<'_>,
     tenant: &TenantRecord,
     item: &Item,
 ) -> Result<Vec<Destination>, RouteError> {
-    let id = TenantId(tenant.id);
     let mut mailboxes = BTreeSet::new();
     for participant in item.participants() {
-        if let Some(user) = store.user_by_address(id, &participant.address)? {
+        if let Some(user) = resolver.user(&participant.address)? {
             if user.mailbox_enabled {
                 mailboxes.insert(user.user_principal_name.to_lowercase());
             }
@@ -56,7 +83,7 @@ pub fn route(
 /// The sender rule: a FROM or SENDER address in one of the tenant's accepted domains must
 /// belong to a user with an active mailbox. Returns the offending address.
 pub fn inactive_sender(
-    store: &Store,
+    resolver: &mut Resolver<'_>,
     tenant: &TenantRecord,
     item: &Item,
 ) -> Result<Option<String>, StoreError> {
@@ -71,8 +98,8 @@ pub fn inactive_sender(
         if !in_tenant {
             continue;
         }
-        let active = store
-            .user_by_address(TenantId(tenant.id), &sender.address)?
+        let active = resolver
+            .user(&sender.address)?
             .is_some_and(|u| u.mailbox_enabled);
         if !active {
             return Ok(Some(sender.address.clone()));
