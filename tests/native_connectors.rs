@@ -370,27 +370,19 @@ fn eml_deliveries_oversize_items_and_refused_deliveries() {
             .contains("item 1:"),
         "{value}"
     );
-    let response = server
-        .admin(Method::POST, &format!("{BASE}/{id}/staging"))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .expect("stage");
-    assert_eq!(response.status(), 400);
-    let response = server
-        .admin(Method::POST, &format!("{BASE}/{id}/staging"))
-        .header("content-type", "message/rfc822")
-        .body("this is not a message")
-        .send()
-        .expect("stage");
-    assert_eq!(response.status(), 400);
-    let response = server
-        .admin(Method::POST, &format!("{BASE}/{id}/staging"))
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .expect("stage");
-    assert_eq!(response.status(), 415);
+    for (content_type, body, expected) in [
+        ("application/json", "{not json", 400),
+        ("message/rfc822", "this is not a message", 400),
+        ("text/plain", "hello", 415),
+    ] {
+        let response = server
+            .admin(Method::POST, &format!("{BASE}/{id}/staging"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("stage");
+        assert_eq!(response.status(), expected, "{content_type}: {body}");
+    }
     assert_eq!(pending(&server, &id), 0);
 
     // Nothing staged: a run imports nothing and records no import.

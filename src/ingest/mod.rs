@@ -79,21 +79,11 @@ async fn create_item(
     let connector = store.partner_connector(principal.tenant, principal.app_id.0)?;
     if let Some(c) = &connector {
         if c.paused {
-            // Nothing is stored; the journal still tells what happened.
-            store.record_ingestion(&IngestionRecord {
-                correlation_id,
-                tenant: tenant.id,
-                app_id: Some(principal.app_id.0),
-                received: Utc::now(),
-                operation: "CreateItem".into(),
-                http_status: 403,
-                outcome: "Refused".into(),
-                items: Vec::new(),
-                error: Some(format!(
-                    "the data connector '{}' ({}) is paused: whole request refused",
-                    c.name, c.id
-                )),
-            })?;
+            let reason = format!(
+                "the data connector '{}' ({}) is paused: whole request refused",
+                c.name, c.id
+            );
+            journal_refusal(store, principal, correlation_id, 403, reason)?;
             return Err(IngestError::ConnectorPaused {
                 name: c.name.clone(),
                 id: c.id,
@@ -106,20 +96,10 @@ async fn create_item(
     let mut resolver = route::Resolver::new(store, principal.tenant);
     for item in validated.iter().flatten() {
         if let Some(address) = route::inactive_sender(&mut resolver, &tenant, item)? {
-            // Nothing of the request is stored; the journal still tells what happened.
-            store.record_ingestion(&IngestionRecord {
-                correlation_id,
-                tenant: tenant.id,
-                app_id: Some(principal.app_id.0),
-                received: Utc::now(),
-                operation: "CreateItem".into(),
-                http_status: 401,
-                outcome: "Refused".into(),
-                items: Vec::new(),
-                error: Some(format!(
-                    "the sender {address} has no active mailbox in the tenant: whole request refused"
-                )),
-            })?;
+            let reason = format!(
+                "the sender {address} has no active mailbox in the tenant: whole request refused"
+            );
+            journal_refusal(store, principal, correlation_id, 401, reason)?;
             return Err(IngestError::SenderNotActive { address });
         }
     }
@@ -224,6 +204,28 @@ async fn create_item(
         stored, outcome, "CreateItem committed"
     );
     Ok(reply::create_item(&results))
+}
+
+/// Journals a CreateItem request refused whole: nothing of it is stored, the journal still
+/// tells what happened.
+fn journal_refusal(
+    store: &crate::store::Store,
+    principal: &Principal,
+    correlation_id: Uuid,
+    http_status: u16,
+    reason: String,
+) -> Result<(), StoreError> {
+    store.record_ingestion(&IngestionRecord {
+        correlation_id,
+        tenant: principal.tenant.0,
+        app_id: Some(principal.app_id.0),
+        received: Utc::now(),
+        operation: "CreateItem".into(),
+        http_status,
+        outcome: "Refused".into(),
+        items: Vec::new(),
+        error: Some(reason),
+    })
 }
 
 /// The storage record of a validated item with its destinations (one copy each).
