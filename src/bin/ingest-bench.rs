@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --bin ingest-bench            # 5 s per measurement
 //! cargo run --release --bin ingest-bench -- --seconds 10
+//! cargo run --release --bin ingest-bench -- --fsync      # the server syncs each group commit
 //! ```
 //!
 //! It starts `ingest-emulator serve --ephemeral --no-tls` (the release binary next to this one),
@@ -55,6 +56,9 @@ struct Args {
     /// Skip the baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Run the server with `--fsync` (a disk sync per group commit: power-loss durability).
+    #[arg(long)]
+    fsync: bool,
     /// Internal: run the bare baseline server and print its address.
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -249,6 +253,7 @@ fn run(args: Args) -> Result<(), String> {
         .iter()
         .map(|s| s.to_string())
         .chain([dir.path().join("data").display().to_string()])
+        .chain(args.fsync.then(|| "--fsync".to_string()))
         .collect();
         drop(spawn_pinned(&bin, &store_args)?);
         let started = Instant::now();
@@ -286,6 +291,7 @@ fn run(args: Args) -> Result<(), String> {
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(args.fsync.then(|| "--fsync".to_string()))
             .collect::<Vec<_>>(),
         )?),
     };
