@@ -31,6 +31,13 @@ fn stage(server: &Server, id: &str, items: Value) -> (u16, Value) {
     )
 }
 
+/// Stages `items` and asserts they were accepted (202).
+fn staged_ok(server: &Server, id: &str, items: Value) -> Value {
+    let (status, value) = stage(server, id, items);
+    assert_eq!(status, 202, "{value}");
+    value
+}
+
 fn run(server: &Server, id: &str) -> Value {
     let (status, value) = call(server, Method::POST, &format!("{BASE}/{id}/run"), None);
     assert_eq!(status, 200, "{value}");
@@ -216,7 +223,7 @@ fn an_import_fans_out_to_inbox_source_and_counts_every_participant() {
     assert_eq!(hits["total"], 2, "{hits}");
 
     // The same deliveries again (p-1 by its id, the third by its content): skipped, not stored
-    // twice. p-2 is new content under a known id: skipped too.
+    // twice; p-3 is new: imported.
     let (status, _) = stage(
         &server,
         &id,
@@ -399,14 +406,10 @@ fn eml_deliveries_oversize_items_and_refused_deliveries() {
         Some(json!({"paused": true})),
     );
     assert_eq!(status, 200);
-    assert_eq!(
-        stage(
-            &server,
-            &id,
-            item(Some("later"), "later", &["alice@contoso.com"])
-        )
-        .0,
-        202
+    staged_ok(
+        &server,
+        &id,
+        item(Some("later"), "later", &["alice@contoso.com"]),
     );
     let (status, value) = call(&server, Method::POST, &format!("{BASE}/{id}/run"), None);
     assert_eq!(status, 409, "{value}");
@@ -469,14 +472,10 @@ fn the_scheduler_imports_when_a_connector_is_due_and_not_paused() {
     // Created without a date, a connector runs one interval (24 hours) after its creation.
     let later = native(&server, "Daily", "Zoom", json!({}));
     for connector in [&id, &paused, &later] {
-        assert_eq!(
-            stage(
-                &server,
-                connector,
-                item(Some("s-1"), "room talk", &["alice@contoso.com"])
-            )
-            .0,
-            202
+        staged_ok(
+            &server,
+            connector,
+            item(Some("s-1"), "room talk", &["alice@contoso.com"]),
         );
     }
     wait_for_import(&server, &id, 1);
@@ -534,24 +533,16 @@ fn staged_and_imported_items_survive_kill_and_reset_forgets_imports() {
     let dir = tempfile::tempdir().expect("dir");
     let mut server = Server::start_in(dir.path(), &[]);
     let id = native(&server, "Chat", "CellTrust", json!({}));
-    assert_eq!(
-        stage(
-            &server,
-            &id,
-            item(Some("c-1"), "first", &["alice@contoso.com"])
-        )
-        .0,
-        202
+    staged_ok(
+        &server,
+        &id,
+        item(Some("c-1"), "first", &["alice@contoso.com"]),
     );
     run(&server, &id);
-    assert_eq!(
-        stage(
-            &server,
-            &id,
-            item(Some("c-2"), "second", &["bob@contoso.com"])
-        )
-        .0,
-        202
+    staged_ok(
+        &server,
+        &id,
+        item(Some("c-2"), "second", &["bob@contoso.com"]),
     );
     server.kill();
 
@@ -562,14 +553,10 @@ fn staged_and_imported_items_survive_kill_and_reset_forgets_imports() {
         1
     );
     // What was imported before the crash is still known: delivering it again is a duplicate.
-    assert_eq!(
-        stage(
-            &server,
-            &id,
-            item(Some("c-1"), "first", &["alice@contoso.com"])
-        )
-        .0,
-        202
+    staged_ok(
+        &server,
+        &id,
+        item(Some("c-1"), "first", &["alice@contoso.com"]),
     );
     let import = run(&server, &id)["import"].clone();
     assert_eq!(
@@ -588,14 +575,10 @@ fn staged_and_imported_items_survive_kill_and_reset_forgets_imports() {
     let (_, history) = call(&server, Method::GET, &format!("{BASE}/{id}/history"), None);
     assert_eq!(history["value"].as_array().map(Vec::len), Some(0));
     // After a reset the same item is new again.
-    assert_eq!(
-        stage(
-            &server,
-            &id,
-            item(Some("c-1"), "first", &["alice@contoso.com"])
-        )
-        .0,
-        202
+    staged_ok(
+        &server,
+        &id,
+        item(Some("c-1"), "first", &["alice@contoso.com"]),
     );
     assert_eq!(run(&server, &id)["import"]["importedSuccessfully"], 1);
 }
