@@ -644,7 +644,7 @@ impl Store {
                 }
             }
             let _ = tx.send(updated.is_some());
-            Ok(payload)
+            Ok(super::Logged::Applied(payload))
         }))
         .await?;
         Ok(rx.await.unwrap_or(false))

@@ -2,8 +2,9 @@
 //! the mailboxes (items, copies, ingestion records).
 //!
 //! Invariants:
-//! - All items, copies and the ingestion record of one request are written in one sled
-//!   transaction, so a request is never half stored, even across `kill -9`.
+//! - All items, copies and the ingestion record of one request are one write-ahead log record,
+//!   appended before sled gets them (see [`Logged::Deferred`]), so a request is never half
+//!   stored across `kill -9`: replay completes what a checkpoint flushed half of.
 //! - [`Store::commit_ingestion`] returns only once the write is durable: applied to sled and
 //!   appended to the write-ahead log (`wal`) with one write per group of concurrent requests
 //!   (group commit), `fdatasync`ed too with `fsync`. Sled itself is flushed at checkpoints.
@@ -536,10 +537,12 @@ impl Store {
         let prepared = self.prepare_ingestion(commit)?;
         let store = self.clone();
         self.submit(Box::new(move || {
-            store.apply_ingestion(&prepared)?;
             let mut payload = wal::Payload::default();
             prepared.log(&mut payload);
-            Ok(payload)
+            Ok(Logged::Deferred {
+                payload,
+                apply: Box::new(move || store.apply_ingestion(&prepared)),
+            })
         }))
         .await
     }
@@ -574,16 +577,24 @@ impl Store {
         Ok(writes)
     }
 
-    /// Writes a prepared request in one sled transaction: all of it or nothing, across crashes.
+    /// Applies a prepared request to sled, after the committer appended it to the log (which is
+    /// what makes it all-or-nothing across crashes: see [`Logged::Deferred`]). Items, copies and
+    /// attachments first, the ingestion record and journal entry last, so a reader that finds
+    /// the record finds its items.
     fn apply_ingestion(&self, writes: &PreparedIngestion) -> Result<()> {
         let i = &self.inner;
-        let journal = &i.journal;
-        (&i.items, &i.blobs, &i.copies, &i.ingestions, journal).transaction(
-            |(items, blobs, copies, ingestions, journal)| {
-                writes.write([items, blobs, copies, ingestions, journal])?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            },
-        )?;
+        for (id, bytes) in &writes.items {
+            i.items.insert(id.as_bytes(), bytes.as_slice())?;
+        }
+        for (key, content) in &writes.blobs {
+            i.blobs.insert(key.as_slice(), content.as_slice())?;
+        }
+        for key in &writes.copies {
+            i.copies.insert(key.as_slice(), &[])?;
+        }
+        i.ingestions
+            .insert(writes.ingestion.0.as_slice(), writes.ingestion.1.as_slice())?;
+        i.journal.insert(writes.journal_key.as_slice(), &[])?;
         Ok(())
     }
 
@@ -766,8 +777,23 @@ impl PreparedIngestion {
     }
 }
 
-/// A write for the committer thread: applies itself to sled and answers what it wrote.
-type WriteJob = Box<dyn FnOnce() -> Result<wal::Payload> + Send>;
+/// A write for the committer thread: checks and prepares itself, and answers what it writes.
+type WriteJob = Box<dyn FnOnce() -> Result<Logged> + Send>;
+
+/// How a committed write reaches sled.
+enum Logged {
+    /// Already applied by the job, in a sled transaction (writes that read what they update,
+    /// such as a connector's totals, and must not lose a concurrent admin update); the payload
+    /// is what it wrote.
+    Applied(wal::Payload),
+    /// Applied by the committer with plain inserts after the payload is appended to the log:
+    /// the log record, whole or torn, decides whether the write exists after a crash (replay
+    /// completes what a checkpoint flushed half of), so no sled transaction is needed.
+    Deferred {
+        payload: wal::Payload,
+        apply: Box<dyn FnOnce() -> Result<()> + Send>,
+    },
+}
 
 /// A queued write and who waits for it.
 struct Job {
@@ -792,23 +818,38 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                 }
                 framed.clear();
                 let mut segment = wal.lock();
-                let applied: Vec<(Result<()>, tokio::sync::oneshot::Sender<Result<()>>)> = batch
+                let prepared: Vec<_> = batch
                     .into_iter()
                     .map(|job| {
-                        let outcome = (job.write)().map(|payload| payload.frame_into(&mut framed));
+                        let outcome = (job.write)().map(|logged| match logged {
+                            Logged::Applied(payload) => {
+                                payload.frame_into(&mut framed);
+                                None
+                            }
+                            Logged::Deferred { payload, apply } => {
+                                payload.frame_into(&mut framed);
+                                Some(apply)
+                            }
+                        });
                         (outcome, job.reply)
                     })
                     .collect();
                 let appended = segment.append(&framed);
+                let answers: Vec<_> = prepared
+                    .into_iter()
+                    .map(|(outcome, reply)| {
+                        let answer = match (outcome, &appended) {
+                            (Err(e), _) => Err(e),
+                            (Ok(deferred), Ok(())) => deferred.map_or(Ok(()), |apply| apply()),
+                            (Ok(_), Err(e)) => Err(StoreError::Conflict(format!(
+                                "the write-ahead log could not be written: {e}"
+                            ))),
+                        };
+                        (answer, reply)
+                    })
+                    .collect();
                 drop(segment);
-                for (outcome, reply) in applied {
-                    let answer = match (outcome, &appended) {
-                        (Err(e), _) => Err(e),
-                        (Ok(()), Ok(())) => Ok(()),
-                        (Ok(()), Err(e)) => Err(StoreError::Conflict(format!(
-                            "the write-ahead log could not be written: {e}"
-                        ))),
-                    };
+                for (answer, reply) in answers {
                     let _ = reply.send(answer);
                 }
                 if framed.capacity() > 4 * 1024 * 1024 {
