@@ -461,6 +461,7 @@ async fn main() {
     let store = Store::open(&base.join("store")).unwrap();
     setup_directory(&store);
     let index = SearchIndex::open(&base.join("index"), &store).unwrap();
+    index.wait_ready().unwrap();
 
     let mut rng = StdRng::seed_from_u64(42);
     let start = Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap();
@@ -487,6 +488,7 @@ async fn main() {
             let commit = IngestionCommit {
                 record,
                 items: items.iter().map(|i| (i.clone(), vec![])).collect(),
+                after: None,
             };
             store.commit_ingestion(commit).await.unwrap();
         }
@@ -571,7 +573,7 @@ async fn main() {
     );
     if args.rebuild && !args.index_only {
         let t = Instant::now();
-        index.rebuild(&store).unwrap();
+        index.rebuild().unwrap();
         println!(
             "rebuilt the index from the store in {:.1} s ({} items)",
             t.elapsed().as_secs_f64(),

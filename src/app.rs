@@ -105,7 +105,7 @@ impl AppState {
     /// Opens the store in `data_dir`, seeds it from fixtures when new, and loads the keys.
     pub fn open(config: Config, data_dir: &Path) -> Result<AppState, StartError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StartError::Io(data_dir.to_path_buf(), e))?;
-        let store = Store::open_with(&data_dir.join("store"), config.fsync)?;
+        let store = Store::open_with(&data_dir.join("store"), config.fsync, true)?;
         if store.has_no_tenants() {
             seed(&store, &config.fixtures)?;
         }

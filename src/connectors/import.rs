@@ -106,11 +106,11 @@ pub async fn run(
         }
     }
 
-    let (commit, indexed, import) = plan.finish(consumed, seen_now, next_run);
+    let (mut commit, indexed, import) = plan.finish(consumed, seen_now, next_run);
+    commit.ingestion.after = Some(crate::search::indexer(state, indexed));
     if !store.commit_import(commit).await? {
         return Err(ImportError::NotFound(connector));
     }
-    crate::search::indexed(state, &indexed);
     info!(
         connector = %c.id,
         import = %import.id,
@@ -405,6 +405,7 @@ impl<'a> Plan<'a> {
             ingestion: IngestionCommit {
                 record,
                 items: self.items,
+                after: None,
             },
             import: import.clone(),
             seen: seen.into_iter().collect(),

@@ -180,7 +180,11 @@ async fn create_item(
         error: None,
     };
     let indexed: Vec<ItemRecord> = items.iter().map(|(item, _)| item.clone()).collect();
-    let commit = IngestionCommit { record, items };
+    let commit = IngestionCommit {
+        record,
+        items,
+        after: Some(crate::search::indexer(state, indexed)),
+    };
     match connector {
         // The request is one import of the app's data connector in the tenant, written with it.
         Some(c) => {
@@ -198,7 +202,6 @@ async fn create_item(
         }
         None => store.commit_ingestion(commit).await?,
     }
-    crate::search::indexed(state, &indexed);
     info!(
         items = results.len(),
         stored, outcome, "CreateItem committed"

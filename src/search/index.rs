@@ -12,9 +12,15 @@
 //! - a search first commits and reloads when the index is dirty (commit-on-read), so an
 //!   acknowledged item is always searchable; a background thread also commits every
 //!   [`COMMIT_EVERY`] while dirty, so a crash loses little;
-//! - at start-up an index that is missing, unreadable, of another schema version, or whose item
-//!   count differs from the store's (a crash between the store commit and the index commit) is
-//!   rebuilt from the store.
+//! - the store's committer adds each write's documents right after applying it, in log order
+//!   ([`crate::search::indexer`]), so a commit covers every log segment older than the one being
+//!   written when the commit started; the commit's payload records that segment number
+//!   (`logFrom`), and the store keeps the checkpointed segments from it on (retired, never
+//!   replayed) until the next commit;
+//! - at start-up, serving starts at once; in the background, the items the kept segments name
+//!   (written after the last commit: a crash) are re-indexed from the store, or, when the index
+//!   is missing, unreadable, of another schema version or has no `logFrom` (a rebuild was cut
+//!   off), every item is. Searches wait until that is done. No scan of the store at start-up.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -32,7 +38,7 @@ use tantivy::schema::{
     Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT,
 };
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::kql::{DateField, Expr, TextField};
@@ -45,6 +51,11 @@ const SCHEMA_VERSION: &str = "1";
 const WRITER_BUDGET: usize = 20_000_000;
 /// How often the background thread commits a dirty index.
 pub const COMMIT_EVERY: Duration = Duration::from_secs(2);
+/// How long a search waits for the start-up catch-up (or rebuild) before it gives up.
+const READY_WAIT: Duration = Duration::from_secs(60);
+/// Items re-indexed per hold of the writer lock by a catch-up or rebuild (the committer waits
+/// for the lock to add new items).
+const CATCH_UP_CHUNK: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -56,6 +67,8 @@ pub enum IndexError {
     Directory(#[from] tantivy::directory::error::OpenDirectoryError),
     #[error("search index rebuild: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("the search index is still being brought up to date after start-up; retry")]
+    NotReady,
 }
 
 pub type Result<T> = std::result::Result<T, IndexError>;
@@ -135,11 +148,34 @@ pub struct Results {
     pub hits: Vec<Hit>,
 }
 
+/// Where the start-up catch-up is.
+#[derive(Debug, Clone, Copy)]
+enum Catching {
+    /// Re-indexing every stored item.
+    Everything,
+    /// Re-indexing the items named by the log from this segment on.
+    Since(u64),
+    Done,
+}
+
+/// The payload of an index commit.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload {
+    /// The first log segment whose writes this commit may lack; absent during a rebuild.
+    log_from: Option<u64>,
+}
+
 pub struct SearchIndex {
     index: Index,
     reader: IndexReader,
     writer: Mutex<IndexWriter<TantivyDocument>>,
     fields: Fields,
+    store: Store,
+    /// What commits record as `logFrom`: `None` while a rebuild runs (a crash redoes it), the
+    /// segment a catch-up started from while it runs, then the store's current segment.
+    state: Mutex<Catching>,
+    ready: std::sync::Condvar,
     /// Changes (adds, deletes) not committed yet. Changed under the writer lock.
     pending: AtomicU64,
     /// Bumped whenever documents are added (for `search/wait`).
@@ -147,8 +183,8 @@ pub struct SearchIndex {
 }
 
 impl SearchIndex {
-    /// Opens the index in `dir` (created when missing) and makes it agree with `store`
-    /// (rebuilt when it does not). Starts the background committer.
+    /// Opens the index in `dir` (created when missing) and starts bringing it up to date with
+    /// `store` in the background (see the module notes). Starts the background committer.
     pub fn open(dir: &Path, store: &Store) -> Result<Arc<SearchIndex>> {
         let (schema, fields) = schema();
         let version_file = dir.join("schema-version");
@@ -171,31 +207,52 @@ impl SearchIndex {
             }
         };
         std::fs::write(&version_file, SCHEMA_VERSION)?;
+        let log_from = if fresh {
+            None
+        } else {
+            index
+                .load_metas()?
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<Payload>(p).ok())
+                .and_then(|p| p.log_from)
+        };
         let writer = index.writer_with_num_threads(1, WRITER_BUDGET)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let (changes, _) = tokio::sync::watch::channel(0);
+        let catching = match log_from {
+            Some(from) => Catching::Since(from),
+            None => Catching::Everything,
+        };
         let search = Arc::new(SearchIndex {
             index,
             reader,
             writer: Mutex::new(writer),
             fields,
+            store: store.clone(),
+            state: Mutex::new(catching),
+            ready: std::sync::Condvar::new(),
             pending: AtomicU64::new(0),
             changes,
         });
-        let indexed = search.item_count()?;
-        let stored = store.item_count() as u64;
-        if fresh || indexed != stored {
-            if !fresh {
-                warn!(
-                    indexed,
-                    stored, "the search index is behind the store: rebuilding it"
-                );
-            }
-            search.rebuild(store)?;
-        }
+        // Segments from here on are fed by the committer; the catch-up covers the older ones.
+        let until = store.log_segment();
+        let worker = search.clone();
+        std::thread::Builder::new()
+            .name("search-catch-up".into())
+            .spawn(move || {
+                let outcome = match catching {
+                    Catching::Since(from) => worker.catch_up(from, until),
+                    _ => worker.rebuild(),
+                };
+                if let Err(e) = outcome {
+                    error!(error = %e, "bringing the search index up to date failed: searches miss items until a restart");
+                    worker.set_state(Catching::Done);
+                }
+            })?;
         spawn_committer(Arc::downgrade(&search));
         Ok(search)
     }
@@ -206,27 +263,115 @@ impl SearchIndex {
         Ok(searcher.search(&*term(self.fields.first, "1"), &Count)? as u64)
     }
 
-    /// Replaces the whole index with the store's items.
-    pub fn rebuild(&self, store: &Store) -> Result<()> {
-        let started = Instant::now();
-        let mut writer = self.lock();
-        writer.commit()?;
-        writer.delete_all_documents()?;
-        let mut n = 0u64;
-        let mut failure = None;
-        store_items(store, &mut |item| {
-            if let Err(e) = self.add_to(&writer, item) {
-                failure.get_or_insert(e);
-            }
-            n += 1;
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
+    fn set_state(&self, to: Catching) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = to;
+        self.ready.notify_all();
+    }
+
+    /// Waits (up to [`READY_WAIT`]) until the start-up catch-up or rebuild is done.
+    pub fn wait_ready(&self) -> Result<()> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, _) = self
+            .ready
+            .wait_timeout_while(state, READY_WAIT, |s| !matches!(s, Catching::Done))
+            .unwrap_or_else(|p| p.into_inner());
+        match *state {
+            Catching::Done => Ok(()),
+            _ => Err(IndexError::NotReady),
         }
-        writer.commit()?;
+    }
+
+    /// Commits, recording in the commit which log segments the store must keep for it.
+    fn commit(&self, writer: &mut IndexWriter<TantivyDocument>) -> Result<()> {
+        let log_from = match *self.state.lock().unwrap_or_else(|p| p.into_inner()) {
+            Catching::Done => Some(self.store.log_segment()),
+            Catching::Since(from) => Some(from),
+            Catching::Everything => None,
+        };
+        self.commit_from(writer, log_from)
+    }
+
+    /// Commits with `logFrom` = `log_from`.
+    fn commit_from(
+        &self,
+        writer: &mut IndexWriter<TantivyDocument>,
+        log_from: Option<u64>,
+    ) -> Result<()> {
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&serde_json::to_string(&Payload { log_from }).unwrap_or_default());
+        prepared.commit()?;
+        if let Some(from) = log_from {
+            self.store.index_committed(from)?;
+        }
+        Ok(())
+    }
+
+    /// Re-indexes `ids` from the store, a chunk per hold of the writer lock: an id the store
+    /// no longer has loses its documents.
+    fn reindex(&self, ids: &[Uuid]) -> Result<()> {
+        for chunk in ids.chunks(CATCH_UP_CHUNK) {
+            let writer = self.lock();
+            for id in chunk {
+                writer.delete_term(Term::from_field_text(self.fields.id, &id.to_string()));
+                if let Some(item) = self.store.item(*id)? {
+                    self.add_to(&writer, &item)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits (everything older than the current log segment is in the index now: what the
+    /// catch-up did, and what the committer added meanwhile), reloads, then opens searches,
+    /// all under the writer lock, so a search let in finds the new reader.
+    fn finish_catching_up(&self) -> Result<()> {
+        let mut writer = self.lock();
+        self.commit_from(&mut writer, Some(self.store.log_segment()))?;
         self.pending.store(0, Ordering::SeqCst);
-        drop(writer);
         self.reader.reload()?;
+        self.set_state(Catching::Done);
+        Ok(())
+    }
+
+    /// Re-indexes the items named by log segments `from..until` (written after the index's
+    /// last commit), commits, and opens searches.
+    fn catch_up(&self, from: u64, until: u64) -> Result<()> {
+        let started = Instant::now();
+        let ids = self.store.logged_item_ids(from, until)?;
+        self.reindex(&ids)?;
+        self.finish_catching_up()?;
+        if !ids.is_empty() {
+            info!(
+                items = ids.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "search index caught up with the store"
+            );
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole index with the store's items (the committer goes on adding new ones
+    /// meanwhile; searches wait), commits, and opens searches.
+    pub fn rebuild(&self) -> Result<()> {
+        let started = Instant::now();
+        self.set_state(Catching::Everything);
+        {
+            let mut writer = self.lock();
+            self.commit(&mut writer)?;
+            writer.delete_all_documents()?;
+        }
+        let mut n = 0u64;
+        let mut after = None;
+        loop {
+            let ids = self.store.item_ids_after(after, CATCH_UP_CHUNK)?;
+            let Some(last) = ids.last() else {
+                break;
+            };
+            after = Some(*last);
+            n += ids.len() as u64;
+            self.reindex(&ids)?;
+        }
+        self.finish_catching_up()?;
         info!(
             items = n,
             seconds = started.elapsed().as_secs_f64(),
@@ -347,16 +492,19 @@ impl SearchIndex {
             self.add_to(&writer, item)?;
         }
         self.pending.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        drop(writer);
+        // Committed at once: removals are not in the store's log, so a start-up catch-up would
+        // not find them.
+        self.refresh()
     }
 
     /// Removes everything.
     pub fn remove_all(&self) -> Result<()> {
         let mut writer = self.lock();
         // Commit what is in flight first: `delete_all_documents` drops committed segments only.
-        writer.commit()?;
+        self.commit(&mut writer)?;
         writer.delete_all_documents()?;
-        writer.commit()?;
+        self.commit(&mut writer)?;
         self.pending.store(0, Ordering::SeqCst);
         drop(writer);
         self.reader.reload()?;
@@ -372,9 +520,9 @@ impl SearchIndex {
         if self.pending.swap(0, Ordering::SeqCst) == 0 {
             return Ok(());
         }
-        if let Err(e) = writer.commit() {
+        if let Err(e) = self.commit(&mut writer) {
             self.pending.fetch_add(1, Ordering::SeqCst);
-            return Err(e.into());
+            return Err(e);
         }
         drop(writer);
         self.reader.reload()?;
@@ -396,6 +544,7 @@ impl SearchIndex {
         skip: usize,
         top: usize,
     ) -> Result<Results> {
+        self.wait_ready()?;
         self.refresh()?;
         let query = self.scoped(tenant, expr, mailboxes)?;
         let searcher = self.reader.searcher();
@@ -445,6 +594,7 @@ impl SearchIndex {
         expr: &Expr,
         mailboxes: &[String],
     ) -> Result<Vec<Uuid>> {
+        self.wait_ready()?;
         self.refresh()?;
         let query = self.scoped(tenant, expr, mailboxes)?;
         let searcher = self.reader.searcher();
@@ -663,37 +813,6 @@ fn regex_escape(text: &str) -> String {
     out
 }
 
-/// Every stored item, by walking each tenant's mailboxes and folders that hold copies, each
-/// item once.
-fn store_items(store: &Store, each: &mut dyn FnMut(&ItemRecord)) -> Result<()> {
-    use crate::domain::TenantId;
-    let mut seen = std::collections::HashSet::new();
-    for tenant in store.tenants()? {
-        let id = TenantId(tenant.id);
-        for (mailbox, folders) in store.mailbox_counts(id)? {
-            for folder in folders.keys() {
-                let ids = store.folder_items(id, &mailbox, folder, 0, usize::MAX)?;
-                for item_id in ids {
-                    if !seen.insert(item_id) {
-                        continue;
-                    }
-                    if let Some(item) = store.item(item_id)? {
-                        each(&item);
-                    }
-                }
-            }
-        }
-    }
-    let stored = store.item_count();
-    if seen.len() != stored {
-        warn!(
-            found = seen.len(),
-            stored, "some stored items are in no mailbox folder and are not indexed"
-        );
-    }
-    Ok(())
-}
-
 fn spawn_committer(index: Weak<SearchIndex>) {
     let _ = std::thread::Builder::new()
         .name("search-committer".into())
@@ -767,6 +886,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         let index = SearchIndex::open(&dir.path().join("index"), &store).unwrap();
+        index.wait_ready().unwrap();
         let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
         let a = item(t1, "alpha", &["a@x", "b@x"]);
         let b = item(t2, "alpha", &["c@y"]);

@@ -1,8 +1,9 @@
 //! Content Search: KQL (`kql`) over a tantivy full-text index (`index`) kept in step with the
 //! store. The admin routes are in `admin/search.rs`.
 //!
-//! Hooks other modules call to keep the index in step with the store: [`indexed`] after an
-//! ingestion commit, [`forget`] after items are deleted, [`clear`] after a reset.
+//! Hooks other modules call to keep the index in step with the store: [`indexer`] for an
+//! ingestion commit (run by the store's committer, in log order), [`forget`] after items are
+//! deleted, [`clear`] after a reset.
 
 pub mod index;
 pub mod kql;
@@ -15,12 +16,16 @@ use crate::store::model::ItemRecord;
 
 pub use index::{Hit, Results, SearchIndex};
 
-/// Called after an ingestion commit, before the reply: the items become searchable.
-pub fn indexed(state: &AppState, items: &[ItemRecord]) {
-    if let Err(e) = state.search.add(items) {
-        // The store has them: the index is rebuilt from it at the next start.
-        error!(error = %e, "indexing committed items failed");
-    }
+/// What the store's committer runs once an ingestion's items are applied (before the reply,
+/// in log order): the items become searchable.
+pub fn indexer(state: &AppState, items: Vec<ItemRecord>) -> crate::store::AfterApply {
+    let search = state.search.clone();
+    Box::new(move || {
+        if let Err(e) = search.add(&items) {
+            // The store and its log have them: the next start indexes what the log names.
+            error!(error = %e, "indexing committed items failed");
+        }
+    })
 }
 
 /// Called after items were deleted from the store (by id), or changed (e.g. lost copies):

@@ -570,7 +570,8 @@ impl Store {
     /// dedup keys, staged items consumed and next run) in one transaction, through the
     /// committer (durable when this returns). When the connector was deleted meanwhile, the
     /// items and journal are still written (they were accepted) and the answer is false.
-    pub async fn commit_import(&self, commit: ImportCommit) -> Result<bool> {
+    pub async fn commit_import(&self, mut commit: ImportCommit) -> Result<bool> {
+        let after = commit.ingestion.after.take();
         let prepared = self.prepare_ingestion(commit.ingestion)?;
         let connector = commit.import.connector;
         let import = commit.import;
@@ -631,6 +632,9 @@ impl Store {
                     Ok::<_, ConflictableTransactionError<StoreError>>(Some(record))
                 },
             )?;
+            if let Some(after) = after {
+                after();
+            }
             let mut payload = super::wal::Payload::default();
             prepared.log(&mut payload);
             if let Some(record) = &updated {

@@ -674,6 +674,7 @@ mod tests {
             .prepare_ingestion(IngestionCommit {
                 record,
                 items: vec![(item.clone(), vec![b"x".to_vec()])],
+                after: None,
             })
             .expect("prepare");
         store.apply_ingestion(&prepared).expect("commit");

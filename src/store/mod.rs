@@ -17,7 +17,9 @@ pub mod mailbox;
 pub mod model;
 mod wal;
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -59,6 +61,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct IngestionCommit {
     pub record: IngestionRecord,
     pub items: Vec<(ItemRecord, Vec<Vec<u8>>)>,
+    pub after: Option<AfterApply>,
 }
 
 #[derive(Clone)]
@@ -90,6 +93,11 @@ struct Inner {
 struct WalState {
     dir: PathBuf,
     segment: Mutex<wal::Segment>,
+    /// The number of the segment being written (read without the lock, by index commits).
+    current: AtomicU64,
+    /// The first segment the search index may still need (see [`Store::index_committed`]);
+    /// `u64::MAX` when no index keeps any.
+    index_needs: AtomicU64,
 }
 
 impl WalState {
@@ -99,6 +107,11 @@ impl WalState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// Run by the committer right after a write is applied, before any later write, while no
+/// checkpoint can run: the search index is fed in log order, so an index commit covers every
+/// segment older than the current one (see [`Store::log_segment`]).
+pub type AfterApply = Box<dyn FnOnce() + Send>;
 
 /// Names of the trees the committer writes (the write-ahead log names trees).
 const ITEMS: &str = "items";
@@ -148,24 +161,29 @@ impl Store {
     /// Opens (or creates) the store in `dir`; acknowledged writes survive a crash of the
     /// process (`kill -9`).
     pub fn open(dir: &Path) -> Result<Store> {
-        Store::open_with(dir, false)
+        Store::open_with(dir, false, false)
     }
 
     /// Opens (or creates) the store in `dir`, replaying the write-ahead log left by a crash.
-    /// With `fsync`, each group commit is also synced to the disk (survives power loss).
-    pub fn open_with(dir: &Path, fsync: bool) -> Result<Store> {
+    /// With `fsync`, each group commit is also synced to the disk (survives power loss). With
+    /// `keep_log_for_index`, checkpointed log segments are kept until the search index says it
+    /// has committed what they hold ([`Store::index_committed`]).
+    pub fn open_with(dir: &Path, fsync: bool, keep_log_for_index: bool) -> Result<Store> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(None)
             .open()?;
         let wal_dir = dir.join("wal");
-        let (replayed, next) = wal::replay(&wal_dir, &db)?;
+        let keep_from = if keep_log_for_index { 0 } else { u64::MAX };
+        let (replayed, next) = wal::replay(&wal_dir, &db, keep_from)?;
         if replayed > 0 {
             tracing::info!(records = replayed, "write-ahead log replayed");
         }
         let wal = Arc::new(WalState {
             segment: Mutex::new(wal::Segment::create(&wal_dir, next, fsync)?),
+            current: AtomicU64::new(next),
+            index_needs: AtomicU64::new(keep_from),
             dir: wal_dir,
         });
         let committer = spawn_committer(wal.clone());
@@ -214,6 +232,54 @@ impl Store {
             .send(Job { write, reply })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The number of the log segment being written. Every write the committer applied (and
+    /// handed to its [`AfterApply`]) before this segment started is in an older one.
+    pub fn log_segment(&self) -> u64 {
+        self.inner.wal.current.load(Ordering::SeqCst)
+    }
+
+    /// The search index committed everything logged before segment `first_needed`: older
+    /// checkpointed segments are no longer kept for it.
+    pub fn index_committed(&self, first_needed: u64) -> Result<()> {
+        self.inner
+            .wal
+            .index_needs
+            .store(first_needed, Ordering::SeqCst);
+        wal::prune_retired(&self.inner.wal.dir, first_needed)
+    }
+
+    /// The ids of the items written (or removed) by the log records of segments
+    /// `from..before`, each once: what an index committed before `from` may lack.
+    pub fn logged_item_ids(&self, from: u64, before: u64) -> Result<Vec<Uuid>> {
+        let keys = wal::logged_keys(&self.inner.wal.dir, ITEMS, from, before)?;
+        let mut seen = std::collections::HashSet::new();
+        Ok(keys
+            .iter()
+            .filter_map(|k| Uuid::from_slice(k).ok())
+            .filter(|id| seen.insert(*id))
+            .collect())
+    }
+
+    /// Up to `limit` stored item ids after `after` (all from the first when `None`), in id
+    /// order (time order: ids are UUIDv7).
+    pub fn item_ids_after(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>> {
+        let range = match after {
+            Some(id) => self
+                .inner
+                .items
+                .range::<&[u8], _>((Bound::Excluded(&id.as_bytes()[..]), Bound::Unbounded)),
+            None => self.inner.items.iter(),
+        };
+        range
+            .keys()
+            .take(limit)
+            .filter_map(|k| match k {
+                Ok(k) => Uuid::from_slice(&k).ok().map(Ok),
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect()
     }
 
     /// Bytes of the store's files on disk: sled's and the write-ahead log's.
@@ -533,7 +599,8 @@ impl Store {
 
     /// Writes one request's items, copies, attachments and record atomically, then waits until
     /// they are durable.
-    pub async fn commit_ingestion(&self, commit: IngestionCommit) -> Result<()> {
+    pub async fn commit_ingestion(&self, mut commit: IngestionCommit) -> Result<()> {
+        let after = commit.after.take();
         let prepared = self.prepare_ingestion(commit)?;
         let store = self.clone();
         self.submit(Box::new(move || {
@@ -541,7 +608,13 @@ impl Store {
             prepared.log(&mut payload);
             Ok(Logged::Deferred {
                 payload,
-                apply: Box::new(move || store.apply_ingestion(&prepared)),
+                apply: Box::new(move || {
+                    store.apply_ingestion(&prepared)?;
+                    if let Some(after) = after {
+                        after();
+                    }
+                    Ok(())
+                }),
             })
         }))
         .await
@@ -719,11 +792,6 @@ impl Store {
         i.items.remove(id.as_bytes())?;
         Ok(())
     }
-
-    /// Total number of stored items (all tenants).
-    pub fn item_count(&self) -> usize {
-        self.inner.items.len()
-    }
 }
 
 fn blob_key(item: Uuid, n: usize) -> Vec<u8> {
@@ -866,14 +934,17 @@ fn checkpoint(inner: &Inner) -> Result<()> {
     let covered = {
         let mut segment = inner.wal.lock();
         if segment.written() > 0 {
-            Some(segment.rotate()?)
+            let closed = segment.rotate()?;
+            inner.wal.current.store(segment.seq(), Ordering::SeqCst);
+            Some(closed)
         } else {
             segment.seq().checked_sub(1)
         }
     };
     inner.db.flush()?;
     if let Some(seq) = covered {
-        wal::Segment::remove_up_to(&inner.wal.dir, seq)?;
+        let keep_from = inner.wal.index_needs.load(Ordering::SeqCst);
+        wal::retire_up_to(&inner.wal.dir, seq, keep_from)?;
     }
     Ok(())
 }

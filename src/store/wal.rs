@@ -20,9 +20,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
-use sled::Transactional;
-
 use super::{Result, StoreError};
 
 /// A segment larger than this is checkpointed at once.
@@ -104,19 +101,34 @@ fn decode_ops(mut bytes: &[u8]) -> Option<Vec<Op<'_>>> {
     Some(ops)
 }
 
+/// Name prefix of a segment to replay (written since the last checkpoint).
+const LIVE: &str = "wal-";
+/// Name prefix of a segment sled already has (checkpointed), kept only for the search index:
+/// its records name the items written since the index's last commit. Never replayed.
+const RETIRED: &str = "idx-";
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("wal-{seq:020}.log"))
+    named(dir, LIVE, seq)
 }
 
-/// The segments in `dir`, oldest first.
+fn named(dir: &Path, prefix: &str, seq: u64) -> PathBuf {
+    dir.join(format!("{prefix}{seq:020}.log"))
+}
+
+/// The live segments in `dir`, oldest first.
 fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    listed(dir, LIVE)
+}
+
+/// The segments in `dir` whose name starts with `prefix`, oldest first.
+fn listed(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
         let seq = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("wal-"))
+            .and_then(|n| n.strip_prefix(prefix))
             .and_then(|n| n.strip_suffix(".log"))
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(seq) = seq {
@@ -131,69 +143,127 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Sled(sled::Error::Io(e))
 }
 
-/// Replays the segments left in `dir` into `db` (oldest first), makes sled durable, and removes
-/// them. Returns the number of records replayed and the next segment number.
-pub fn replay(dir: &Path, db: &sled::Db) -> Result<(usize, u64)> {
+/// Calls `each` with the operations of every whole record of the segment at `path`, in order;
+/// a torn or corrupt tail ends the segment.
+fn records(path: &Path, each: &mut dyn FnMut(&[Op<'_>]) -> Result<()>) -> Result<usize> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io)?;
+    let mut rest = bytes.as_slice();
+    let mut count = 0;
+    while rest.len() >= 8 {
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        let Some(payload) = rest.get(8..8 + len) else {
+            break; // torn tail
+        };
+        if crc32fast::hash(payload) != crc {
+            tracing::warn!(segment = %path.display(), "corrupt write-ahead log record: the rest of this segment is ignored");
+            break;
+        }
+        let Some(ops) = decode_ops(payload) else {
+            tracing::warn!(segment = %path.display(), "unreadable write-ahead log record: the rest of this segment is ignored");
+            break;
+        };
+        each(&ops)?;
+        count += 1;
+        rest = &rest[8 + len..];
+    }
+    Ok(count)
+}
+
+/// Replays the live segments left in `dir` into `db` (oldest first), makes sled durable, and
+/// retires them (or removes them when `keep_from` says the index does not need them). Returns
+/// the number of records replayed and the next segment number.
+pub fn replay(dir: &Path, db: &sled::Db, keep_from: u64) -> Result<(usize, u64)> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let found = segments(dir)?;
     let mut replayed = 0;
+    let mut trees = std::collections::HashMap::new();
     for (_, path) in &found {
-        let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io)?;
-        let mut rest = bytes.as_slice();
-        while rest.len() >= 8 {
-            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-            let Some(payload) = rest.get(8..8 + len) else {
-                break; // torn tail
-            };
-            if crc32fast::hash(payload) != crc {
-                tracing::warn!(segment = %path.display(), "corrupt write-ahead log record: replay of this segment stops here");
-                break;
-            }
-            let Some(ops) = decode_ops(payload) else {
-                tracing::warn!(segment = %path.display(), "unreadable write-ahead log record: replay of this segment stops here");
-                break;
-            };
-            apply(db, &ops)?;
-            replayed += 1;
-            rest = &rest[8 + len..];
-        }
+        replayed += records(path, &mut |ops| apply(db, &mut trees, ops))?;
     }
     db.flush()?;
-    for (_, path) in &found {
-        std::fs::remove_file(path).map_err(io)?;
+    let last_live = found.last().map(|(seq, _)| *seq);
+    if let Some(last) = last_live {
+        retire_up_to(dir, last, keep_from)?;
     }
-    let next = found.last().map_or(0, |(seq, _)| seq + 1);
+    let last_retired = listed(dir, RETIRED)?.last().map(|(seq, _)| *seq);
+    let next = last_live.max(last_retired).map_or(0, |seq| seq + 1);
     Ok((replayed, next))
 }
 
-/// Applies one record's operations in one transaction.
-fn apply(db: &sled::Db, ops: &[Op<'_>]) -> Result<()> {
-    let mut names: Vec<&str> = ops.iter().map(|op| op.tree).collect();
-    names.sort_unstable();
-    names.dedup();
-    let trees: Vec<sled::Tree> = names
-        .iter()
-        .map(|name| db.open_tree(name))
-        .collect::<std::result::Result<_, _>>()?;
-    let refs: Vec<&sled::Tree> = trees.iter().collect();
-    refs.as_slice()
-        .transaction(|views: &Vec<TransactionalTree>| {
-            for op in ops {
-                let Ok(index) = names.binary_search(&op.tree) else {
-                    continue;
-                };
-                match op.value {
-                    Some(value) => views[index].insert(op.key, value)?,
-                    None => views[index].remove(op.key)?,
-                };
+/// After a checkpoint covering the live segments up to `seq`: each is removed, or retired
+/// (renamed, never replayed again) when the search index may still need it (`>= keep_from`).
+/// Retired segments older than `keep_from` are removed.
+pub fn retire_up_to(dir: &Path, seq: u64, keep_from: u64) -> Result<()> {
+    for (n, path) in segments(dir)? {
+        if n > seq {
+            continue;
+        }
+        if n >= keep_from {
+            std::fs::rename(&path, named(dir, RETIRED, n)).map_err(io)?;
+        } else {
+            std::fs::remove_file(path).map_err(io)?;
+        }
+    }
+    prune_retired(dir, keep_from)
+}
+
+/// Removes the retired segments older than `keep_from`.
+pub fn prune_retired(dir: &Path, keep_from: u64) -> Result<()> {
+    for (n, path) in listed(dir, RETIRED)? {
+        if n < keep_from {
+            std::fs::remove_file(path).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// The keys written or removed in `tree` by the records of the segments (retired or live)
+/// numbered `from..before`, oldest first, repeated as often as they were written.
+pub fn logged_keys(dir: &Path, tree: &str, from: u64, before: u64) -> Result<Vec<Vec<u8>>> {
+    let mut all: Vec<(u64, PathBuf)> = listed(dir, RETIRED)?;
+    all.extend(segments(dir)?);
+    all.retain(|(n, _)| (from..before).contains(n));
+    all.sort();
+    let mut keys = Vec::new();
+    for (_, path) in &all {
+        records(path, &mut |ops| {
+            keys.extend(
+                ops.iter()
+                    .filter(|op| op.tree == tree)
+                    .map(|op| op.key.to_vec()),
+            );
+            Ok(())
+        })?;
+    }
+    Ok(keys)
+}
+
+/// Applies one record's operations with plain writes (at start-up only: nothing else runs, and
+/// the segments are retired only after sled is flushed, so a crash during the replay replays
+/// again).
+fn apply(
+    db: &sled::Db,
+    trees: &mut std::collections::HashMap<String, sled::Tree>,
+    ops: &[Op<'_>],
+) -> Result<()> {
+    for op in ops {
+        let tree = match trees.get(op.tree) {
+            Some(tree) => tree,
+            None => {
+                let tree = db.open_tree(op.tree)?;
+                trees.entry(op.tree.to_string()).or_insert(tree)
             }
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })
-        .map_err(StoreError::from)
+        };
+        match op.value {
+            Some(value) => tree.insert(op.key, value)?,
+            None => tree.remove(op.key)?,
+        };
+    }
+    Ok(())
 }
 
 /// The segment being written.
@@ -256,16 +326,6 @@ impl Segment {
         *self = next;
         Ok(closed)
     }
-
-    /// Removes the segments up to `seq` (their writes are in a flushed sled).
-    pub fn remove_up_to(dir: &Path, seq: u64) -> Result<()> {
-        for (n, path) in segments(dir)? {
-            if n <= seq {
-                std::fs::remove_file(path).map_err(io)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -299,7 +359,7 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .expect("db");
-        let (replayed, next) = replay(&wal, &db).expect("replay");
+        let (replayed, next) = replay(&wal, &db, u64::MAX).expect("replay");
         assert_eq!((replayed, next), (2, 4));
         let a = db.open_tree("a").expect("a");
         assert!(a.get(b"k1").expect("get").is_none());
@@ -308,5 +368,58 @@ mod tests {
         let b = db.open_tree("b").expect("b");
         assert_eq!(b.get(b"k2").expect("get").as_deref(), Some(&b"v2"[..]));
         assert!(segments(&wal).expect("list").is_empty());
+    }
+
+    fn write_segment(dir: &Path, seq: u64, key: &[u8]) {
+        let mut segment = Segment::create(dir, seq, false).expect("segment");
+        let mut payload = Payload::default();
+        payload.insert("items", key, b"v");
+        payload.insert("other", b"not-an-item", b"v");
+        let mut framed = Vec::new();
+        payload.frame_into(&mut framed);
+        segment.append(&framed).expect("append");
+    }
+
+    #[test]
+    fn checkpointed_segments_are_kept_for_the_index_and_never_replayed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).expect("wal dir");
+        for seq in 0..4 {
+            write_segment(&wal, seq, &[seq as u8]);
+        }
+        // A checkpoint covering 0..=2 while the index needs segments from 1 on.
+        retire_up_to(&wal, 2, 1).expect("retire");
+        let live: Vec<u64> = segments(&wal).expect("live").iter().map(|s| s.0).collect();
+        let retired: Vec<u64> = listed(&wal, RETIRED)
+            .expect("retired")
+            .iter()
+            .map(|s| s.0)
+            .collect();
+        assert_eq!((live, retired), (vec![3], vec![1, 2]));
+        // The index reads what segments 1..4 wrote to `items`, retired or live.
+        assert_eq!(
+            logged_keys(&wal, "items", 1, 4).expect("keys"),
+            vec![vec![1u8], vec![2u8], vec![3u8]]
+        );
+        assert_eq!(
+            logged_keys(&wal, "items", 2, 3).expect("keys"),
+            vec![vec![2u8]]
+        );
+        // A restart replays the live segment only, and numbers on after every segment kept.
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db");
+        let (replayed, next) = replay(&wal, &db, 1).expect("replay");
+        assert_eq!((replayed, next), (1, 4));
+        // The index committed everything before 3: the older retired segments go.
+        prune_retired(&wal, 3).expect("prune");
+        let retired: Vec<u64> = listed(&wal, RETIRED)
+            .expect("retired")
+            .iter()
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(retired, vec![3]);
     }
 }
