@@ -106,8 +106,8 @@ pub async fn run(
         }
     }
 
-    let (mut commit, indexed, import) = plan.finish(consumed, seen_now, next_run);
-    commit.ingestion.after = Some(crate::search::indexer(state, indexed));
+    let (mut commit, import) = plan.finish(consumed, seen_now, next_run);
+    commit.ingestion.after = Some(crate::search::indexer(state));
     if !store.commit_import(commit).await? {
         return Err(ImportError::NotFound(connector));
     }
@@ -374,7 +374,7 @@ impl<'a> Plan<'a> {
         consumed: Vec<Vec<u8>>,
         seen: HashSet<Vec<u8>>,
         next_run: DateTime<Utc>,
-    ) -> (ImportCommit, Vec<ItemRecord>, ImportRecord) {
+    ) -> (ImportCommit, ImportRecord) {
         let stored = self.items.len();
         let outcome = match (stored, self.outcomes.len()) {
             (0, 0) => "Success",
@@ -399,7 +399,6 @@ impl<'a> Plan<'a> {
             items: self.outcomes,
             error: None,
         };
-        let indexed = self.items.iter().map(|(item, _)| item.clone()).collect();
         let import = self.import;
         let commit = ImportCommit {
             ingestion: IngestionCommit {
@@ -412,6 +411,6 @@ impl<'a> Plan<'a> {
             consumed,
             next_run: Some(next_run),
         };
-        (commit, indexed, import)
+        (commit, import)
     }
 }

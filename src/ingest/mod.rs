@@ -179,11 +179,10 @@ async fn create_item(
         items: outcomes,
         error: None,
     };
-    let indexed: Vec<ItemRecord> = items.iter().map(|(item, _)| item.clone()).collect();
     let commit = IngestionCommit {
         record,
         items,
-        after: Some(crate::search::indexer(state, indexed)),
+        after: Some(crate::search::indexer(state)),
     };
     match connector {
         // The request is one import of the app's data connector in the tenant, written with it.

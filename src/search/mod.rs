@@ -18,10 +18,10 @@ pub use index::{Hit, Results, SearchIndex};
 
 /// What the store's committer runs once an ingestion's items are applied (before the reply,
 /// in log order): the items become searchable.
-pub fn indexer(state: &AppState, items: Vec<ItemRecord>) -> crate::store::AfterApply {
+pub fn indexer(state: &AppState) -> crate::store::AfterApply {
     let search = state.search.clone();
-    Box::new(move || {
-        if let Err(e) = search.add(&items) {
+    Box::new(move |items: &[ItemRecord]| {
+        if let Err(e) = search.add(items) {
             // The store and its log have them: the next start indexes what the log names.
             error!(error = %e, "indexing committed items failed");
         }

@@ -633,7 +633,7 @@ impl Store {
                 },
             )?;
             if let Some(after) = after {
-                after();
+                after(&prepared.records);
             }
             let mut payload = super::wal::Payload::default();
             prepared.log(&mut payload);

@@ -111,7 +111,8 @@ impl WalState {
 /// Run by the committer right after a write is applied, before any later write, while no
 /// checkpoint can run: the search index is fed in log order, so an index commit covers every
 /// segment older than the current one (see [`Store::log_segment`]).
-pub type AfterApply = Box<dyn FnOnce() + Send>;
+/// It gets the items just written.
+pub type AfterApply = Box<dyn FnOnce(&[ItemRecord]) + Send>;
 
 /// Names of the trees the committer writes (the write-ahead log names trees).
 const ITEMS: &str = "items";
@@ -611,7 +612,7 @@ impl Store {
                 apply: Box::new(move || {
                     store.apply_ingestion(&prepared)?;
                     if let Some(after) = after {
-                        after();
+                        after(&prepared.records);
                     }
                     Ok(())
                 }),
@@ -624,6 +625,7 @@ impl Store {
     fn prepare_ingestion(&self, commit: IngestionCommit) -> Result<PreparedIngestion> {
         let mut writes = PreparedIngestion {
             items: Vec::with_capacity(commit.items.len()),
+            records: Vec::with_capacity(commit.items.len()),
             blobs: Vec::new(),
             copies: Vec::new(),
             ingestion: (
@@ -646,6 +648,7 @@ impl Store {
                 writes.blobs.push((blob_key(item.id, n), content));
             }
             writes.items.push((item.id, encode(&item)?));
+            writes.records.push(item);
         }
         Ok(writes)
     }
@@ -803,6 +806,8 @@ fn blob_key(item: Uuid, n: usize) -> Vec<u8> {
 /// The encoded keys and values of one ingestion request.
 struct PreparedIngestion {
     items: Vec<(Uuid, Vec<u8>)>,
+    /// The items themselves, for the [`AfterApply`] hook.
+    records: Vec<ItemRecord>,
     blobs: Vec<(Vec<u8>, Vec<u8>)>,
     copies: Vec<Vec<u8>>,
     ingestion: (Vec<u8>, Vec<u8>),
