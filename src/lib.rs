@@ -11,6 +11,7 @@ pub mod config;
 pub mod connectors;
 pub mod dashboard;
 pub mod domain;
+pub mod ephemeral;
 pub mod errors;
 pub mod ews;
 pub mod export;

@@ -75,10 +75,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 async fn run(config: Config, started: Instant) -> Result<(), String> {
     let ephemeral_dir = if config.ephemeral {
         Some(
-            tempfile::Builder::new()
-                .prefix("ingest-emulator-")
-                .tempdir()
-                .map_err(|e| e.to_string())?,
+            ingest_emulator::ephemeral::create()
+                .map_err(|e| format!("cannot create the ephemeral data directory: {e}"))?,
         )
     } else {
         None
