@@ -32,7 +32,23 @@ enum Command {
     Token(cli::TokenArgs),
 }
 
+/// glibc's malloc gives each thread that contends for the heap an arena of its own, up to 8 per
+/// core, and memory freed into one arena is not reused by another: under load (tokio workers,
+/// the committer, sled's and tantivy's threads) the server's resident memory grew with the
+/// number of arenas (peak 231 MB at batch 100 for 20 s; 157 MB with two arenas, at the same
+/// throughput). Set before any thread starts; `MALLOC_ARENA_MAX` in the environment still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a malloc parameter; called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),

@@ -172,7 +172,7 @@ impl Store {
     pub fn open_with(dir: &Path, fsync: bool, keep_log_for_index: bool) -> Result<Store> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(16 * 1024 * 1024)
             .flush_every_ms(None)
             .open()?;
         let wal_dir = dir.join("wal");
