@@ -144,6 +144,7 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
     } else {
         data_dir.display().to_string()
     };
+    let shutdown = shutdown_signal();
     println!(
         "ingest-emulator {} ready in {} ms",
         env!("CARGO_PKG_VERSION"),
@@ -167,7 +168,7 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
         ingest_emulator::connectors::SCHEDULER_TICK,
     );
     let router = http::router(state);
-    http::serve(listener, tls_config, router, shutdown_signal()).await;
+    http::serve(listener, tls_config, router, shutdown).await;
     retention.abort();
     scheduler.abort();
     store.flush().map_err(|e| e.to_string())?;
@@ -176,21 +177,34 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM and SIGINT handlers now, before the banner says the server is ready
+/// (a signal sent right after it must stop the server gracefully, not kill it with its default
+/// action), and answers a future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn received(signal: Option<Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                _ = received(term) => {},
+                _ = received(interrupt) => {},
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
