@@ -803,3 +803,52 @@ fn item_deletion_and_reset_through_other_routes_reach_the_index() {
     );
     assert_eq!(search(&server, "", &[])["total"], 1);
 }
+
+#[test]
+fn a_deleted_item_stays_out_of_the_index_across_kill_9() {
+    // Deletions are not in the write-ahead log, so the start-up catch-up cannot find them: the
+    // index commits a removal at once.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &[]);
+    let token = server.token();
+    let ids = ingest(
+        &server,
+        &token,
+        &[
+            Msg {
+                subject: Some("ephemera kept".into()),
+                ..Msg::default()
+            },
+            Msg {
+                subject: Some("ephemera gone".into()),
+                ..Msg::default()
+            },
+        ],
+    );
+    // Let a checkpoint start a new log segment, then have the index commit past the old one
+    // (a search commits it), so the restart's catch-up does not revisit these two items.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    ingest(
+        &server,
+        &token,
+        &[Msg {
+            subject: Some("later".into()),
+            ..Msg::default()
+        }],
+    );
+    assert_eq!(search(&server, "subject:ephemera", &[])["total"], 2);
+    let response = server
+        .admin(
+            Method::DELETE,
+            &format!("/api/tenants/{TENANT}/items/{}", ids[1]),
+        )
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    server.kill();
+
+    let server = Server::start_in(dir.path(), &[]);
+    let left = search(&server, "subject:ephemera", &[]);
+    assert_eq!(left["total"], 1, "{left}");
+    assert_eq!(hits(&left)[0]["itemId"], ids[0].as_str());
+}
