@@ -185,16 +185,25 @@ pub async fn delete_tenant(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    {
+    let record = tenant_of(&state, &tenant)?;
+    let worker = state.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<()> {
         let _guard = write_lock();
-        let record = tenant_of(&state, &tenant)?;
         let id = TenantId(record.id);
         // The apps registered in the tenant go with it (and every consent to them).
-        for app in state.store.apps(id)? {
-            state.store.delete_app(app.app_id)?;
+        for app in worker.store.apps(id)? {
+            worker.store.delete_app(app.app_id)?;
         }
-        state.store.delete_tenant(id)?;
-    }
+        let on_change = crate::search::on_items_changed(&worker);
+        worker.store.delete_tenant(id, Some(&on_change))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| {
+        ApiError::Store(crate::store::StoreError::Conflict(format!(
+            "deleting the tenant failed: {e}"
+        )))
+    })??;
     durable(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::error::{parse_guid, Admin, ApiError, ApiResult};
 use super::registry::Routes;
@@ -477,13 +476,17 @@ async fn delete_item(
     Path((tenant_name, id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let tenant = tenant_of(&state, &tenant_name)?;
-    let outcome = {
+    let item = item_of(&state, &tenant, &id)?;
+    let worker = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
         let _guard = write_lock();
-        let item = item_of(&state, &tenant, &id)?;
-        state
+        let on_change = crate::search::on_items_changed(&worker);
+        worker
             .store
-            .delete_items(TenantId(tenant.id), &[item.id], false)?
-    };
+            .delete_items(TenantId(tenant.id), &[item.id], false, Some(&on_change))
+    })
+    .await
+    .map_err(|e| ApiError::Store(StoreError::Conflict(format!("delete failed: {e}"))))??;
     if let Some((id, mailbox)) = outcome.held.first() {
         return Err(ApiError::Conflict(format!(
             "Item '{id}' cannot be deleted: it has a copy in mailbox '{mailbox}', which is on \
@@ -498,7 +501,6 @@ async fn delete_item(
             tenant.id
         )));
     }
-    crate::search::forget(&state, &outcome.deleted);
     durable(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -627,22 +629,11 @@ fn run_sweep(
     retention_days: Option<u32>,
     trigger: &str,
 ) -> ApiResult<SweepOutcome> {
-    let outcome = {
-        let _guard = write_lock();
-        state
-            .store
-            .sweep_retention(tenant, cutoff, retention_days, trigger)?
-    };
-    let touched: Vec<Uuid> = outcome
-        .removed_item_ids
-        .iter()
-        .chain(&outcome.changed_item_ids)
-        .copied()
-        .collect();
-    if !touched.is_empty() {
-        crate::search::forget(state, &touched);
-    }
-    Ok(outcome)
+    let _guard = write_lock();
+    let on_change = crate::search::on_items_changed(state);
+    Ok(state
+        .store
+        .sweep_retention(tenant, cutoff, retention_days, trigger, Some(&on_change))?)
 }
 
 fn cutoff_for(days: u32, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -789,7 +780,8 @@ async fn reset(
     let worker = state.clone();
     let outcome = tokio::task::spawn_blocking(move || -> ApiResult<_> {
         let _guard = write_lock();
-        let outcome = worker.store.reset(force)?;
+        let on_change = crate::search::on_items_changed(&worker);
+        let outcome = worker.store.reset(force, Some(&on_change))?;
         worker.store.reset_connectors(all)?;
         if all {
             worker.store.wipe_directory()?;
@@ -803,11 +795,6 @@ async fn reset(
     })
     .await
     .map_err(|e| ApiError::Store(StoreError::Conflict(format!("reset failed: {e}"))))??;
-    if outcome.kept_under_hold.is_empty() {
-        crate::search::clear(&state);
-    } else {
-        crate::search::forget(&state, &outcome.removed_ids);
-    }
     durable(&state).await?;
     let kept: Vec<Value> = outcome
         .kept_under_hold

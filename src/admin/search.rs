@@ -279,10 +279,11 @@ async fn delete_matches(
             .search
             .matching_items(tenant_id, &expr, &mailboxes)
             .map_err(index_error)?;
-        let outcome = worker
-            .store
-            .delete_items(TenantId(tenant_id), &ids, force)?;
-        crate::search::forget(&worker, &outcome.deleted);
+        let on_change = crate::search::on_items_changed(&worker);
+        let outcome =
+            worker
+                .store
+                .delete_items(TenantId(tenant_id), &ids, force, Some(&on_change))?;
         Ok((ids.len(), outcome))
     })
     .await

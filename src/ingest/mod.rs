@@ -443,18 +443,21 @@ async fn create_attachment(
         };
         match state
             .store
-            .add_attachment(item.id, meta, attachment.content, MAX_ITEM_BYTES as u64)
+            .add_attachment(
+                item.id,
+                meta,
+                attachment.content,
+                MAX_ITEM_BYTES as u64,
+                // The item changes: it is re-indexed (attachment names, hasattachment).
+                Some(crate::search::on_items_changed(state)),
+            )
             .await
         {
-            Ok(n) => {
-                // The item changed: re-index it (attachment names, hasattachment).
-                crate::search::forget(state, &[item.id]);
-                results.push(AttachmentResult::Created {
-                    attachment_id: attachment_id(item.id, n),
-                    root_item_id: item.id.to_string(),
-                    root_item_change_key: change_key(item.id),
-                })
-            }
+            Ok(n) => results.push(AttachmentResult::Created {
+                attachment_id: attachment_id(item.id, n),
+                root_item_id: item.id.to_string(),
+                root_item_change_key: change_key(item.id),
+            }),
             Err(StoreError::Conflict(message)) => results.push(AttachmentResult::Failed {
                 code: "ErrorMessageSizeExceeded".into(),
                 message: format!("The attachment was not added: {message}."),

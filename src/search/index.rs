@@ -156,6 +156,9 @@ enum Catching {
     /// Re-indexing the items named by the log from this segment on.
     Since(u64),
     Done,
+    /// The catch-up (or rebuild) failed: searches go on (they may miss items), and commits
+    /// keep recording where it started (`None`: a rebuild), so the next start redoes it.
+    Failed(Option<u64>),
 }
 
 /// The payload of an index commit.
@@ -249,8 +252,12 @@ impl SearchIndex {
                     _ => worker.rebuild(),
                 };
                 if let Err(e) = outcome {
-                    error!(error = %e, "bringing the search index up to date failed: searches miss items until a restart");
-                    worker.set_state(Catching::Done);
+                    error!(error = %e, "bringing the search index up to date failed: searches may miss items until a restart redoes it");
+                    let log_from = match catching {
+                        Catching::Since(from) => Some(from),
+                        _ => None,
+                    };
+                    worker.set_state(Catching::Failed(log_from));
                 }
             })?;
         spawn_committer(Arc::downgrade(&search));
@@ -273,10 +280,12 @@ impl SearchIndex {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (state, _) = self
             .ready
-            .wait_timeout_while(state, READY_WAIT, |s| !matches!(s, Catching::Done))
+            .wait_timeout_while(state, READY_WAIT, |s| {
+                !matches!(s, Catching::Done | Catching::Failed(_))
+            })
             .unwrap_or_else(|p| p.into_inner());
         match *state {
-            Catching::Done => Ok(()),
+            Catching::Done | Catching::Failed(_) => Ok(()),
             _ => Err(IndexError::NotReady),
         }
     }
@@ -287,6 +296,7 @@ impl SearchIndex {
             Catching::Done => Some(self.store.log_segment()),
             Catching::Since(from) => Some(from),
             Catching::Everything => None,
+            Catching::Failed(log_from) => log_from,
         };
         self.commit_from(writer, log_from)
     }
@@ -307,16 +317,22 @@ impl SearchIndex {
     }
 
     /// Re-indexes `ids` from the store, a chunk per hold of the writer lock: an id the store
-    /// no longer has loses its documents.
+    /// no longer has loses its documents. Each chunk is read and indexed while the store's
+    /// committer is paused, so a write the committer applies concurrently is indexed once:
+    /// by its hook after the chunk (the chunk did not see it), or by the chunk (its hook ran
+    /// before, and the chunk replaces its documents).
     fn reindex(&self, ids: &[Uuid]) -> Result<()> {
         for chunk in ids.chunks(CATCH_UP_CHUNK) {
-            let writer = self.lock();
-            for id in chunk {
-                writer.delete_term(Term::from_field_text(self.fields.id, &id.to_string()));
-                if let Some(item) = self.store.item(*id)? {
-                    self.add_to(&writer, &item)?;
+            self.store.with_committer_paused(|| -> Result<()> {
+                let writer = self.lock();
+                for id in chunk {
+                    writer.delete_term(Term::from_field_text(self.fields.id, &id.to_string()));
+                    if let Some(item) = self.store.item(*id)? {
+                        self.add_to(&writer, &item)?;
+                    }
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -360,10 +376,14 @@ impl SearchIndex {
             self.commit(&mut writer)?;
             writer.delete_all_documents()?;
         }
+        // Items written from here on are fed by the committer: the scan stops at the newest
+        // item there is now (ids are time-ordered).
+        let newest = self.store.last_item_id()?;
         let mut n = 0u64;
         let mut after = None;
-        loop {
-            let ids = self.store.item_ids_after(after, CATCH_UP_CHUNK)?;
+        while let Some(newest) = newest {
+            let mut ids = self.store.item_ids_after(after, CATCH_UP_CHUNK)?;
+            ids.retain(|id| *id <= newest);
             let Some(last) = ids.last() else {
                 break;
             };
@@ -492,22 +512,6 @@ impl SearchIndex {
             self.add_to(&writer, item)?;
         }
         self.pending.fetch_add(1, Ordering::SeqCst);
-        drop(writer);
-        // Committed at once: removals are not in the store's log, so a start-up catch-up would
-        // not find them.
-        self.refresh()
-    }
-
-    /// Removes everything.
-    pub fn remove_all(&self) -> Result<()> {
-        let mut writer = self.lock();
-        // Commit what is in flight first: `delete_all_documents` drops committed segments only.
-        self.commit(&mut writer)?;
-        writer.delete_all_documents()?;
-        self.commit(&mut writer)?;
-        self.pending.store(0, Ordering::SeqCst);
-        drop(writer);
-        self.reader.reload()?;
         Ok(())
     }
 
@@ -881,8 +885,93 @@ mod tests {
             .total
     }
 
+    /// Ingests `n` requests of `per` items through the store's committer, indexed by its hook.
+    fn ingest(
+        rt: &tokio::runtime::Runtime,
+        store: &Store,
+        index: &Arc<SearchIndex>,
+        tenant: Uuid,
+        n: usize,
+        per: usize,
+    ) {
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..n {
+                let (store, index) = (store.clone(), index.clone());
+                tasks.push(tokio::spawn(async move {
+                    let items: Vec<ItemRecord> = (0..per)
+                        .map(|_| ItemRecord {
+                            id: Uuid::now_v7(),
+                            ..item(tenant, "race", &["a@x"])
+                        })
+                        .collect();
+                    let record = crate::store::model::IngestionRecord {
+                        correlation_id: Uuid::now_v7(),
+                        tenant,
+                        app_id: None,
+                        received: chrono::Utc::now(),
+                        operation: "CreateItem".into(),
+                        http_status: 200,
+                        outcome: "Success".into(),
+                        items: vec![],
+                        error: None,
+                    };
+                    let after: crate::store::AfterApply =
+                        Box::new(move |items: &[ItemRecord]| {
+                            // A slow hook widens the window between the store having an item
+                            // and the hook indexing it, in which a rebuild must not read it.
+                            std::thread::sleep(std::time::Duration::from_micros(300));
+                            index.add(items).expect("index");
+                        });
+                    store
+                        .commit_ingestion(crate::store::IngestionCommit {
+                            record,
+                            items: items.into_iter().map(|i| (i, vec![])).collect(),
+                            after: Some(after),
+                        })
+                        .await
+                        .expect("commit");
+                }));
+            }
+            for task in tasks {
+                task.await.expect("task");
+            }
+        });
+    }
+
+    /// A rebuild while the committer goes on indexing new items indexes each item once.
     #[test]
-    fn add_resync_clear_and_tenant_isolation() {
+    fn a_rebuild_racing_ingestion_indexes_each_item_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(&dir.path().join("store"), false, true).unwrap();
+        let index = SearchIndex::open(&dir.path().join("index"), &store).unwrap();
+        index.wait_ready().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        let tenant = Uuid::new_v4();
+        ingest(&rt, &store, &index, tenant, 200, 5);
+        for _ in 0..3 {
+            let rebuilding = {
+                let index = index.clone();
+                std::thread::spawn(move || index.rebuild())
+            };
+            ingest(&rt, &store, &index, tenant, 400, 1);
+            rebuilding.join().unwrap().unwrap();
+        }
+        let stored = store.item_ids_after(None, usize::MAX).unwrap().len();
+        assert_eq!(stored, 200 * 5 + 3 * 400);
+        assert_eq!(
+            total(&index, tenant, "race"),
+            stored,
+            "one document per item"
+        );
+        assert_eq!(index.item_count().unwrap() as usize, stored);
+    }
+
+    #[test]
+    fn add_resync_and_tenant_isolation() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         let index = SearchIndex::open(&dir.path().join("index"), &store).unwrap();
@@ -907,12 +996,13 @@ mod tests {
         index.resync(&store, &[a.id]).unwrap();
         assert_eq!(total(&index, t1, "subject:alpha"), 0);
         assert_eq!(total(&index, t2, "subject:alpha"), 1);
-        // Uncommitted additions are cleared too.
-        index.add(&[item(t1, "beta", &["a@x"])]).unwrap();
-        index.remove_all().unwrap();
+        // Uncommitted additions are removed too.
+        let beta = item(t1, "beta", &["a@x"]);
+        index.add(std::slice::from_ref(&beta)).unwrap();
+        index.resync(&store, &[beta.id]).unwrap();
         assert_eq!(total(&index, t1, ""), 0);
-        assert_eq!(total(&index, t2, ""), 0);
+        assert_eq!(total(&index, t2, ""), 1);
         index.add(&[item(t1, "gamma", &["a@x"])]).unwrap();
-        assert_eq!(total(&index, t1, "gamma"), 1, "usable after a clear");
+        assert_eq!(total(&index, t1, "gamma"), 1, "usable after a removal");
     }
 }

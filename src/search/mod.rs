@@ -2,8 +2,8 @@
 //! store. The admin routes are in `admin/search.rs`.
 //!
 //! Hooks other modules call to keep the index in step with the store: [`indexer`] for an
-//! ingestion commit (run by the store's committer, in log order), [`forget`] after items are
-//! deleted, [`clear`] after a reset.
+//! ingestion commit and [`on_items_changed`] for an admin removal, both run by the store's
+//! committer in log order.
 
 pub mod index;
 pub mod kql;
@@ -22,23 +22,23 @@ pub fn indexer(state: &AppState) -> crate::store::AfterApply {
     let search = state.search.clone();
     Box::new(move |items: &[ItemRecord]| {
         if let Err(e) = search.add(items) {
-            // The store and its log have them: the next start indexes what the log names.
+            // The store and its log have them; the index misses them until the next
+            // rebuild (the next commit records that it covers this log segment).
             error!(error = %e, "indexing committed items failed");
         }
     })
 }
 
-/// Called after items were deleted from the store (by id), or changed (e.g. lost copies):
-/// each item's documents are replaced by what the store holds now (nothing when deleted).
-pub fn forget(state: &AppState, ids: &[Uuid]) {
-    if let Err(e) = state.search.resync(&state.store, ids) {
-        error!(error = %e, "removing deleted items from the search index failed");
-    }
-}
-
-/// Called after every item was removed from the store (reset).
-pub fn clear(state: &AppState) {
-    if let Err(e) = state.search.remove_all() {
-        error!(error = %e, "clearing the search index failed");
-    }
+/// What the store's committer runs after an admin write removed or changed items (deletion,
+/// retention, reset, a deleted tenant), in log order: their documents are replaced by what the
+/// store holds now (nothing when removed). Not committed at once: a search commits first, and
+/// the removal is in the store's log, so a start-up catch-up redoes it after a crash.
+pub fn on_items_changed(state: &AppState) -> crate::store::OnItemsChanged {
+    let search = state.search.clone();
+    let store = state.store.clone();
+    std::sync::Arc::new(move |ids: &[Uuid]| {
+        if let Err(e) = search.resync(&store, ids) {
+            error!(error = %e, "updating the search index for removed items failed");
+        }
+    })
 }

@@ -18,7 +18,10 @@ use sled::Transactional;
 use uuid::Uuid;
 
 use super::model::*;
-use super::{abort, blob_key, copy_key, copy_prefix, decode, encode, Result, Store, StoreError};
+use super::{
+    abort, blob_key, copy_key, copy_prefix, decode, encode, wal, OnItemsChanged, Result, Store,
+    StoreError, BLOBS, COPIES, INGESTIONS, ITEMS,
+};
 use crate::domain::TenantId;
 
 /// Items removed per transaction by bulk operations (reset, retention).
@@ -184,12 +187,14 @@ impl Store {
     /// Removes items of `tenant` (their copies, attachment bytes and records) in one
     /// transaction, except items with a copy in the mailbox of a user on litigation hold
     /// (unless `force`), reported in `held`. Unknown ids and items of another tenant are
-    /// ignored (in neither list). Not flushed: call [`Store::durable`] before answering.
+    /// ignored (in neither list). Logged (durable against `kill -9`) when this returns;
+    /// `on_change` gets the deleted ids. Blocking: not from an async task.
     pub fn delete_items(
         &self,
         tenant: TenantId,
         ids: &[Uuid],
         force: bool,
+        on_change: Option<&OnItemsChanged>,
     ) -> std::result::Result<DeleteOutcome, StoreError> {
         let held_addresses = if force {
             HashSet::new()
@@ -215,37 +220,60 @@ impl Store {
             }
             doomed.push(id);
         }
-        outcome.deleted = self.remove_items(&doomed)?;
+        outcome.deleted = self.remove_items(&doomed, on_change)?;
         Ok(outcome)
     }
 
-    /// Removes the given items (copies, blobs, record) in one transaction; returns those that
-    /// existed.
-    fn remove_items(&self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    /// Removes the given items (copies, blobs, record) in one transaction on the committer,
+    /// logged with the keys it removed (so neither a replay nor the search index's start-up
+    /// catch-up can bring them back); `on_change` gets the ids removed, in log order. Returns
+    /// those that existed.
+    pub(super) fn remove_items(
+        &self,
+        ids: &[Uuid],
+        on_change: Option<&OnItemsChanged>,
+    ) -> Result<Vec<Uuid>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let i = &self.inner;
-        let removed = (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
-            let mut removed = Vec::with_capacity(ids.len());
-            for id in ids {
-                // Read inside the transaction: an attachment may have been added since.
-                let Some(bytes) = items.get(id.as_bytes())? else {
-                    continue;
-                };
-                let item: ItemRecord = decode(&bytes).map_err(abort)?;
-                for copy in &item.copies {
-                    copies.remove(copy_key(item.tenant, copy, item.received, item.id))?;
+        let store = self.clone();
+        let ids = ids.to_vec();
+        let on_change = on_change.cloned();
+        self.apply_logged(move || {
+            let i = &store.inner;
+            let (removed, payload) =
+                (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
+                    let mut removed = Vec::with_capacity(ids.len());
+                    let mut payload = wal::Payload::default();
+                    for id in &ids {
+                        // Read inside the transaction: an attachment may have been added since.
+                        let Some(bytes) = items.get(id.as_bytes())? else {
+                            continue;
+                        };
+                        let item: ItemRecord = decode(&bytes).map_err(abort)?;
+                        for copy in &item.copies {
+                            let key = copy_key(item.tenant, copy, item.received, item.id);
+                            copies.remove(key.as_slice())?;
+                            payload.remove(COPIES, &key);
+                        }
+                        for n in 0..item.attachments.len() {
+                            let key = blob_key(item.id, n);
+                            blobs.remove(key.as_slice())?;
+                            payload.remove(BLOBS, &key);
+                        }
+                        items.remove(item.id.as_bytes())?;
+                        payload.remove(ITEMS, item.id.as_bytes());
+                        removed.push(item.id);
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>((removed, payload))
+                })?;
+            if let Some(on_change) = &on_change {
+                if !removed.is_empty() {
+                    on_change(&removed);
                 }
-                for n in 0..item.attachments.len() {
-                    blobs.remove(blob_key(item.id, n))?;
-                }
-                items.remove(item.id.as_bytes())?;
-                removed.push(item.id);
             }
-            Ok::<_, ConflictableTransactionError<StoreError>>(removed)
-        })?;
-        Ok(removed)
+            Ok((removed, payload))
+        })
     }
 
     // ----- mailboxes and folders -----
@@ -389,8 +417,10 @@ impl Store {
 
     /// Removes every item, copy, attachment and ingestion record of every tenant, and the
     /// retention sweep records. Items with a copy in the mailbox of a user on litigation hold
-    /// stay (with the ingestion records that stored them) unless `force`. Not flushed.
-    pub fn reset(&self, force: bool) -> Result<ResetOutcome> {
+    /// stay (with the ingestion records that stored them) unless `force`. Items and ingestion
+    /// records are removed through the log (`on_change` gets the removed item ids); the rest
+    /// is not flushed. Blocking: not from an async task.
+    pub fn reset(&self, force: bool, on_change: Option<&OnItemsChanged>) -> Result<ResetOutcome> {
         let i = &self.inner;
         let mut held: BTreeMap<Uuid, HashSet<String>> = BTreeMap::new();
         if !force {
@@ -420,15 +450,32 @@ impl Store {
             }
         }
         for chunk in doomed.chunks(CHUNK) {
-            outcome.removed_ids.extend(self.remove_items(chunk)?);
+            outcome
+                .removed_ids
+                .extend(self.remove_items(chunk, on_change)?);
         }
         outcome.removed = outcome.removed_ids.len();
+        let mut doomed_ingestions = Vec::new();
         for key in i.ingestions.iter().keys() {
             let key = key?;
             if !kept_ingestions.contains(key.as_ref()) {
-                i.ingestions.remove(&key)?;
-                outcome.ingestions_removed += 1;
+                doomed_ingestions.push(key.to_vec());
             }
+        }
+        for chunk in doomed_ingestions.chunks(CHUNK * 16) {
+            let store = self.clone();
+            let chunk = chunk.to_vec();
+            outcome.ingestions_removed += self.apply_logged(move || {
+                let mut payload = wal::Payload::default();
+                let mut removed = 0;
+                for key in &chunk {
+                    if store.inner.ingestions.remove(key.as_slice())?.is_some() {
+                        payload.remove(INGESTIONS, key);
+                        removed += 1;
+                    }
+                }
+                Ok((removed, payload))
+            })?;
         }
         // The journal is rebuilt from what remains on its next use.
         self.meta_tree()?.remove(JOURNAL_BUILT)?;
@@ -458,13 +505,16 @@ impl Store {
 
     /// Removes the copies of `tenant` received before `cutoff`, except copies in the mailbox
     /// of a user on litigation hold; an item left without copies is removed entirely. Records
-    /// the sweep. Not flushed.
+    /// the sweep. Copies and items are removed through the log (`on_change` gets the ids of
+    /// the items removed or changed); the sweep record is not flushed. Blocking: not from an
+    /// async task.
     pub fn sweep_retention(
         &self,
         tenant: TenantId,
         cutoff: DateTime<Utc>,
         retention_days: Option<u32>,
         trigger: &str,
+        on_change: Option<&OnItemsChanged>,
     ) -> Result<SweepOutcome> {
         let started = Utc::now();
         let held = self.held_addresses(tenant)?;
@@ -483,59 +533,78 @@ impl Store {
         let mut removed_items = Vec::new();
         let mut changed_items = Vec::new();
         let mut kept = 0;
-        let i = &self.inner;
         for chunk in due.chunks(CHUNK) {
-            let (r, ri, ci, k) =
-                (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
-                    let mut removed = Vec::new();
-                    let mut removed_items = Vec::new();
-                    let mut changed_items = Vec::new();
-                    let mut kept = 0;
-                    for id in chunk {
-                        let Some(bytes) = items.get(id.as_bytes())? else {
-                            continue;
-                        };
-                        let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
-                        if item.tenant != tenant.0 || item.received >= cutoff {
-                            continue;
-                        }
-                        let (stay, go): (Vec<CopyRecord>, Vec<CopyRecord>) = item
-                            .copies
-                            .iter()
-                            .cloned()
-                            .partition(|c| held.contains(&c.mailbox.to_lowercase()));
-                        kept += stay.len();
-                        if go.is_empty() {
-                            continue;
-                        }
-                        for copy in &go {
-                            copies.remove(copy_key(item.tenant, copy, item.received, item.id))?;
-                            removed.push(SweptCopy {
-                                item_id: item.id,
-                                mailbox: copy.mailbox.clone(),
-                                folder: copy.folder.clone(),
-                                received: item.received,
-                            });
-                        }
-                        if stay.is_empty() {
-                            for n in 0..item.attachments.len() {
-                                blobs.remove(blob_key(item.id, n))?;
+            let store = self.clone();
+            let chunk = chunk.to_vec();
+            let held = held.clone();
+            let on_change = on_change.cloned();
+            let (r, ri, ci, k) = self.apply_logged(move || {
+                let i = &store.inner;
+                let (outcome, payload) =
+                    (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
+                        let mut payload = wal::Payload::default();
+                        let mut removed = Vec::new();
+                        let mut removed_items = Vec::new();
+                        let mut changed_items = Vec::new();
+                        let mut kept = 0;
+                        for id in &chunk {
+                            let Some(bytes) = items.get(id.as_bytes())? else {
+                                continue;
+                            };
+                            let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
+                            if item.tenant != tenant.0 || item.received >= cutoff {
+                                continue;
                             }
-                            items.remove(item.id.as_bytes())?;
-                            removed_items.push(item.id);
-                        } else {
-                            item.copies = stay;
-                            items.insert(item.id.as_bytes(), encode(&item).map_err(abort)?)?;
-                            changed_items.push(item.id);
+                            let (stay, go): (Vec<CopyRecord>, Vec<CopyRecord>) = item
+                                .copies
+                                .iter()
+                                .cloned()
+                                .partition(|c| held.contains(&c.mailbox.to_lowercase()));
+                            kept += stay.len();
+                            if go.is_empty() {
+                                continue;
+                            }
+                            for copy in &go {
+                                let key = copy_key(item.tenant, copy, item.received, item.id);
+                                copies.remove(key.as_slice())?;
+                                payload.remove(COPIES, &key);
+                                removed.push(SweptCopy {
+                                    item_id: item.id,
+                                    mailbox: copy.mailbox.clone(),
+                                    folder: copy.folder.clone(),
+                                    received: item.received,
+                                });
+                            }
+                            if stay.is_empty() {
+                                for n in 0..item.attachments.len() {
+                                    let key = blob_key(item.id, n);
+                                    blobs.remove(key.as_slice())?;
+                                    payload.remove(BLOBS, &key);
+                                }
+                                items.remove(item.id.as_bytes())?;
+                                payload.remove(ITEMS, item.id.as_bytes());
+                                removed_items.push(item.id);
+                            } else {
+                                item.copies = stay;
+                                let bytes = encode(&item).map_err(abort)?;
+                                items.insert(item.id.as_bytes(), bytes.as_slice())?;
+                                payload.insert(ITEMS, item.id.as_bytes(), &bytes);
+                                changed_items.push(item.id);
+                            }
                         }
+                        Ok::<_, ConflictableTransactionError<StoreError>>((
+                            (removed, removed_items, changed_items, kept),
+                            payload,
+                        ))
+                    })?;
+                if let Some(on_change) = &on_change {
+                    let touched: Vec<Uuid> = outcome.1.iter().chain(&outcome.2).copied().collect();
+                    if !touched.is_empty() {
+                        on_change(&touched);
                     }
-                    Ok::<_, ConflictableTransactionError<StoreError>>((
-                        removed,
-                        removed_items,
-                        changed_items,
-                        kept,
-                    ))
-                })?;
+                }
+                Ok((outcome, payload))
+            })?;
             removed.extend(r);
             removed_items.extend(ri);
             changed_items.extend(ci);
@@ -702,6 +771,72 @@ mod tests {
         (dir, store, tenant)
     }
 
+    /// Copies a directory tree: what a `kill -9` leaves on disk of a store that is open.
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy");
+            }
+        }
+    }
+
+    #[test]
+    fn admin_removals_are_logged_replayed_and_reported_in_log_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_with(&dir.path().join("a"), false, true).expect("store");
+        let tenant = TenantId(Uuid::new_v4());
+        let now = Utc::now();
+        let gone = item(tenant.0, &["free@t.example"], now);
+        let old = item(
+            tenant.0,
+            &["free@t.example"],
+            now - chrono::Duration::days(10),
+        );
+        let kept = item(tenant.0, &["free@t.example"], now);
+        for i in [&gone, &old, &kept] {
+            commit(&store, i);
+        }
+        store.flush().expect("checkpoint");
+        let from = store.log_segment();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let on_change: OnItemsChanged = std::sync::Arc::new(move |ids: &[Uuid]| {
+            record.lock().expect("lock").extend_from_slice(ids);
+        });
+        let deleted = store
+            .delete_items(tenant, &[gone.id], false, Some(&on_change))
+            .expect("delete");
+        assert_eq!(deleted.deleted, [gone.id]);
+        store
+            .sweep_retention(
+                tenant,
+                now - chrono::Duration::days(5),
+                None,
+                "manual",
+                Some(&on_change),
+            )
+            .expect("sweep");
+        assert_eq!(*seen.lock().expect("lock"), [gone.id, old.id]);
+        // The search index's catch-up finds the removals in the log...
+        let logged = store.logged_item_ids(from, u64::MAX).expect("log");
+        assert_eq!(logged, [gone.id, old.id]);
+        // ... and a crash before sled is flushed does not bring them back.
+        copy_dir(&dir.path().join("a"), &dir.path().join("b"));
+        let crashed = Store::open(&dir.path().join("b")).expect("reopen");
+        assert!(crashed.item(gone.id).expect("read").is_none());
+        assert!(crashed.item(old.id).expect("read").is_none());
+        assert!(crashed.attachment(gone.id, 0).expect("read").is_none());
+        assert!(crashed.item(kept.id).expect("read").is_some());
+        assert_eq!(
+            crashed.folder_count(tenant, "free@t.example", "Recoverable Items/Purges"),
+            1
+        );
+    }
+
     #[test]
     fn holds_keep_items_unless_forced() {
         let (_dir, store, tenant) = store();
@@ -713,7 +848,9 @@ mod tests {
             commit(&store, i);
         }
         let ids = [held.id, free.id, other_tenant.id, Uuid::new_v4()];
-        let outcome = store.delete_items(tenant, &ids, false).expect("delete");
+        let outcome = store
+            .delete_items(tenant, &ids, false, None)
+            .expect("delete");
         assert_eq!(outcome.deleted, [free.id]);
         assert_eq!(outcome.held, [(held.id, "held@t.example".to_string())]);
         assert!(store.item(free.id).expect("read").is_none());
@@ -723,7 +860,9 @@ mod tests {
             store.folder_count(tenant, "free@t.example", "Recoverable Items/Purges"),
             1
         );
-        let outcome = store.delete_items(tenant, &ids, true).expect("delete");
+        let outcome = store
+            .delete_items(tenant, &ids, true, None)
+            .expect("delete");
         assert_eq!(outcome.deleted, [held.id]);
         assert!(outcome.held.is_empty());
         assert_eq!(
@@ -745,7 +884,7 @@ mod tests {
         }
         let cutoff = now - chrono::Duration::days(5);
         let outcome = store
-            .sweep_retention(tenant, cutoff, Some(5), "manual")
+            .sweep_retention(tenant, cutoff, Some(5), "manual", None)
             .expect("sweep");
         assert_eq!(outcome.record.copies_removed, 2);
         assert_eq!(outcome.record.items_removed, 1);

@@ -8,7 +8,10 @@
 //! - [`Store::commit_ingestion`] returns only once the write is durable: applied to sled and
 //!   appended to the write-ahead log (`wal`) with one write per group of concurrent requests
 //!   (group commit), `fdatasync`ed too with `fsync`. Sled itself is flushed at checkpoints.
-//! - Other writers (the admin API) write sled directly and then call [`Store::durable`], a
+//! - Item removals of the admin API (and `CreateAttachment`) run on the committer in a sled
+//!   transaction and are logged with the keys they wrote ([`Logged::Applied`]), so a replay
+//!   never brings back a removed item and the search index's catch-up sees them.
+//! - Other writers (the directory) write sled directly and then call [`Store::durable`], a
 //!   checkpoint: after it no older log record can be replayed over their writes.
 //! - Keys are `tenant (16 bytes) || lower-case name`, so one tenant's records are one prefix.
 
@@ -98,6 +101,8 @@ struct WalState {
     /// The first segment the search index may still need (see [`Store::index_committed`]);
     /// `u64::MAX` when no index keeps any.
     index_needs: AtomicU64,
+    /// Held by a checkpoint from rotation to retiring: checkpoints run one at a time.
+    checkpointing: Mutex<()>,
 }
 
 impl WalState {
@@ -113,6 +118,10 @@ impl WalState {
 /// segment older than the current one (see [`Store::log_segment`]).
 /// It gets the items just written.
 pub type AfterApply = Box<dyn FnOnce(&[ItemRecord]) + Send>;
+
+/// Run by the committer after an admin write removed or changed items (deletion, retention,
+/// reset), with their ids, in log order like [`AfterApply`]: the search index follows.
+pub type OnItemsChanged = Arc<dyn Fn(&[Uuid]) + Send + Sync>;
 
 /// Names of the trees the committer writes (the write-ahead log names trees).
 const ITEMS: &str = "items";
@@ -185,6 +194,7 @@ impl Store {
             segment: Mutex::new(wal::Segment::create(&wal_dir, next, fsync)?),
             current: AtomicU64::new(next),
             index_needs: AtomicU64::new(keep_from),
+            checkpointing: Mutex::new(()),
             dir: wal_dir,
         });
         let committer = spawn_committer(wal.clone());
@@ -235,6 +245,30 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `write` on the committer and waits for it, blocking (never from an async task):
+    /// for writes that read what they change, in a sled transaction, and answer the payload of
+    /// what they wrote for the log (see [`Logged::Applied`]). Returns what `write` returned.
+    fn apply_logged<T: Send + 'static>(
+        &self,
+        write: impl FnOnce() -> Result<(T, wal::Payload)> + Send + 'static,
+    ) -> Result<T> {
+        let slot = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move || {
+            let (value, payload) = write()?;
+            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+            Ok(Logged::Applied(payload))
+        });
+        self.inner
+            .committer
+            .send(Job { write: job, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.blocking_recv().map_err(|_| StoreError::Closed)??;
+        let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        value.ok_or(StoreError::Closed)
+    }
+
     /// The number of the log segment being written. Every write the committer applied (and
     /// handed to its [`AfterApply`]) before this segment started is in an older one.
     pub fn log_segment(&self) -> u64 {
@@ -281,6 +315,24 @@ impl Store {
                 Err(e) => Some(Err(e.into())),
             })
             .collect()
+    }
+
+    /// The greatest stored item id (the newest item: ids are UUIDv7).
+    pub fn last_item_id(&self) -> Result<Option<Uuid>> {
+        Ok(self
+            .inner
+            .items
+            .last()?
+            .and_then(|(k, _)| Uuid::from_slice(&k).ok()))
+    }
+
+    /// Runs `f` while the committer is paused between writes: every write it applied has had
+    /// its [`AfterApply`] / [`OnItemsChanged`] hook run, and none is applied until `f` returns.
+    /// (The search index's catch-up reads items under it, so a write is indexed either by the
+    /// catch-up or by its hook after it, never both.) `f` must not wait for the committer.
+    pub fn with_committer_paused<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _segment = self.inner.wal.lock();
+        f()
     }
 
     /// Bytes of the store's files on disk: sled's and the write-ahead log's.
@@ -359,8 +411,10 @@ impl Store {
             .collect()
     }
 
-    /// Deletes a tenant and everything in it: users, consents, items, records.
-    pub fn delete_tenant(&self, id: TenantId) -> Result<bool> {
+    /// Deletes a tenant and everything in it: users, consents, items (through the log, like
+    /// [`Store::delete_items`]; `on_change` gets their ids), records. Blocking: not from an
+    /// async task.
+    pub fn delete_tenant(&self, id: TenantId, on_change: Option<&OnItemsChanged>) -> Result<bool> {
         let Some(tenant) = self.tenant(id)? else {
             return Ok(false);
         };
@@ -379,8 +433,9 @@ impl Store {
                 tree.remove(key?)?;
             }
         }
-        for item in self.items_of_tenant(id)? {
-            self.remove_item_unchecked(item.id)?;
+        let ids: Vec<Uuid> = self.items_of_tenant(id)?.iter().map(|i| i.id).collect();
+        for chunk in ids.chunks(256) {
+            self.remove_items(chunk, on_change)?;
         }
         self.delete_connectors_of(id)?;
         i.tenants.remove(id.0.as_bytes())?;
@@ -712,7 +767,8 @@ impl Store {
         Ok(self.inner.blobs.get(blob_key(id, n))?.map(|v| v.to_vec()))
     }
 
-    /// Appends an attachment to a stored item (EWS `CreateAttachment`), atomically and durably.
+    /// Appends an attachment to a stored item (EWS `CreateAttachment`), atomically and durably
+    /// (through the committer and its log, like an ingestion); `on_change` gets the item's id.
     /// Returns the attachment's index.
     pub async fn add_attachment(
         &self,
@@ -720,27 +776,42 @@ impl Store {
         meta: AttachmentMeta,
         content: Vec<u8>,
         max_item_bytes: u64,
+        on_change: Option<OnItemsChanged>,
     ) -> Result<usize> {
-        let i = &self.inner;
-        let index = (&i.items, &i.blobs).transaction(|(items, blobs)| {
-            let Some(bytes) = items.get(id.as_bytes())? else {
-                return Err(abort(StoreError::NotFound(format!("item {id}"))));
-            };
-            let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
-            if item.size + meta.size > max_item_bytes {
-                return Err(abort(StoreError::Conflict(format!(
-                    "the item would exceed the maximum size of {max_item_bytes} bytes"
-                ))));
+        let store = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Box::new(move || {
+            let i = &store.inner;
+            let (index, payload) = (&i.items, &i.blobs).transaction(|(items, blobs)| {
+                let Some(bytes) = items.get(id.as_bytes())? else {
+                    return Err(abort(StoreError::NotFound(format!("item {id}"))));
+                };
+                let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
+                if item.size + meta.size > max_item_bytes {
+                    return Err(abort(StoreError::Conflict(format!(
+                        "the item would exceed the maximum size of {max_item_bytes} bytes"
+                    ))));
+                }
+                let index = item.attachments.len();
+                item.size += meta.size;
+                item.attachments.push(meta.clone());
+                let blob = blob_key(id, index);
+                let record = encode(&item).map_err(abort)?;
+                blobs.insert(blob.as_slice(), content.as_slice())?;
+                items.insert(id.as_bytes(), record.as_slice())?;
+                let mut payload = wal::Payload::default();
+                payload.insert(BLOBS, &blob, &content);
+                payload.insert(ITEMS, id.as_bytes(), &record);
+                Ok((index, payload))
+            })?;
+            if let Some(on_change) = &on_change {
+                on_change(&[id]);
             }
-            let index = item.attachments.len();
-            item.size += meta.size;
-            item.attachments.push(meta.clone());
-            blobs.insert(blob_key(id, index), content.as_slice())?;
-            items.insert(id.as_bytes(), encode(&item).map_err(abort)?)?;
-            Ok(index)
-        })?;
-        self.durable().await?;
-        Ok(index)
+            let _ = tx.send(index);
+            Ok(Logged::Applied(payload))
+        }))
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Number of copies in one folder of a mailbox.
@@ -778,22 +849,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    fn remove_item_unchecked(&self, id: Uuid) -> Result<()> {
-        let i = &self.inner;
-        let Some(item) = self.item(id)? else {
-            return Ok(());
-        };
-        for copy in &item.copies {
-            i.copies
-                .remove(copy_key(item.tenant, copy, item.received, item.id))?;
-        }
-        for n in 0..item.attachments.len() {
-            i.blobs.remove(blob_key(id, n))?;
-        }
-        i.items.remove(id.as_bytes())?;
-        Ok(())
     }
 }
 
@@ -908,6 +963,7 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                     })
                     .collect();
                 let appended = segment.append(&framed);
+                wal.current.store(segment.seq(), Ordering::SeqCst);
                 let answers: Vec<_> = prepared
                     .into_iter()
                     .map(|(outcome, reply)| {
@@ -936,6 +992,11 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
 
 /// Starts a new log segment, flushes sled, and deletes the segments it covers.
 fn checkpoint(inner: &Inner) -> Result<()> {
+    let _one_at_a_time = inner
+        .wal
+        .checkpointing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let covered = {
         let mut segment = inner.wal.lock();
         if segment.written() > 0 {
@@ -976,5 +1037,49 @@ fn spawn_checkpointer(inner: Weak<Inner>) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "the checkpoint thread could not start: the log grows until shutdown");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checkpoints asked for by several threads at once (the periodic one, `durable()` of
+    /// admin writes) and index commits pruning retired segments meanwhile never fail on a
+    /// segment another one already renamed or removed.
+    #[test]
+    fn concurrent_checkpoints_and_prunes_do_not_fail() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_with(dir.path(), false, true).expect("store");
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || -> Result<()> {
+                    for n in 0..150u32 {
+                        store.apply_logged(move || {
+                            let key = [&[t][..], &n.to_be_bytes()].concat();
+                            store_marker(&key)
+                        })?;
+                        store.flush()?;
+                        if n % 3 == 0 {
+                            store.index_committed(store.log_segment())?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread
+                .join()
+                .expect("thread")
+                .expect("no checkpoint failed");
+        }
+    }
+
+    fn store_marker(key: &[u8]) -> Result<((), wal::Payload)> {
+        let mut payload = wal::Payload::default();
+        payload.insert("markers", key, b"1");
+        Ok(((), payload))
     }
 }

@@ -143,6 +143,14 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Sled(sled::Error::Io(e))
 }
 
+/// Removes a file; one already gone (removed by a concurrent prune) is not an error.
+fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Calls `each` with the operations of every whole record of the segment at `path`, in order;
 /// a torn or corrupt tail ends the segment.
 fn records(path: &Path, each: &mut dyn FnMut(&[Op<'_>]) -> Result<()>) -> Result<usize> {
@@ -205,7 +213,7 @@ pub fn retire_up_to(dir: &Path, seq: u64, keep_from: u64) -> Result<()> {
         if n >= keep_from {
             std::fs::rename(&path, named(dir, RETIRED, n)).map_err(io)?;
         } else {
-            std::fs::remove_file(path).map_err(io)?;
+            remove(&path)?;
         }
     }
     prune_retired(dir, keep_from)
@@ -215,7 +223,7 @@ pub fn retire_up_to(dir: &Path, seq: u64, keep_from: u64) -> Result<()> {
 pub fn prune_retired(dir: &Path, keep_from: u64) -> Result<()> {
     for (n, path) in listed(dir, RETIRED)? {
         if n < keep_from {
-            std::fs::remove_file(path).map_err(io)?;
+            remove(&path)?;
         }
     }
     Ok(())
@@ -293,16 +301,29 @@ impl Segment {
         })
     }
 
-    /// Appends framed records with one write, and syncs them with `--fsync`.
+    /// Appends framed records with one write, and syncs them with `--fsync`. After a failed
+    /// write the segment is replaced by the next one.
     pub fn append(&mut self, framed: &[u8]) -> Result<()> {
         if framed.is_empty() {
             return Ok(());
         }
-        self.file.write_all(framed).map_err(io)?;
-        if self.fsync {
-            self.file.sync_data().map_err(io)?;
-        }
+        let written = self.file.write_all(framed).and_then(|()| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         self.written += framed.len() as u64;
+        if let Err(e) = written {
+            // Part of the records may be in the file: the next records go to a new segment,
+            // never behind a torn one (a replay stops at a torn record, then reads the next
+            // segment).
+            if let Ok(next) = Segment::create(&self.dir, self.seq + 1, self.fsync) {
+                *self = next;
+            }
+            return Err(io(e));
+        }
         Ok(())
     }
 
