@@ -1,19 +1,37 @@
 //! The throw-away data directory of `serve --ephemeral`: created in the temp directory, removed
 //! when the server stops. A server killed with `kill -9` (as test suites often stop theirs) cannot
 //! remove its own, so each ephemeral server, when it starts, removes the directories left by
-//! ephemeral servers that are no longer running: each directory names its owner's pid.
+//! ephemeral servers that are no longer running: each directory holds a lock file its server
+//! keeps locked (`flock`) while it lives; the kernel releases the lock when the process dies, in
+//! whatever way, and it works across PID namespaces (containers sharing a temp directory).
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
 /// Name prefix of an ephemeral data directory.
 const PREFIX: &str = "ingest-emulator-";
-/// File in an ephemeral directory holding the owning server's pid.
+/// File in an ephemeral directory its server keeps locked.
+const LOCK: &str = "owner.lock";
+/// File in an ephemeral directory naming the owning server's pid (for people).
 const OWNER: &str = "owner.pid";
 
+/// The data directory of an ephemeral server; removed when dropped.
+pub struct EphemeralDir {
+    // Unlocked (closed) after the directory is removed: fields drop in order.
+    dir: TempDir,
+    _lock: File,
+}
+
+impl EphemeralDir {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 /// Removes the directories of ephemeral servers that died, then creates this server's.
-pub fn create() -> std::io::Result<TempDir> {
+pub fn create() -> std::io::Result<EphemeralDir> {
     let tmp = std::env::temp_dir();
     let removed = sweep(&tmp);
     if removed > 0 {
@@ -23,13 +41,24 @@ pub fn create() -> std::io::Result<TempDir> {
         );
     }
     let dir = tempfile::Builder::new().prefix(PREFIX).tempdir_in(&tmp)?;
+    let lock = lock_owner(dir.path())?;
     std::fs::write(dir.path().join(OWNER), std::process::id().to_string())?;
-    Ok(dir)
+    Ok(EphemeralDir { dir, _lock: lock })
 }
 
-/// Removes each `ingest-emulator-*` directory of `tmp` whose owner is known and not running.
-/// A directory without an owner file (being created, or made by something else) is left alone,
-/// as is one whose pid is in use (perhaps by another process since: kept, to be safe).
+/// Creates the lock file of `dir` already locked: locked under another name, then renamed, so
+/// a concurrent sweep never finds it unlocked.
+fn lock_owner(dir: &Path) -> std::io::Result<File> {
+    let pending: PathBuf = dir.join(format!("{LOCK}.new"));
+    let file = File::create(&pending)?;
+    file.lock()?;
+    std::fs::rename(&pending, dir.join(LOCK))?;
+    Ok(file)
+}
+
+/// Removes each `ingest-emulator-*` directory of `tmp` whose lock file is not locked (its server
+/// is gone). A directory without a lock file (being created, or made by something else) is
+/// left alone.
 fn sweep(tmp: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return 0;
@@ -44,25 +73,15 @@ fn sweep(tmp: &Path) -> usize {
         if !named || !path.is_dir() {
             continue;
         }
-        let owner = std::fs::read_to_string(path.join(OWNER))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok());
-        if let Some(pid) = owner {
-            if !running(pid) && std::fs::remove_dir_all(&path).is_ok() {
-                removed += 1;
-            }
+        let Ok(lock) = File::open(path.join(LOCK)) else {
+            continue;
+        };
+        // Held while removing, so two sweeping servers do not both remove it.
+        if lock.try_lock().is_ok() && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
         }
     }
     removed
-}
-
-/// Whether a process with this pid exists (only known on Linux; elsewhere assumed running).
-fn running(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        Path::new("/proc").join(pid.to_string()).exists()
-    } else {
-        true
-    }
 }
 
 #[cfg(test)]
@@ -70,26 +89,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_directories_of_dead_owners_are_removed() {
+    fn only_directories_whose_owner_is_gone_are_removed() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let make = |name: &str, owner: Option<String>| {
+        let make = |name: &str, lock: bool| {
             let dir = tmp.path().join(name);
             std::fs::create_dir(&dir).expect("dir");
-            if let Some(owner) = owner {
-                std::fs::write(dir.join(OWNER), owner).expect("owner");
-            }
-            dir
+            let held = lock.then(|| lock_owner(&dir).expect("lock"));
+            (dir, held)
         };
-        // pid_max on Linux is at most 2^22: this pid cannot be running.
-        let dead = make("ingest-emulator-dead", Some("4294967".into()));
-        let alive = make(
-            "ingest-emulator-alive",
-            Some(std::process::id().to_string()),
-        );
-        let unknown = make("ingest-emulator-unknown", None);
-        let other = make("something-else", Some("4294967".into()));
-        assert_eq!(sweep(tmp.path()), usize::from(cfg!(target_os = "linux")));
-        assert_eq!(dead.exists(), !cfg!(target_os = "linux"));
+        // The lock file of a dead server: present, nobody holds it.
+        let (dead, held) = make("ingest-emulator-dead", true);
+        drop(held);
+        let (alive, _held) = make("ingest-emulator-alive", true);
+        let (unknown, _) = make("ingest-emulator-unknown", false);
+        let (other, held) = make("something-else", true);
+        drop(held);
+        assert_eq!(sweep(tmp.path()), 1);
+        assert!(!dead.exists());
         assert!(alive.exists() && unknown.exists() && other.exists());
     }
 }

@@ -709,16 +709,17 @@ impl Store {
     }
 
     /// Applies a prepared request to sled, after the committer appended it to the log (which is
-    /// what makes it all-or-nothing across crashes: see [`Logged::Deferred`]). Items, copies and
-    /// attachments first, the ingestion record and journal entry last, so a reader that finds
-    /// the record finds its items.
+    /// what makes it all-or-nothing across crashes: see [`Logged::Deferred`]). In the order
+    /// readers follow references, so a reader never finds half a request: attachments before
+    /// the items naming them, items before the copies listing them in folders, the ingestion
+    /// record and journal entry last.
     fn apply_ingestion(&self, writes: &PreparedIngestion) -> Result<()> {
         let i = &self.inner;
-        for (id, bytes) in &writes.items {
-            i.items.insert(id.as_bytes(), bytes.as_slice())?;
-        }
         for (key, content) in &writes.blobs {
             i.blobs.insert(key.as_slice(), content.as_slice())?;
+        }
+        for (id, bytes) in &writes.items {
+            i.items.insert(id.as_bytes(), bytes.as_slice())?;
         }
         for key in &writes.copies {
             i.copies.insert(key.as_slice(), &[])?;

@@ -285,12 +285,17 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Creates segment `seq`. With `fsync`, the directory is synced too, so the new file's
+    /// name survives a power loss with the records synced into it.
     pub fn create(dir: &Path, seq: u64, fsync: bool) -> Result<Segment> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(segment_path(dir, seq))
             .map_err(io)?;
+        if fsync {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
         Ok(Segment {
             dir: dir.to_path_buf(),
             seq,
