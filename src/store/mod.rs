@@ -103,6 +103,9 @@ struct WalState {
     index_needs: AtomicU64,
     /// Held by a checkpoint from rotation to retiring: checkpoints run one at a time.
     checkpointing: Mutex<()>,
+    /// A logged write failed to apply to sled (an I/O error): from then on checkpoints keep
+    /// every log segment live, so the next start replays that write whole.
+    apply_failed: std::sync::atomic::AtomicBool,
 }
 
 impl WalState {
@@ -195,6 +198,7 @@ impl Store {
             current: AtomicU64::new(next),
             index_needs: AtomicU64::new(keep_from),
             checkpointing: Mutex::new(()),
+            apply_failed: std::sync::atomic::AtomicBool::new(false),
             dir: wal_dir,
         });
         let committer = spawn_committer(wal.clone());
@@ -970,7 +974,15 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                     .map(|(outcome, reply)| {
                         let answer = match (outcome, &appended) {
                             (Err(e), _) => Err(e),
-                            (Ok(deferred), Ok(())) => deferred.map_or(Ok(()), |apply| apply()),
+                            (Ok(deferred), Ok(())) => {
+                                let applied = deferred.map_or(Ok(()), |apply| apply());
+                                if let Err(e) = &applied {
+                                    // Logged but maybe half applied: the log must stay live.
+                                    wal.apply_failed.store(true, Ordering::SeqCst);
+                                    tracing::error!(error = %e, "a logged write could not be applied: the log is kept until a restart replays it");
+                                }
+                                applied
+                            }
                             (Ok(_), Err(e)) => Err(StoreError::Conflict(format!(
                                 "the write-ahead log could not be written: {e}"
                             ))),
@@ -1009,6 +1021,10 @@ fn checkpoint(inner: &Inner) -> Result<()> {
         }
     };
     inner.db.flush()?;
+    if inner.wal.apply_failed.load(Ordering::SeqCst) {
+        // Sled is flushed; the segments stay live (replayed whole at the next start).
+        return Ok(());
+    }
     if let Some(seq) = covered {
         let keep_from = inner.wal.index_needs.load(Ordering::SeqCst);
         wal::retire_up_to(&inner.wal.dir, seq, keep_from)?;
