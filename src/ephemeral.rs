@@ -8,8 +8,6 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use tempfile::TempDir;
-
 /// Name prefix of an ephemeral data directory.
 const PREFIX: &str = "ingest-emulator-";
 /// File in an ephemeral directory its server keeps locked.
@@ -19,14 +17,30 @@ const OWNER: &str = "owner.pid";
 
 /// The data directory of an ephemeral server; removed when dropped.
 pub struct EphemeralDir {
-    // Unlocked (closed) after the directory is removed: fields drop in order.
-    dir: TempDir,
+    dir: PathBuf,
+    // Unlocked (closed) after the directory is removed: fields drop after `drop` runs.
     _lock: File,
 }
 
 impl EphemeralDir {
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
+    }
+}
+
+impl Drop for EphemeralDir {
+    /// Removes the directory; retried for a while, as a background thread (the search index's
+    /// committer or merger) may still be creating a file in it as the server stops.
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            match std::fs::remove_dir_all(&self.dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => return,
+            }
+        }
+        tracing::warn!(dir = %self.dir.display(), "the ephemeral data directory could not be removed");
     }
 }
 
@@ -43,7 +57,10 @@ pub fn create() -> std::io::Result<EphemeralDir> {
     let dir = tempfile::Builder::new().prefix(PREFIX).tempdir_in(&tmp)?;
     let lock = lock_owner(dir.path())?;
     std::fs::write(dir.path().join(OWNER), std::process::id().to_string())?;
-    Ok(EphemeralDir { dir, _lock: lock })
+    Ok(EphemeralDir {
+        dir: dir.keep(),
+        _lock: lock,
+    })
 }
 
 /// Creates the lock file of `dir` already locked: locked under another name, then renamed, so
@@ -73,15 +90,29 @@ fn sweep(tmp: &Path) -> usize {
         if !named || !path.is_dir() {
             continue;
         }
-        let Ok(lock) = File::open(path.join(LOCK)) else {
-            continue;
+        let gone = match File::open(path.join(LOCK)) {
+            // Held while removing, so two sweeping servers do not both remove it.
+            Ok(lock) => lock.try_lock().is_ok(),
+            // Made by an older version (no lock file, only its pid), or still being created.
+            Err(_) => legacy_owner_gone(&path),
         };
-        // Held while removing, so two sweeping servers do not both remove it.
-        if lock.try_lock().is_ok() && std::fs::remove_dir_all(&path).is_ok() {
+        if gone && std::fs::remove_dir_all(&path).is_ok() {
             removed += 1;
         }
     }
     removed
+}
+
+/// A directory of an older version names its owner's pid only: gone when no such process
+/// runs (known on Linux only). Without a pid file, the directory is left alone.
+fn legacy_owner_gone(dir: &Path) -> bool {
+    if !cfg!(target_os = "linux") || dir.join(format!("{LOCK}.new")).exists() {
+        return false;
+    }
+    std::fs::read_to_string(dir.join(OWNER))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
 }
 
 #[cfg(test)]
@@ -104,8 +135,15 @@ mod tests {
         let (unknown, _) = make("ingest-emulator-unknown", false);
         let (other, held) = make("something-else", true);
         drop(held);
-        assert_eq!(sweep(tmp.path()), 1);
+        // An older version's directory: a pid, no lock file (pid_max on Linux is at most 2^22).
+        let (legacy, _) = make("ingest-emulator-legacy", false);
+        std::fs::write(legacy.join(OWNER), "4294967").expect("pid");
+        let (legacy_alive, _) = make("ingest-emulator-legacy-alive", false);
+        std::fs::write(legacy_alive.join(OWNER), std::process::id().to_string()).expect("pid");
+        let linux = cfg!(target_os = "linux");
+        assert_eq!(sweep(tmp.path()), 1 + usize::from(linux));
         assert!(!dead.exists());
-        assert!(alive.exists() && unknown.exists() && other.exists());
+        assert_eq!(legacy.exists(), !linux);
+        assert!(alive.exists() && unknown.exists() && other.exists() && legacy_alive.exists());
     }
 }

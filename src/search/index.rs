@@ -156,9 +156,9 @@ enum Catching {
     /// Re-indexing the items named by the log from this segment on.
     Since(u64),
     Done,
-    /// The catch-up (or rebuild) failed: searches go on (they may miss items), and commits
-    /// keep recording where it started (`None`: a rebuild), so the next start redoes it.
-    Failed(Option<u64>),
+    /// The catch-up (or rebuild) failed: searches go on (they may miss items), commits record
+    /// no `logFrom`, so the next start rebuilds the index, and the store keeps no log for it.
+    Failed,
 }
 
 /// The payload of an index commit.
@@ -252,12 +252,11 @@ impl SearchIndex {
                     _ => worker.rebuild(),
                 };
                 if let Err(e) = outcome {
-                    error!(error = %e, "bringing the search index up to date failed: searches may miss items until a restart redoes it");
-                    let log_from = match catching {
-                        Catching::Since(from) => Some(from),
-                        _ => None,
-                    };
-                    worker.set_state(Catching::Failed(log_from));
+                    error!(error = %e, "bringing the search index up to date failed: searches may miss items until a restart rebuilds it");
+                    worker.set_state(Catching::Failed);
+                    if let Err(e) = worker.store.index_committed(u64::MAX) {
+                        error!(error = %e, "releasing the log kept for the search index failed");
+                    }
                 }
             })?;
         spawn_committer(Arc::downgrade(&search));
@@ -281,11 +280,11 @@ impl SearchIndex {
         let (state, _) = self
             .ready
             .wait_timeout_while(state, READY_WAIT, |s| {
-                !matches!(s, Catching::Done | Catching::Failed(_))
+                !matches!(s, Catching::Done | Catching::Failed)
             })
             .unwrap_or_else(|p| p.into_inner());
         match *state {
-            Catching::Done | Catching::Failed(_) => Ok(()),
+            Catching::Done | Catching::Failed => Ok(()),
             _ => Err(IndexError::NotReady),
         }
     }
@@ -295,8 +294,7 @@ impl SearchIndex {
         let log_from = match *self.state.lock().unwrap_or_else(|p| p.into_inner()) {
             Catching::Done => Some(self.store.log_segment()),
             Catching::Since(from) => Some(from),
-            Catching::Everything => None,
-            Catching::Failed(log_from) => log_from,
+            Catching::Everything | Catching::Failed => None,
         };
         self.commit_from(writer, log_from)
     }

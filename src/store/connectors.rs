@@ -632,9 +632,6 @@ impl Store {
                     Ok::<_, ConflictableTransactionError<StoreError>>(Some(record))
                 },
             )?;
-            if let Some(after) = after {
-                after(&prepared.records);
-            }
             let mut payload = super::wal::Payload::default();
             prepared.log(&mut payload);
             if let Some(record) = &updated {
@@ -648,7 +645,11 @@ impl Store {
                 }
             }
             let _ = tx.send(updated.is_some());
-            Ok(super::Logged::Applied(payload))
+            let records = prepared.records;
+            Ok(super::Logged::Applied {
+                payload,
+                after: after.map(|after| -> super::Hook { Box::new(move || after(&records)) }),
+            })
         }))
         .await?;
         Ok(rx.await.unwrap_or(false))

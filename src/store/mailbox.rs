@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::model::*;
 use super::{
-    abort, blob_key, copy_key, copy_prefix, decode, encode, wal, OnItemsChanged, Result, Store,
-    StoreError, BLOBS, COPIES, INGESTIONS, ITEMS,
+    abort, blob_key, copy_key, copy_prefix, decode, encode, wal, Hook, OnItemsChanged, Result,
+    Store, StoreError, BLOBS, COPIES, INGESTIONS, ITEMS,
 };
 use crate::domain::TenantId;
 
@@ -267,12 +267,14 @@ impl Store {
                     }
                     Ok::<_, ConflictableTransactionError<StoreError>>((removed, payload))
                 })?;
-            if let Some(on_change) = &on_change {
-                if !removed.is_empty() {
-                    on_change(&removed);
+            let after = match on_change {
+                Some(on_change) if !removed.is_empty() => {
+                    let ids = removed.clone();
+                    Some(Box::new(move || on_change(&ids)) as Hook)
                 }
-            }
-            Ok((removed, payload))
+                _ => None,
+            };
+            Ok((removed, payload, after))
         })
     }
 
@@ -474,7 +476,7 @@ impl Store {
                         removed += 1;
                     }
                 }
-                Ok((removed, payload))
+                Ok((removed, payload, None))
             })?;
         }
         // The journal is rebuilt from what remains on its next use.
@@ -597,13 +599,14 @@ impl Store {
                             payload,
                         ))
                     })?;
-                if let Some(on_change) = &on_change {
-                    let touched: Vec<Uuid> = outcome.1.iter().chain(&outcome.2).copied().collect();
-                    if !touched.is_empty() {
-                        on_change(&touched);
+                let touched: Vec<Uuid> = outcome.1.iter().chain(&outcome.2).copied().collect();
+                let after = match on_change {
+                    Some(on_change) if !touched.is_empty() => {
+                        Some(Box::new(move || on_change(&touched)) as Hook)
                     }
-                }
-                Ok((outcome, payload))
+                    _ => None,
+                };
+                Ok((outcome, payload, after))
             })?;
             removed.extend(r);
             removed_items.extend(ri);
@@ -804,7 +807,16 @@ mod tests {
         let from = store.log_segment();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
+        let wal_dir = dir.path().join("a").join("wal");
         let on_change: OnItemsChanged = std::sync::Arc::new(move |ids: &[Uuid]| {
+            // The hook (the search index) runs only once the removal is in the log.
+            let logged = wal::logged_keys(&wal_dir, ITEMS, from, u64::MAX).expect("log");
+            for id in ids {
+                assert!(
+                    logged.iter().any(|k| k == id.as_bytes()),
+                    "{id} logged first"
+                );
+            }
             record.lock().expect("lock").extend_from_slice(ids);
         });
         let deleted = store

@@ -47,6 +47,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("the store is shutting down")]
     Closed,
+    #[error("the write-ahead log could not be written: {0}")]
+    Log(String),
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -251,18 +253,19 @@ impl Store {
 
     /// Runs `write` on the committer and waits for it, blocking (never from an async task):
     /// for writes that read what they change, in a sled transaction, and answer the payload of
-    /// what they wrote for the log (see [`Logged::Applied`]). Returns what `write` returned.
+    /// what they wrote for the log, with a hook to run once it is logged (see
+    /// [`Logged::Applied`]). Returns what `write` returned.
     fn apply_logged<T: Send + 'static>(
         &self,
-        write: impl FnOnce() -> Result<(T, wal::Payload)> + Send + 'static,
+        write: impl FnOnce() -> Result<(T, wal::Payload, Option<Hook>)> + Send + 'static,
     ) -> Result<T> {
         let slot = Arc::new(Mutex::new(None));
         let out = slot.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: WriteJob = Box::new(move || {
-            let (value, payload) = write()?;
+            let (value, payload, after) = write()?;
             *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
-            Ok(Logged::Applied(payload))
+            Ok(Logged::Applied { payload, after })
         });
         self.inner
             .committer
@@ -809,11 +812,11 @@ impl Store {
                 payload.insert(ITEMS, id.as_bytes(), &record);
                 Ok((index, payload))
             })?;
-            if let Some(on_change) = &on_change {
-                on_change(&[id]);
-            }
             let _ = tx.send(index);
-            Ok(Logged::Applied(payload))
+            Ok(Logged::Applied {
+                payload,
+                after: on_change.map(|on_change| -> Hook { Box::new(move || on_change(&[id])) }),
+            })
         }))
         .await?;
         rx.await.map_err(|_| StoreError::Closed)
@@ -917,8 +920,12 @@ type WriteJob = Box<dyn FnOnce() -> Result<Logged> + Send>;
 enum Logged {
     /// Already applied by the job, in a sled transaction (writes that read what they update,
     /// such as a connector's totals, and must not lose a concurrent admin update); the payload
-    /// is what it wrote.
-    Applied(wal::Payload),
+    /// is what it wrote; `after` (the search index's hook) runs once the payload is appended,
+    /// so the index never has a change the log lacks.
+    Applied {
+        payload: wal::Payload,
+        after: Option<Hook>,
+    },
     /// Applied by the committer with plain inserts after the payload is appended to the log:
     /// the log record, whole or torn, decides whether the write exists after a crash (replay
     /// completes what a checkpoint flushed half of), so no sled transaction is needed.
@@ -927,6 +934,9 @@ enum Logged {
         apply: Box<dyn FnOnce() -> Result<()> + Send>,
     },
 }
+
+/// What runs after a [`Logged::Applied`] write is appended to the log, before later writes.
+pub(crate) type Hook = Box<dyn FnOnce() + Send>;
 
 /// A queued write and who waits for it.
 struct Job {
@@ -955,9 +965,14 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                     .into_iter()
                     .map(|job| {
                         let outcome = (job.write)().map(|logged| match logged {
-                            Logged::Applied(payload) => {
+                            Logged::Applied { payload, after } => {
                                 payload.frame_into(&mut framed);
-                                None
+                                after.map(|after| -> Box<dyn FnOnce() -> Result<()> + Send> {
+                                    Box::new(move || {
+                                        after();
+                                        Ok(())
+                                    })
+                                })
                             }
                             Logged::Deferred { payload, apply } => {
                                 payload.frame_into(&mut framed);
@@ -983,9 +998,7 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                                 }
                                 applied
                             }
-                            (Ok(_), Err(e)) => Err(StoreError::Conflict(format!(
-                                "the write-ahead log could not be written: {e}"
-                            ))),
+                            (Ok(_), Err(e)) => Err(StoreError::Log(e.to_string())),
                         };
                         (answer, reply)
                     })
@@ -1094,9 +1107,9 @@ mod tests {
         }
     }
 
-    fn store_marker(key: &[u8]) -> Result<((), wal::Payload)> {
+    fn store_marker(key: &[u8]) -> Result<((), wal::Payload, Option<Hook>)> {
         let mut payload = wal::Payload::default();
         payload.insert("markers", key, b"1");
-        Ok(((), payload))
+        Ok(((), payload, None))
     }
 }

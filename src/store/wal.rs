@@ -232,10 +232,12 @@ pub fn prune_retired(dir: &Path, keep_from: u64) -> Result<()> {
 /// The keys written or removed in `tree` by the records of the segments (retired or live)
 /// numbered `from..before`, oldest first, repeated as often as they were written.
 pub fn logged_keys(dir: &Path, tree: &str, from: u64, before: u64) -> Result<Vec<Vec<u8>>> {
-    let mut all: Vec<(u64, PathBuf)> = listed(dir, RETIRED)?;
-    all.extend(segments(dir)?);
+    // Live segments listed first: one retired meanwhile (renamed) is then listed as retired.
+    let mut all: Vec<(u64, PathBuf)> = segments(dir)?;
+    all.extend(listed(dir, RETIRED)?);
     all.retain(|(n, _)| (from..before).contains(n));
     all.sort();
+    all.dedup_by_key(|(n, _)| *n);
     let mut keys = Vec::new();
     for (_, path) in &all {
         records(path, &mut |ops| {
@@ -282,6 +284,8 @@ pub struct Segment {
     written: u64,
     fsync: bool,
     created: std::time::Instant,
+    /// A failed write may have left part of a record that could not be cut off.
+    torn: bool,
 }
 
 impl Segment {
@@ -303,14 +307,21 @@ impl Segment {
             written: 0,
             fsync,
             created: std::time::Instant::now(),
+            torn: false,
         })
     }
 
-    /// Appends framed records with one write, and syncs them with `--fsync`. After a failed
-    /// write the segment is replaced by the next one.
+    /// Appends framed records with one write, and syncs them with `--fsync`. A failed write
+    /// leaves no torn bytes for later records to land behind (a replay stops at a torn record):
+    /// the file is cut back to its length before the write or, failing that, the next records
+    /// go to a new segment; until one of them works, appends fail.
     pub fn append(&mut self, framed: &[u8]) -> Result<()> {
         if framed.is_empty() {
             return Ok(());
+        }
+        if self.torn {
+            let next = Segment::create(&self.dir, self.seq + 1, self.fsync)?;
+            *self = next;
         }
         let written = self.file.write_all(framed).and_then(|()| {
             if self.fsync {
@@ -319,17 +330,18 @@ impl Segment {
                 Ok(())
             }
         });
-        self.written += framed.len() as u64;
-        if let Err(e) = written {
-            // Part of the records may be in the file: the next records go to a new segment,
-            // never behind a torn one (a replay stops at a torn record, then reads the next
-            // segment).
-            if let Ok(next) = Segment::create(&self.dir, self.seq + 1, self.fsync) {
-                *self = next;
+        match written {
+            Ok(()) => {
+                self.written += framed.len() as u64;
+                Ok(())
             }
-            return Err(io(e));
+            Err(e) => {
+                if self.file.set_len(self.written).is_err() {
+                    self.torn = true;
+                }
+                Err(io(e))
+            }
         }
-        Ok(())
     }
 
     pub fn written(&self) -> u64 {
@@ -394,6 +406,34 @@ mod tests {
         let b = db.open_tree("b").expect("b");
         assert_eq!(b.get(b"k2").expect("get").as_deref(), Some(&b"v2"[..]));
         assert!(segments(&wal).expect("list").is_empty());
+    }
+
+    /// A write that fails in a file that cannot be cut back (here `/dev/full`: ENOSPC, and no
+    /// truncation) sends the next records to a new segment, never behind torn bytes.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn after_a_failed_write_records_go_to_a_new_segment() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut segment = Segment::create(dir.path(), 7, false).expect("segment");
+        segment.file = OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let mut payload = Payload::default();
+        payload.insert("items", b"k", b"v");
+        let mut framed = Vec::new();
+        payload.frame_into(&mut framed);
+        assert!(segment.append(&framed).is_err());
+        segment.append(&framed).expect("the next append works");
+        assert_eq!(segment.seq(), 8);
+        let mut replayed = 0;
+        records(&segment_path(dir.path(), 8), &mut |ops| {
+            assert_eq!(ops[0].key, b"k");
+            replayed += 1;
+            Ok(())
+        })
+        .expect("read");
+        assert_eq!(replayed, 1);
     }
 
     fn write_segment(dir: &Path, seq: u64, key: &[u8]) {
