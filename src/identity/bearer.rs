@@ -318,9 +318,9 @@ pub fn validate_token(
         }
     };
     let tenant = TenantId(tenant);
-    match state.store.tenant(tenant) {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(AuthError::UnknownTenant),
+    match state.store.has_tenant(tenant) {
+        Ok(true) => {}
+        Ok(false) => return Err(AuthError::UnknownTenant),
         Err(e) => {
             tracing::error!("store error while authenticating: {e}");
             return Err(AuthError::UnknownTenant);

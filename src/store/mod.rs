@@ -395,6 +395,11 @@ impl Store {
         }
     }
 
+    /// Whether the tenant exists (without reading its record).
+    pub fn has_tenant(&self, id: TenantId) -> Result<bool> {
+        Ok(self.inner.tenants.contains_key(id.0.as_bytes())?)
+    }
+
     /// Finds a tenant by GUID or by any of its accepted domains.
     pub fn resolve_tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
         if let Ok(id) = Uuid::parse_str(name) {
@@ -1023,15 +1028,16 @@ fn checkpoint(inner: &Inner) -> Result<()> {
         .checkpointing
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let covered = {
+    let (covered, fsync) = {
         let mut segment = inner.wal.lock();
-        if segment.written() > 0 {
+        let covered = if segment.written() > 0 {
             let closed = segment.rotate()?;
             inner.wal.current.store(segment.seq(), Ordering::SeqCst);
             Some(closed)
         } else {
             segment.seq().checked_sub(1)
-        }
+        };
+        (covered, segment.fsync())
     };
     inner.db.flush()?;
     if inner.wal.apply_failed.load(Ordering::SeqCst) {
@@ -1041,6 +1047,11 @@ fn checkpoint(inner: &Inner) -> Result<()> {
     if let Some(seq) = covered {
         let keep_from = inner.wal.index_needs.load(Ordering::SeqCst);
         wal::retire_up_to(&inner.wal.dir, seq, keep_from)?;
+        if fsync {
+            // A retired segment must not come back as live after a power loss (it would be
+            // replayed over newer writes).
+            wal::sync_dir(&inner.wal.dir)?;
+        }
     }
     Ok(())
 }

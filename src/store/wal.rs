@@ -143,6 +143,11 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Sled(sled::Error::Io(e))
 }
 
+/// Syncs a directory: the names created, renamed or removed in it survive a power loss.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
 /// Removes a file; one already gone (removed by a concurrent prune) is not an error.
 fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
@@ -298,7 +303,7 @@ impl Segment {
             .open(segment_path(dir, seq))
             .map_err(io)?;
         if fsync {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            sync_dir(dir)?;
         }
         Ok(Segment {
             dir: dir.to_path_buf(),
@@ -342,6 +347,11 @@ impl Segment {
                 Err(io(e))
             }
         }
+    }
+
+    /// Whether this log syncs to the disk (`--fsync`).
+    pub fn fsync(&self) -> bool {
+        self.fsync
     }
 
     pub fn written(&self) -> u64 {
