@@ -38,6 +38,12 @@ const CONNECTORS_TREE: &str = "connectors";
 const HISTORY_TREE: &str = "connector_history";
 const STAGING_TREE: &str = "connector_staging";
 const SEEN_TREE: &str = "connector_seen";
+/// `tenant (16) || app id (16)` -> partner connector id: the connector of an ingestion request
+/// without reading every connector (looked up on every request). A connector's tenant and app
+/// never change. Built from the connectors when a store made before it is opened.
+const PARTNER_APPS_TREE: &str = "connector_partner_apps";
+/// Key in [`PARTNER_APPS_TREE`] marking it built.
+const PARTNER_APPS_BUILT: &[u8] = b"built";
 
 /// The connector kind of an app pushing over EWS.
 pub const PARTNER: &str = "partner";
@@ -259,9 +265,29 @@ fn history_key(connector: Uuid, at: DateTime<Utc>, id: Uuid) -> Vec<u8> {
     key
 }
 
+/// The key of a partner connector in [`PARTNER_APPS_TREE`].
+fn partner_key(connector: &ConnectorRecord) -> Option<Vec<u8>> {
+    let app = connector.app_id?;
+    Some([connector.tenant.as_bytes().as_slice(), app.as_bytes()].concat())
+}
+
 impl Store {
     fn connectors_tree(&self) -> Result<sled::Tree> {
         Ok(self.inner.db.open_tree(CONNECTORS_TREE)?)
+    }
+
+    /// The partner-app index, built first if this store predates it.
+    fn partner_apps_tree(&self) -> Result<sled::Tree> {
+        let tree = self.inner.db.open_tree(PARTNER_APPS_TREE)?;
+        if !tree.contains_key(PARTNER_APPS_BUILT)? {
+            for connector in self.connectors()? {
+                if let Some(key) = partner_key(&connector) {
+                    tree.insert(key, connector.id.as_bytes())?;
+                }
+            }
+            tree.insert(PARTNER_APPS_BUILT, &[1])?;
+        }
+        Ok(tree)
     }
 
     fn history_tree(&self) -> Result<sled::Tree> {
@@ -311,14 +337,35 @@ impl Store {
                 )));
             }
         }
-        self.connectors_tree()?
-            .insert(connector.id.as_bytes(), encode(connector)?)?;
+        let record = encode(connector)?;
+        let key = partner_key(connector);
+        (&self.connectors_tree()?, &self.partner_apps_tree()?).transaction(
+            |(connectors, partner_apps)| {
+                connectors.insert(connector.id.as_bytes(), record.as_slice())?;
+                if let Some(key) = &key {
+                    partner_apps.insert(key.as_slice(), connector.id.as_bytes())?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
         Ok(())
     }
 
     /// Deletes a connector and its history. Not flushed.
     pub fn delete_connector(&self, id: Uuid) -> Result<bool> {
-        let existed = self.connectors_tree()?.remove(id.as_bytes())?.is_some();
+        let partner_apps = self.partner_apps_tree()?;
+        let existed = (&self.connectors_tree()?, &partner_apps).transaction(
+            |(connectors, partner_apps)| {
+                let Some(bytes) = connectors.remove(id.as_bytes())? else {
+                    return Ok(false);
+                };
+                let record: ConnectorRecord = decode(&bytes).map_err(abort)?;
+                if let Some(key) = partner_key(&record) {
+                    partner_apps.remove(key)?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(true)
+            },
+        )?;
         for tree in [
             self.history_tree()?,
             self.staging_tree()?,
@@ -350,6 +397,9 @@ impl Store {
         let tree = self.connectors_tree()?;
         if delete {
             tree.clear()?;
+            let partner_apps = self.inner.db.open_tree(PARTNER_APPS_TREE)?;
+            partner_apps.clear()?;
+            partner_apps.insert(PARTNER_APPS_BUILT, &[1])?;
             return Ok(());
         }
         for mut c in self.connectors()? {
@@ -366,10 +416,16 @@ impl Store {
         tenant: TenantId,
         app_id: Uuid,
     ) -> Result<Option<ConnectorRecord>> {
+        let key = [tenant.0.as_bytes().as_slice(), app_id.as_bytes()].concat();
+        let Some(id) = self.partner_apps_tree()?.get(key)? else {
+            return Ok(None);
+        };
+        let Ok(id) = Uuid::from_slice(&id) else {
+            return Ok(None);
+        };
         Ok(self
-            .connectors()?
-            .into_iter()
-            .find(|c| c.tenant == tenant.0 && c.app_id == Some(app_id)))
+            .connector(id)?
+            .filter(|c| c.tenant == tenant.0 && c.app_id == Some(app_id)))
     }
 
     /// Records one import of `connector` and updates its totals, in one transaction. Not
@@ -700,6 +756,61 @@ mod tests {
             mailbox: mailbox.into(),
             folder: "Inbox".into(),
         }
+    }
+
+    /// The partner connector of a request is found through its index, which follows creation,
+    /// deletion and reset, and is built for a store made before it.
+    #[test]
+    fn partner_connectors_are_found_by_tenant_and_app() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let (t1, t2, app, other_app) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let feeds: Vec<ConnectorRecord> = (0..50)
+            .map(|n| connector(t1, &format!("Feed {n}"), Some(Uuid::new_v4())))
+            .collect();
+        for c in &feeds {
+            store.put_connector(c).expect("put");
+        }
+        let mine = connector(t1, "Mine", Some(app));
+        store.put_connector(&mine).expect("put");
+        store
+            .put_connector(&connector(t1, "Native", None))
+            .expect("put");
+        let find = |t: Uuid, a: Uuid| store.partner_connector(TenantId(t), a).expect("find");
+        assert_eq!(find(t1, app).map(|c| c.id), Some(mine.id));
+        assert_eq!(
+            find(t1, feeds[7].app_id.expect("app")).map(|c| c.id),
+            Some(feeds[7].id)
+        );
+        assert!(find(t2, app).is_none(), "another tenant's");
+        assert!(find(t1, other_app).is_none());
+        // Updated records (paused) are what the lookup answers.
+        store
+            .put_connector(&ConnectorRecord {
+                paused: true,
+                ..mine.clone()
+            })
+            .expect("update");
+        assert!(find(t1, app).expect("found").paused);
+        assert!(store.delete_connector(mine.id).expect("delete"));
+        assert!(find(t1, app).is_none(), "deleted");
+        // A store made before the index: it is built on first use.
+        store
+            .inner
+            .db
+            .drop_tree(PARTNER_APPS_TREE)
+            .expect("drop the index");
+        assert_eq!(
+            find(t1, feeds[3].app_id.expect("app")).map(|c| c.id),
+            Some(feeds[3].id)
+        );
+        store.reset_connectors(true).expect("reset");
+        assert!(find(t1, feeds[3].app_id.expect("app")).is_none(), "reset");
     }
 
     #[test]
