@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::transaction::ConflictableTransactionError;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
+};
 use sled::Transactional;
 use uuid::Uuid;
 
@@ -252,17 +254,9 @@ impl Store {
                         };
                         let item: ItemRecord = decode(&bytes).map_err(abort)?;
                         for copy in &item.copies {
-                            let key = copy_key(item.tenant, copy, item.received, item.id);
-                            copies.remove(key.as_slice())?;
-                            payload.remove(COPIES, &key);
+                            remove_copy(copies, &item, copy, &mut payload)?;
                         }
-                        for n in 0..item.attachments.len() {
-                            let key = blob_key(item.id, n);
-                            blobs.remove(key.as_slice())?;
-                            payload.remove(BLOBS, &key);
-                        }
-                        items.remove(item.id.as_bytes())?;
-                        payload.remove(ITEMS, item.id.as_bytes());
+                        remove_item(items, blobs, &item, &mut payload)?;
                         removed.push(item.id);
                     }
                     Ok::<_, ConflictableTransactionError<StoreError>>((removed, payload))
@@ -567,9 +561,7 @@ impl Store {
                                 continue;
                             }
                             for copy in &go {
-                                let key = copy_key(item.tenant, copy, item.received, item.id);
-                                copies.remove(key.as_slice())?;
-                                payload.remove(COPIES, &key);
+                                remove_copy(copies, &item, copy, &mut payload)?;
                                 removed.push(SweptCopy {
                                     item_id: item.id,
                                     mailbox: copy.mailbox.clone(),
@@ -578,13 +570,7 @@ impl Store {
                                 });
                             }
                             if stay.is_empty() {
-                                for n in 0..item.attachments.len() {
-                                    let key = blob_key(item.id, n);
-                                    blobs.remove(key.as_slice())?;
-                                    payload.remove(BLOBS, &key);
-                                }
-                                items.remove(item.id.as_bytes())?;
-                                payload.remove(ITEMS, item.id.as_bytes());
+                                remove_item(items, blobs, &item, &mut payload)?;
                                 removed_items.push(item.id);
                             } else {
                                 item.copies = stay;
@@ -659,6 +645,37 @@ impl Store {
 }
 
 /// The mailbox of the first copy of `item` whose mailbox is among `held` (lower case).
+/// In a transaction: removes one copy of `item` from the folder index, logging the key.
+fn remove_copy(
+    copies: &TransactionalTree,
+    item: &ItemRecord,
+    copy: &CopyRecord,
+    payload: &mut wal::Payload,
+) -> std::result::Result<(), UnabortableTransactionError> {
+    let key = copy_key(item.tenant, copy, item.received, item.id);
+    copies.remove(key.as_slice())?;
+    payload.remove(COPIES, &key);
+    Ok(())
+}
+
+/// In a transaction: removes `item`'s record and attachment bytes (not its copies), logging
+/// the keys.
+fn remove_item(
+    items: &TransactionalTree,
+    blobs: &TransactionalTree,
+    item: &ItemRecord,
+    payload: &mut wal::Payload,
+) -> std::result::Result<(), UnabortableTransactionError> {
+    for n in 0..item.attachments.len() {
+        let key = blob_key(item.id, n);
+        blobs.remove(key.as_slice())?;
+        payload.remove(BLOBS, &key);
+    }
+    items.remove(item.id.as_bytes())?;
+    payload.remove(ITEMS, item.id.as_bytes());
+    Ok(())
+}
+
 fn held_copy(item: &ItemRecord, held: &HashSet<String>) -> Option<String> {
     item.copies
         .iter()
