@@ -317,6 +317,7 @@ impl Store {
     /// or an app already served by another partner connector of the tenant, is a conflict.
     /// The caller serialises writes (check-then-write). Not flushed.
     pub fn put_connector(&self, connector: &ConnectorRecord) -> Result<()> {
+        let _changing = self.directory_write();
         for other in self.connectors()? {
             if other.id == connector.id || other.tenant != connector.tenant {
                 continue;
@@ -353,6 +354,7 @@ impl Store {
 
     /// Deletes a connector and its history. Not flushed.
     pub fn delete_connector(&self, id: Uuid) -> Result<bool> {
+        let _changing = self.directory_write();
         let partner_apps = self.partner_apps_tree()?;
         let existed = (&self.connectors_tree()?, &partner_apps).transaction(
             |(connectors, partner_apps)| {
@@ -391,6 +393,7 @@ impl Store {
     /// Reset: forgets every connector's imports (history, totals, staged items, what was
     /// imported); with `delete`, the connectors too. Not flushed.
     pub fn reset_connectors(&self, delete: bool) -> Result<()> {
+        let _changing = self.directory_write();
         self.history_tree()?.clear()?;
         self.staging_tree()?.clear()?;
         self.seen_tree()?.clear()?;
@@ -416,11 +419,14 @@ impl Store {
         tenant: TenantId,
         app_id: Uuid,
     ) -> Result<Option<ConnectorRecord>> {
-        let key = [tenant.0.as_bytes().as_slice(), app_id.as_bytes()].concat();
-        let Some(id) = self.partner_apps_tree()?.get(key)? else {
-            return Ok(None);
-        };
-        let Ok(id) = Uuid::from_slice(&id) else {
+        let id = self.inner.cache.partner(tenant.0, app_id, || {
+            let key = [tenant.0.as_bytes().as_slice(), app_id.as_bytes()].concat();
+            Ok(self
+                .partner_apps_tree()?
+                .get(key)?
+                .and_then(|id| Uuid::from_slice(&id).ok()))
+        })?;
+        let Some(id) = id else {
             return Ok(None);
         };
         Ok(self

@@ -483,6 +483,7 @@ impl Store {
     /// Removes the whole directory (tenants, domains, users, addresses, apps, consents), to
     /// be seeded again from fixtures. Signing keys stay. Not flushed.
     pub fn wipe_directory(&self) -> Result<()> {
+        let _changing = self.directory_write();
         let i = &self.inner;
         for tree in [
             &i.tenants,

@@ -15,6 +15,7 @@
 //!   checkpoint: after it no older log record can be replayed over their writes.
 //! - Keys are `tenant (16 bytes) || lower-case name`, so one tenant's records are one prefix.
 
+mod cache;
 pub mod connectors;
 pub mod mailbox;
 pub mod model;
@@ -90,6 +91,8 @@ struct Inner {
     journal: sled::Tree,
     committer: mpsc::Sender<Job>,
     wal: Arc<WalState>,
+    /// Memoised directory reads; [`Store::directory_changed`] after every directory write.
+    cache: cache::DirectoryCache,
 }
 
 /// The write-ahead log's current segment, shared by the committer (appends) and checkpoints
@@ -219,6 +222,7 @@ impl Store {
             journal: db.open_tree(mailbox::JOURNAL_TREE)?,
             committer,
             wal,
+            cache: cache::DirectoryCache::new(),
             db,
         };
         let inner = Arc::new(inner);
@@ -362,6 +366,7 @@ impl Store {
     // ----- tenants -----
 
     pub fn put_tenant(&self, tenant: &TenantRecord) -> Result<()> {
+        let _changing = self.directory_write();
         let i = &self.inner;
         (&i.tenants, &i.domains).transaction(|(tenants, domains)| {
             for domain in &tenant.domains {
@@ -389,15 +394,24 @@ impl Store {
     }
 
     pub fn tenant(&self, id: TenantId) -> Result<Option<TenantRecord>> {
-        match self.inner.tenants.get(id.0.as_bytes())? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+        self.inner
+            .cache
+            .tenant(id.0, || match self.inner.tenants.get(id.0.as_bytes())? {
+                Some(bytes) => Ok(Some(decode(&bytes)?)),
+                None => Ok(None),
+            })
     }
 
-    /// Whether the tenant exists (without reading its record).
+    /// Whether the tenant exists.
     pub fn has_tenant(&self, id: TenantId) -> Result<bool> {
-        Ok(self.inner.tenants.contains_key(id.0.as_bytes())?)
+        Ok(self.tenant(id)?.is_some())
+    }
+
+    /// Taken at the start of every write to the directory trees (tenants, domains, users,
+    /// addresses, apps, consents, the partner connector index): when it is dropped, after the
+    /// write (or its failure), memoised reads loaded before are not served again.
+    fn directory_write(&self) -> cache::Changing<'_> {
+        self.inner.cache.changing()
     }
 
     /// Finds a tenant by GUID or by any of its accepted domains.
@@ -427,6 +441,7 @@ impl Store {
     /// [`Store::delete_items`]; `on_change` gets their ids), records. Blocking: not from an
     /// async task.
     pub fn delete_tenant(&self, id: TenantId, on_change: Option<&OnItemsChanged>) -> Result<bool> {
+        let _changing = self.directory_write();
         let Some(tenant) = self.tenant(id)? else {
             return Ok(false);
         };
@@ -470,6 +485,7 @@ impl Store {
     /// Creates or replaces a user and its address index. An address already mapped to another
     /// user of the tenant is a conflict.
     pub fn put_user(&self, tenant: TenantId, user: &UserRecord) -> Result<()> {
+        let _changing = self.directory_write();
         let i = &self.inner;
         let upn = user.user_principal_name.to_lowercase();
         (&i.users, &i.addresses).transaction(|(users, addresses)| {
@@ -514,6 +530,7 @@ impl Store {
     }
 
     pub fn delete_user(&self, tenant: TenantId, upn: &str) -> Result<bool> {
+        let _changing = self.directory_write();
         let Some(user) = self.user(tenant, upn)? else {
             return Ok(false);
         };
@@ -530,19 +547,19 @@ impl Store {
 
     /// The user an address (SMTP, proxy, UPN or external identity) maps to, case-insensitively.
     pub fn user_by_address(&self, tenant: TenantId, address: &str) -> Result<Option<UserRecord>> {
-        match self
-            .inner
-            .addresses
-            .get(tenant_key(tenant.0, address.trim()))?
-        {
-            Some(upn) => self.user(tenant, &String::from_utf8_lossy(&upn)),
-            None => Ok(None),
-        }
+        let address = address.trim().to_lowercase();
+        self.inner.cache.user(tenant.0, &address, || {
+            match self.inner.addresses.get(tenant_key(tenant.0, &address))? {
+                Some(upn) => self.user(tenant, &String::from_utf8_lossy(&upn)),
+                None => Ok(None),
+            }
+        })
     }
 
     // ----- applications and consents -----
 
     pub fn put_app(&self, app: &AppRecord) -> Result<()> {
+        let _changing = self.directory_write();
         self.inner
             .apps
             .insert(app.app_id.as_bytes(), encode(app)?)?;
@@ -570,6 +587,7 @@ impl Store {
 
     /// Deletes an app registration and every consent to it.
     pub fn delete_app(&self, app_id: Uuid) -> Result<bool> {
+        let _changing = self.directory_write();
         let existed = self.inner.apps.remove(app_id.as_bytes())?.is_some();
         for entry in self.inner.service_principals.iter() {
             let (key, value) = entry?;
@@ -588,6 +606,7 @@ impl Store {
     }
 
     pub fn put_service_principal(&self, sp: &ServicePrincipalRecord) -> Result<()> {
+        let _changing = self.directory_write();
         self.inner
             .service_principals
             .insert(Self::sp_key(TenantId(sp.tenant), sp.app_id), encode(sp)?)?;
@@ -599,14 +618,16 @@ impl Store {
         tenant: TenantId,
         app_id: Uuid,
     ) -> Result<Option<ServicePrincipalRecord>> {
-        match self
-            .inner
-            .service_principals
-            .get(Self::sp_key(tenant, app_id))?
-        {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+        self.inner.cache.principal(tenant.0, app_id, || {
+            match self
+                .inner
+                .service_principals
+                .get(Self::sp_key(tenant, app_id))?
+            {
+                Some(bytes) => Ok(Some(decode(&bytes)?)),
+                None => Ok(None),
+            }
+        })
     }
 
     pub fn service_principals(&self, tenant: TenantId) -> Result<Vec<ServicePrincipalRecord>> {
@@ -619,11 +640,13 @@ impl Store {
     }
 
     pub fn delete_service_principal(&self, tenant: TenantId, app_id: Uuid) -> Result<bool> {
-        Ok(self
+        let _changing = self.directory_write();
+        let removed = self
             .inner
             .service_principals
             .remove(Self::sp_key(tenant, app_id))?
-            .is_some())
+            .is_some();
+        Ok(removed)
     }
 
     // ----- signing keys -----
