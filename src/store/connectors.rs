@@ -649,9 +649,9 @@ impl Store {
         self.submit(Box::new(move || {
             let i = &store.inner;
             let journal = store.journal_tree()?;
+            prepared.write_files(&i.files)?;
             let trees = (
                 &i.items,
-                &i.blobs,
                 &i.copies,
                 &i.ingestions,
                 &journal,
@@ -661,18 +661,8 @@ impl Store {
                 &store.seen_tree()?,
             );
             let updated = trees.transaction(
-                |(
-                    items,
-                    blobs,
-                    copies,
-                    ingestions,
-                    journal,
-                    connectors,
-                    history,
-                    staging,
-                    seen_tree,
-                )| {
-                    prepared.write([items, blobs, copies, ingestions, journal])?;
+                |(items, copies, ingestions, journal, connectors, history, staging, seen_tree)| {
+                    prepared.write([items, copies, ingestions, journal])?;
                     let Some(bytes) = connectors.get(connector.as_bytes())? else {
                         return Ok(None);
                     };

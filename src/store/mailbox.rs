@@ -806,6 +806,54 @@ mod tests {
     }
 
     #[test]
+    fn attachments_are_files_removed_with_their_item_and_older_stores_are_still_read() {
+        let (dir, store, tenant) = store();
+        let now = Utc::now();
+        let stored = item(tenant.0, &["free@t.example"], now);
+        commit(&store, &stored);
+        let key = blob_key(stored.id, 0);
+        assert!(
+            store.inner.blobs.get(&key).expect("sled").is_none(),
+            "not in sled"
+        );
+        let files = |root: &std::path::Path| -> usize {
+            std::fs::read_dir(root.join("attachments"))
+                .expect("attachments")
+                .flatten()
+                .map(|d| std::fs::read_dir(d.path()).expect("fan").count())
+                .sum()
+        };
+        assert_eq!(files(dir.path()), 1);
+        assert_eq!(
+            store.attachment(stored.id, 0).expect("read").as_deref(),
+            Some(&b"x"[..])
+        );
+        // An item of a store older than the attachment files: its attachment is in sled.
+        let older = item(tenant.0, &["free@t.example"], now);
+        commit(&store, &older);
+        store
+            .inner
+            .files
+            .remove(&blob_key(older.id, 0))
+            .expect("rm");
+        store
+            .inner
+            .blobs
+            .insert(blob_key(older.id, 0), b"legacy".as_slice())
+            .expect("legacy");
+        assert_eq!(
+            store.attachment(older.id, 0).expect("read").as_deref(),
+            Some(&b"legacy"[..])
+        );
+        store
+            .delete_items(tenant, &[stored.id, older.id], false, None)
+            .expect("delete");
+        assert_eq!(files(dir.path()), 0, "the file goes with its item");
+        assert!(store.inner.blobs.is_empty(), "and the legacy copy too");
+        assert!(store.attachment(stored.id, 0).expect("read").is_none());
+    }
+
+    #[test]
     fn admin_removals_are_logged_replayed_and_reported_in_log_order() {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open_with(&dir.path().join("a"), false, true).expect("store");

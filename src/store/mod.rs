@@ -15,6 +15,7 @@
 //!   checkpoint: after it no older log record can be replayed over their writes.
 //! - Keys are `tenant (16 bytes) || lower-case name`, so one tenant's records are one prefix.
 
+mod blobs;
 mod cache;
 pub mod connectors;
 pub mod mailbox;
@@ -50,6 +51,8 @@ pub enum StoreError {
     Closed,
     #[error("the write-ahead log could not be written: {0}")]
     Log(String),
+    #[error("an attachment file could not be read or written: {0}")]
+    Attachment(String),
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -85,7 +88,10 @@ struct Inner {
     service_principals: sled::Tree,
     signing_keys: sled::Tree,
     items: sled::Tree,
+    /// Attachments of stores older than [`blobs::BlobFiles`] (read and removed, never written).
     blobs: sled::Tree,
+    /// Attachment contents.
+    files: blobs::BlobFiles,
     copies: sled::Tree,
     ingestions: sled::Tree,
     journal: sled::Tree,
@@ -194,7 +200,8 @@ impl Store {
             .open()?;
         let wal_dir = dir.join("wal");
         let keep_from = if keep_log_for_index { 0 } else { u64::MAX };
-        let (replayed, next) = wal::replay(&wal_dir, &db, keep_from)?;
+        let files = blobs::BlobFiles::open(dir)?;
+        let (replayed, next) = wal::replay(&wal_dir, &db, &files, keep_from)?;
         if replayed > 0 {
             tracing::info!(records = replayed, "write-ahead log replayed");
         }
@@ -217,6 +224,7 @@ impl Store {
             signing_keys: db.open_tree("signing_keys")?,
             items: db.open_tree(ITEMS)?,
             blobs: db.open_tree(BLOBS)?,
+            files,
             copies: db.open_tree(COPIES)?,
             ingestions: db.open_tree(INGESTIONS)?,
             journal: db.open_tree(mailbox::JOURNAL_TREE)?,
@@ -266,9 +274,26 @@ impl Store {
         let slot = Arc::new(Mutex::new(None));
         let out = slot.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
         let job: WriteJob = Box::new(move || {
             let (value, payload, after) = write()?;
             *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+            // Attachment files go once the removal of what names them is in the log.
+            let doomed = payload.removed(BLOBS);
+            let after = if doomed.is_empty() {
+                after
+            } else {
+                Some(Box::new(move || {
+                    for key in &doomed {
+                        if let Err(e) = inner.files.remove(key) {
+                            tracing::warn!(error = %e, "an attachment file of a removed item stays (unused)");
+                        }
+                    }
+                    if let Some(after) = after {
+                        after();
+                    }
+                }) as Hook)
+            };
             Ok(Logged::Applied { payload, after })
         });
         self.inner
@@ -348,7 +373,7 @@ impl Store {
 
     /// Bytes of the store's files on disk: sled's and the write-ahead log's.
     pub fn size_on_disk(&self) -> Result<u64> {
-        let mut total = self.inner.db.size_on_disk()?;
+        let mut total = self.inner.db.size_on_disk()? + self.inner.files.size();
         if let Ok(entries) = std::fs::read_dir(&self.inner.wal.dir) {
             for entry in entries.flatten() {
                 total += entry.metadata().map(|m| m.len()).unwrap_or(0);
@@ -750,9 +775,7 @@ impl Store {
     /// record and journal entry last.
     fn apply_ingestion(&self, writes: &PreparedIngestion) -> Result<()> {
         let i = &self.inner;
-        for (key, content) in &writes.blobs {
-            i.blobs.insert(key.as_slice(), content.as_slice())?;
-        }
+        writes.write_files(&i.files)?;
         for (id, bytes) in &writes.items {
             i.items.insert(id.as_bytes(), bytes.as_slice())?;
         }
@@ -800,7 +823,11 @@ impl Store {
     }
 
     pub fn attachment(&self, id: Uuid, n: usize) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.blobs.get(blob_key(id, n))?.map(|v| v.to_vec()))
+        let key = blob_key(id, n);
+        match self.inner.files.get(&key)? {
+            Some(content) => Ok(Some(content)),
+            None => Ok(self.inner.blobs.get(key)?.map(|v| v.to_vec())),
+        }
     }
 
     /// Appends an attachment to a stored item (EWS `CreateAttachment`), atomically and durably
@@ -818,7 +845,7 @@ impl Store {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Box::new(move || {
             let i = &store.inner;
-            let (index, payload) = (&i.items, &i.blobs).transaction(|(items, blobs)| {
+            let (index, payload) = i.items.transaction(|items| {
                 let Some(bytes) = items.get(id.as_bytes())? else {
                     return Err(abort(StoreError::NotFound(format!("item {id}"))));
                 };
@@ -833,7 +860,9 @@ impl Store {
                 item.attachments.push(meta.clone());
                 let blob = blob_key(id, index);
                 let record = encode(&item).map_err(abort)?;
-                blobs.insert(blob.as_slice(), content.as_slice())?;
+                // Before the record that names it. Should the transaction fail from here, the
+                // file is an orphan that the next attachment at this index overwrites.
+                i.files.put(&blob, &content).map_err(abort)?;
                 items.insert(id.as_bytes(), record.as_slice())?;
                 let mut payload = wal::Payload::default();
                 payload.insert(BLOBS, &blob, &content);
@@ -906,16 +935,22 @@ struct PreparedIngestion {
 }
 
 impl PreparedIngestion {
-    /// Writes into the transactional trees `[items, blobs, copies, ingestions, journal]`.
+    /// Writes the attachment files: before anything that names them.
+    fn write_files(&self, files: &blobs::BlobFiles) -> Result<()> {
+        for (key, content) in &self.blobs {
+            files.put(key, content)?;
+        }
+        Ok(())
+    }
+
+    /// Writes into the transactional trees `[items, copies, ingestions, journal]`, after
+    /// [`PreparedIngestion::write_files`].
     fn write(
         &self,
-        [items, blobs, copies, ingestions, journal]: [&sled::transaction::TransactionalTree; 5],
+        [items, copies, ingestions, journal]: [&sled::transaction::TransactionalTree; 4],
     ) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
         for (id, bytes) in &self.items {
             items.insert(id.as_bytes(), bytes.as_slice())?;
-        }
-        for (key, content) in &self.blobs {
-            blobs.insert(key.as_slice(), content.as_slice())?;
         }
         for key in &self.copies {
             copies.insert(key.as_slice(), &[])?;
@@ -1063,6 +1098,10 @@ fn checkpoint(inner: &Inner) -> Result<()> {
         (covered, segment.fsync())
     };
     inner.db.flush()?;
+    if fsync {
+        // The attachment files the covered segments wrote must outlive them.
+        inner.files.sync()?;
+    }
     if inner.wal.apply_failed.load(Ordering::SeqCst) {
         // Sled is flushed; the segments stay live (replayed whole at the next start).
         return Ok(());

@@ -20,7 +20,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Result, StoreError};
+use super::blobs::BlobFiles;
+use super::{Result, StoreError, BLOBS};
 
 /// A segment larger than this is checkpointed at once.
 pub const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
@@ -52,6 +53,16 @@ impl Payload {
         self.bytes
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(key);
+    }
+
+    /// The keys this payload removes from `tree`.
+    pub fn removed(&self, tree: &str) -> Vec<Vec<u8>> {
+        decode_ops(&self.bytes)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|op| op.tree == tree && op.value.is_none())
+            .map(|op| op.key.to_vec())
+            .collect()
     }
 
     /// Appends this payload, framed, to `out`.
@@ -189,13 +200,18 @@ fn records(path: &Path, each: &mut dyn FnMut(&[Op<'_>]) -> Result<()>) -> Result
 /// Replays the live segments left in `dir` into `db` (oldest first), makes sled durable, and
 /// retires them (or removes them when `keep_from` says the index does not need them). Returns
 /// the number of records replayed and the next segment number.
-pub fn replay(dir: &Path, db: &sled::Db, keep_from: u64) -> Result<(usize, u64)> {
+pub fn replay(
+    dir: &Path,
+    db: &sled::Db,
+    files: &BlobFiles,
+    keep_from: u64,
+) -> Result<(usize, u64)> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let found = segments(dir)?;
     let mut replayed = 0;
     let mut trees = std::collections::HashMap::new();
     for (_, path) in &found {
-        replayed += records(path, &mut |ops| apply(db, &mut trees, ops))?;
+        replayed += records(path, &mut |ops| apply(db, files, &mut trees, ops))?;
     }
     db.flush()?;
     let last_live = found.last().map(|(seq, _)| *seq);
@@ -262,10 +278,22 @@ pub fn logged_keys(dir: &Path, tree: &str, from: u64, before: u64) -> Result<Vec
 /// again).
 fn apply(
     db: &sled::Db,
+    files: &BlobFiles,
     trees: &mut std::collections::HashMap<String, sled::Tree>,
     ops: &[Op<'_>],
 ) -> Result<()> {
     for op in ops {
+        if op.tree == BLOBS {
+            match op.value {
+                Some(content) => files.put(op.key, content)?,
+                None => {
+                    // Stores older than the attachment files may have it in sled.
+                    files.remove(op.key)?;
+                    db.open_tree(BLOBS)?.remove(op.key)?;
+                }
+            }
+            continue;
+        }
         let tree = match trees.get(op.tree) {
             Some(tree) => tree,
             None => {
@@ -381,6 +409,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn attachment_writes_replay_into_files_and_legacy_sled_copies_are_removed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).expect("wal dir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db");
+        let files = BlobFiles::open(dir.path()).expect("files");
+        let kept = [[1u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
+        let gone = [[2u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
+        let legacy = [[3u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
+        files.put(&gone, b"old").expect("put");
+        db.open_tree(BLOBS)
+            .expect("tree")
+            .insert(&legacy, b"in sled")
+            .expect("legacy");
+        let mut segment = Segment::create(&wal, 0, false).expect("segment");
+        let mut framed = Vec::new();
+        let mut payload = Payload::default();
+        payload.insert(BLOBS, &kept, b"content");
+        payload.remove(BLOBS, &gone);
+        payload.remove(BLOBS, &legacy);
+        assert_eq!(payload.removed(BLOBS), [gone.clone(), legacy.clone()]);
+        payload.frame_into(&mut framed);
+        segment.append(&framed).expect("append");
+        drop(segment);
+
+        replay(&wal, &db, &files, u64::MAX).expect("replay");
+        assert_eq!(
+            files.get(&kept).expect("read").as_deref(),
+            Some(&b"content"[..])
+        );
+        assert_eq!(files.get(&gone).expect("read"), None);
+        let tree = db.open_tree(BLOBS).expect("tree");
+        assert!(tree.is_empty(), "attachments are never written to sled");
+    }
+
+    #[test]
     fn records_replay_in_order_and_a_torn_tail_is_ignored() {
         let dir = tempfile::tempdir().expect("dir");
         let wal = dir.path().join("wal");
@@ -407,7 +474,8 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .expect("db");
-        let (replayed, next) = replay(&wal, &db, u64::MAX).expect("replay");
+        let files = BlobFiles::open(dir.path()).expect("files");
+        let (replayed, next) = replay(&wal, &db, &files, u64::MAX).expect("replay");
         assert_eq!((replayed, next), (2, 4));
         let a = db.open_tree("a").expect("a");
         assert!(a.get(b"k1").expect("get").is_none());
@@ -487,7 +555,8 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .expect("db");
-        let (replayed, next) = replay(&wal, &db, 1).expect("replay");
+        let files = BlobFiles::open(dir.path()).expect("files");
+        let (replayed, next) = replay(&wal, &db, &files, 1).expect("replay");
         assert_eq!((replayed, next), (1, 4));
         // The index committed everything before 3: the older retired segments go.
         prune_retired(&wal, 3).expect("prune");
