@@ -1,5 +1,5 @@
-//! Durability: an acknowledged item survives `kill -9` and restart; parallel batches lose
-//! nothing.
+//! Durability: an acknowledged item (with its attachment bytes) survives `kill -9` and
+//! restart; parallel batches lose nothing.
 
 mod common;
 
@@ -29,6 +29,7 @@ fn survives_sigkill(extra: &[&str]) {
                 Msg {
                     subject: Some(format!("r{n} i{i}")),
                     cc: vec!["bob@contoso.com".into()],
+                    attachments: vec![(format!("r{n}i{i}.bin"), attachment(n, i))],
                     ..Msg::default()
                 }
                 .xml()
@@ -42,7 +43,7 @@ fn survives_sigkill(extra: &[&str]) {
 
     let server = Server::start_in(dir.path(), extra);
     let token = server.token();
-    for (correlation, ids) in &acknowledged {
+    for (n, (correlation, ids)) in acknowledged.iter().enumerate() {
         let record = server.ingestion(correlation);
         let stored: Vec<&str> = record["items"]
             .as_array()
@@ -51,6 +52,21 @@ fn survives_sigkill(extra: &[&str]) {
             .map(|i| i["itemId"].as_str().unwrap())
             .collect();
         assert_eq!(&stored, ids);
+        for (i, id) in ids.iter().enumerate() {
+            let response = server
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/api/tenants/{TENANT}/items/{id}/attachments/0"),
+                )
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 200, "attachment of {id}");
+            assert_eq!(
+                response.bytes().unwrap().as_ref(),
+                attachment(n, i).as_slice(),
+                "attachment bytes of {id}"
+            );
+        }
     }
     assert_eq!(
         server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges"),
@@ -60,6 +76,13 @@ fn survives_sigkill(extra: &[&str]) {
         server.folder_count(&token, "bob@contoso.com", "recoverableitemspurges"),
         15
     );
+}
+
+/// Attachment bytes of request `n`, item `i` (16 KB, distinct per item).
+fn attachment(n: usize, i: usize) -> Vec<u8> {
+    (0..16 * 1024)
+        .map(|b| (b * 7 + n * 31 + i * 131) as u8)
+        .collect()
 }
 
 #[test]
