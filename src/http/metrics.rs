@@ -197,7 +197,8 @@ impl Drop for ConnectionGuard {
 
 pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let mut text = METRICS.render();
-    // Bytes of the store's files on disk (sled and its write-ahead log); a walk of its directory.
+    // Bytes of the store's files on disk (sled, its write-ahead log, attachment files); a walk
+    // of its directories, on a blocking thread.
     let size = tokio::task::spawn_blocking(move || state.store.size_on_disk())
         .await
         .ok()
@@ -205,7 +206,7 @@ pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>
     if let Some(bytes) = size {
         let _ = writeln!(
             text,
-            "# HELP ingest_store_size_bytes Size of the store on disk (database and write-ahead log)."
+            "# HELP ingest_store_size_bytes Size of the store on disk (database, write-ahead log and attachment files)."
         );
         let _ = writeln!(text, "# TYPE ingest_store_size_bytes gauge");
         let _ = writeln!(text, "ingest_store_size_bytes {bytes}");
