@@ -18,6 +18,9 @@
 //! The search index agrees with the store after every restart: a search for every item counts
 //! exactly the copies in the mailboxes (a deleted item is not found, a stored one is).
 //!
+//! Every item carries an attachment: the last acknowledged requests' attachment bytes are checked
+//! after every restart, every acknowledged item's at the end.
+//!
 //! And at the end, every item of every record is listed in both mailboxes with its request's tag.
 //!
 //! `sigterm_finishes_in_flight_requests_and_exits_0`: requests in flight when SIGTERM arrives
@@ -53,12 +56,33 @@ fn batch(tag: &str, items: usize) -> String {
             Msg {
                 subject: Some(format!("{tag} item {i}")),
                 cc: vec![BOB.into()],
+                attachments: vec![("part.bin".into(), attachment(tag, i))],
                 ..Msg::default()
             }
             .xml()
         })
         .collect();
     create_item(&messages)
+}
+
+/// The attachment of item `i` of request `tag` (about 4 KB, distinct per item).
+fn attachment(tag: &str, i: usize) -> Vec<u8> {
+    format!("{tag}/{i};")
+        .repeat(4096 / (tag.len() + 4))
+        .into_bytes()
+}
+
+/// The bytes of an item's first attachment, through the admin API.
+fn attachment_of(server: &Server, id: &str) -> Vec<u8> {
+    let response = server
+        .admin(
+            reqwest::Method::GET,
+            &format!("/api/tenants/{TENANT}/items/{id}/attachments/0"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "attachment of item {id}");
+    response.bytes().unwrap().to_vec()
 }
 
 /// All CreateItem ingestion records of the tenant, by correlation id.
@@ -224,6 +248,21 @@ fn verify(
         alice + bob,
         "the search index finds exactly the stored copies"
     );
+    // Attachment bytes (files beside the store): of every acknowledged item at the end, of the
+    // last requests acknowledged before the kill after each restart.
+    let acknowledged = sent.iter().rev().filter(|s| s.ack.is_some());
+    for s in acknowledged.take(if deep { usize::MAX } else { 24 }) {
+        let Some((_, ids)) = &s.ack else { continue };
+        for (i, id) in ids.iter().enumerate() {
+            if !gone.contains(id) {
+                assert!(
+                    attachment_of(server, id) == attachment(&s.tag, i),
+                    "request {}: attachment bytes of item {id}",
+                    s.tag
+                );
+            }
+        }
+    }
     if deep {
         let by_tag: BTreeMap<&str, usize> =
             sent.iter().map(|s| (s.tag.as_str(), s.items)).collect();
