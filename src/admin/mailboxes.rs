@@ -549,7 +549,15 @@ fn file_response(content_type: &str, name: &str, bytes: Vec<u8>) -> Response {
 
 fn attachments_of(state: &AppState, item: &ItemRecord) -> ApiResult<Vec<Vec<u8>>> {
     (0..item.attachments.len())
-        .map(|n| Ok(state.store.attachment(item.id, n)?.unwrap_or_default()))
+        .map(|n| {
+            state.store.attachment(item.id, n)?.ok_or_else(|| {
+                crate::store::StoreError::Attachment(format!(
+                    "attachment {n} of item {} is missing from the store",
+                    item.id
+                ))
+                .into()
+            })
+        })
         .collect()
 }
 

@@ -8,15 +8,18 @@
 //! write is logged with its content under the tree name `blobs` (what [`super::wal`] replays
 //! here), it is written before anything that names it (the item record), and removed after
 //! the item record that named it. A crash can therefore leave an orphan file (never read), but
-//! never an item whose attachment is missing. With `--fsync`, checkpoints sync the files
-//! ([`BlobFiles::sync`]) before they retire the log that could rewrite them.
+//! never an item whose attachment is missing. With `--fsync`, the files written since the last
+//! checkpoint (and their directories) are synced ([`BlobFiles::sync`]) before it retires the
+//! log that could rewrite them, and so are those a start-up replay rewrote.
 //!
 //! Stores written before this layout keep their attachments in the sled tree `blobs`: reads
 //! fall back to it, and removals remove from both.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::{Result, StoreError};
 
@@ -24,13 +27,30 @@ use super::{Result, StoreError};
 #[derive(Debug)]
 pub(super) struct BlobFiles {
     root: PathBuf,
+    /// With `--fsync`: files written or removed since the last [`BlobFiles::sync`] (removals
+    /// by their path, whose directory is synced).
+    unsynced: Option<Mutex<BTreeSet<PathBuf>>>,
 }
 
 impl BlobFiles {
-    pub(super) fn open(store_dir: &Path) -> Result<BlobFiles> {
+    /// The attachment files of the store in `store_dir`; with `fsync`, [`BlobFiles::sync`]
+    /// syncs what changed.
+    pub(super) fn open(store_dir: &Path, fsync: bool) -> Result<BlobFiles> {
         let root = store_dir.join("attachments");
-        std::fs::create_dir_all(&root).map_err(io)?;
-        Ok(BlobFiles { root })
+        std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
+        Ok(BlobFiles {
+            root,
+            unsynced: fsync.then(|| Mutex::new(BTreeSet::new())),
+        })
+    }
+
+    fn changed(&self, path: PathBuf) {
+        if let Some(unsynced) = &self.unsynced {
+            unsynced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(path);
+        }
     }
 
     /// `key` is the attachment's store key: item id (16 bytes) and index (4 bytes). Spread
@@ -47,30 +67,37 @@ impl BlobFiles {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(io)?;
+                    std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
                 }
-                File::create(&path).map_err(io)?
+                File::create(&path).map_err(|e| io(&path, e))?
             }
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(io(&path, e)),
         };
-        file.write_all(content).map_err(io)
+        file.write_all(content).map_err(|e| io(&path, e))?;
+        self.changed(path);
+        Ok(())
     }
 
     /// The attachment, if there is a file for it.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match std::fs::read(self.path(key)) {
+        let path = self.path(key);
+        match std::fs::read(&path) {
             Ok(content) => Ok(Some(content)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(e)),
+            Err(e) => Err(io(&path, e)),
         }
     }
 
     /// Removes an attachment; one already gone is fine.
     pub(super) fn remove(&self, key: &[u8]) -> Result<()> {
-        match std::fs::remove_file(self.path(key)) {
-            Ok(()) => Ok(()),
+        let path = self.path(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                self.changed(path);
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(e)),
+            Err(e) => Err(io(&path, e)),
         }
     }
 
@@ -93,17 +120,44 @@ impl BlobFiles {
         total
     }
 
-    /// Syncs every attachment file and directory to the disk (`syncfs` of their file
-    /// system), for `--fsync` checkpoints.
+    /// With `--fsync`: syncs the files written since the last call, and the directories of
+    /// those written or removed (a new name, or a removal, survives a power loss only so).
+    /// Without, nothing: a `kill -9` loses nothing the kernel has.
     pub(super) fn sync(&self) -> Result<()> {
-        let dir = File::open(&self.root).map_err(io)?;
-        // SAFETY: `syncfs` only reads the descriptor, which `dir` keeps open for the call.
-        let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
-        if rc == 0 {
+        let Some(unsynced) = &self.unsynced else {
+            return Ok(());
+        };
+        let paths = std::mem::take(&mut *unsynced.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut dirs = BTreeSet::new();
+        let outcome = (|| {
+            for path in &paths {
+                match File::open(path) {
+                    Ok(file) => file.sync_all().map_err(|e| io(path, e))?,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(path, e)),
+                }
+                if let Some(dir) = path.parent() {
+                    if dirs.insert(dir.to_path_buf()) {
+                        // A fan-out directory created since: its name is in the root.
+                        dirs.insert(self.root.clone());
+                    }
+                }
+            }
+            for dir in &dirs {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io(dir, e))?;
+            }
             Ok(())
-        } else {
-            Err(io(std::io::Error::last_os_error()))
+        })();
+        if outcome.is_err() {
+            // Tried again at the next checkpoint.
+            unsynced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(paths);
         }
+        outcome
     }
 }
 
@@ -111,8 +165,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn io(e: std::io::Error) -> StoreError {
-    StoreError::Attachment(e.to_string())
+fn io(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Attachment(format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -122,7 +176,7 @@ mod tests {
     #[test]
     fn attachments_are_written_read_rewritten_and_removed() {
         let dir = tempfile::tempdir().expect("dir");
-        let files = BlobFiles::open(dir.path()).expect("open");
+        let files = BlobFiles::open(dir.path(), true).expect("open");
         let key = [[7u8; 16].as_slice(), &1u32.to_be_bytes()].concat();
         assert_eq!(files.get(&key).expect("get"), None);
         files.put(&key, b"first").expect("put");

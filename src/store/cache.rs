@@ -2,7 +2,7 @@
 //! partner connector id): every request needs them, and they change rarely.
 //!
 //! Invalidation is by generation: every write to a tree these reads come from bumps
-//! [`DirectoryCache::changed`] *after* the write, and an entry is served only while the
+//! [`DirectoryCache::changed`] when it starts and again *after* it, and an entry is served only while the
 //! generation it was loaded under is still current. A read loads the generation *before* it
 //! reads sled, so an entry that may predate a write is tagged with the older generation and is
 //! never served once that write's bump is done: when a revocation call returns, no request
@@ -93,9 +93,11 @@ impl DirectoryCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// A guard for a directory write: [`DirectoryCache::changed`] when dropped, after the
-    /// write, however it ended.
+    /// A guard for a directory write: [`DirectoryCache::changed`] now (nothing cached before
+    /// the write is served while it runs: a long write such as a tenant deletion removes
+    /// consents first) and again when dropped, after the write, however it ended.
     pub(super) fn changing(&self) -> Changing<'_> {
+        self.changed();
         Changing(self)
     }
 
@@ -164,6 +166,17 @@ mod tests {
             None
         );
         assert_eq!(loads.get(), 2);
+    }
+
+    #[test]
+    fn nothing_loaded_before_a_write_is_served_while_it_runs() {
+        let cache = DirectoryCache::new();
+        let (tenant, app) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let id = Some(Uuid::from_u128(3));
+        assert_eq!(cache.partner(tenant, app, || Ok(id)).unwrap(), id);
+        let _writing = cache.changing();
+        // The write removed it already (a tenant deletion removes consents first).
+        assert_eq!(cache.partner(tenant, app, || Ok(None)).unwrap(), None);
     }
 
     #[test]

@@ -97,7 +97,7 @@ struct Inner {
     journal: sled::Tree,
     committer: mpsc::Sender<Job>,
     wal: Arc<WalState>,
-    /// Memoised directory reads; [`Store::directory_changed`] after every directory write.
+    /// Memoised directory reads; every directory write takes [`Store::directory_write`].
     cache: cache::DirectoryCache,
 }
 
@@ -200,7 +200,7 @@ impl Store {
             .open()?;
         let wal_dir = dir.join("wal");
         let keep_from = if keep_log_for_index { 0 } else { u64::MAX };
-        let files = blobs::BlobFiles::open(dir)?;
+        let files = blobs::BlobFiles::open(dir, fsync)?;
         let (replayed, next) = wal::replay(&wal_dir, &db, &files, keep_from)?;
         if replayed > 0 {
             tracing::info!(records = replayed, "write-ahead log replayed");
@@ -962,11 +962,11 @@ impl PreparedIngestion {
 
     /// The same writes, for the write-ahead log.
     fn log(&self, payload: &mut wal::Payload) {
-        for (id, bytes) in &self.items {
-            payload.insert(ITEMS, id.as_bytes(), bytes);
-        }
         for (key, content) in &self.blobs {
             payload.insert(BLOBS, key, content);
+        }
+        for (id, bytes) in &self.items {
+            payload.insert(ITEMS, id.as_bytes(), bytes);
         }
         for key in &self.copies {
             payload.insert(COPIES, key, &[]);

@@ -55,13 +55,22 @@ impl Payload {
         self.bytes.extend_from_slice(key);
     }
 
-    /// The keys this payload removes from `tree`.
+    /// The keys this payload leaves removed from `tree` (removed, and not written again by
+    /// a later operation of the payload).
     pub fn removed(&self, tree: &str) -> Vec<Vec<u8>> {
-        decode_ops(&self.bytes)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|op| op.tree == tree && op.value.is_none())
-            .map(|op| op.key.to_vec())
+        let mut last: Vec<(&[u8], bool)> = Vec::new();
+        for op in decode_ops(&self.bytes).unwrap_or_default() {
+            if op.tree != tree {
+                continue;
+            }
+            match last.iter_mut().find(|(key, _)| *key == op.key) {
+                Some(entry) => entry.1 = op.value.is_none(),
+                None => last.push((op.key, op.value.is_none())),
+            }
+        }
+        last.into_iter()
+            .filter(|(_, removed)| *removed)
+            .map(|(key, _)| key.to_vec())
             .collect()
     }
 
@@ -214,6 +223,8 @@ pub fn replay(
         replayed += records(path, &mut |ops| apply(db, files, &mut trees, ops))?;
     }
     db.flush()?;
+    // The attachment files rewritten must outlive the segments that could rewrite them again.
+    files.sync()?;
     let last_live = found.last().map(|(seq, _)| *seq);
     if let Some(last) = last_live {
         retire_up_to(dir, last, keep_from)?;
@@ -283,17 +294,6 @@ fn apply(
     ops: &[Op<'_>],
 ) -> Result<()> {
     for op in ops {
-        if op.tree == BLOBS {
-            match op.value {
-                Some(content) => files.put(op.key, content)?,
-                None => {
-                    // Stores older than the attachment files may have it in sled.
-                    files.remove(op.key)?;
-                    db.open_tree(BLOBS)?.remove(op.key)?;
-                }
-            }
-            continue;
-        }
         let tree = match trees.get(op.tree) {
             Some(tree) => tree,
             None => {
@@ -301,6 +301,17 @@ fn apply(
                 trees.entry(op.tree.to_string()).or_insert(tree)
             }
         };
+        if op.tree == BLOBS {
+            // Attachments are files; stores older than them may have one in sled.
+            match op.value {
+                Some(content) => files.put(op.key, content)?,
+                None => {
+                    files.remove(op.key)?;
+                    tree.remove(op.key)?;
+                }
+            }
+            continue;
+        }
         match op.value {
             Some(value) => tree.insert(op.key, value)?,
             None => tree.remove(op.key)?,
@@ -417,7 +428,7 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .expect("db");
-        let files = BlobFiles::open(dir.path()).expect("files");
+        let files = BlobFiles::open(dir.path(), false).expect("files");
         let kept = [[1u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
         let gone = [[2u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
         let legacy = [[3u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
@@ -433,6 +444,15 @@ mod tests {
         payload.remove(BLOBS, &gone);
         payload.remove(BLOBS, &legacy);
         assert_eq!(payload.removed(BLOBS), [gone.clone(), legacy.clone()]);
+        let mut rewritten = Payload::default();
+        rewritten.remove(BLOBS, &kept);
+        rewritten.insert(BLOBS, &kept, b"again");
+        rewritten.remove(BLOBS, &gone);
+        assert_eq!(
+            rewritten.removed(BLOBS),
+            std::slice::from_ref(&gone),
+            "a re-written key stays"
+        );
         payload.frame_into(&mut framed);
         segment.append(&framed).expect("append");
         drop(segment);
@@ -474,7 +494,7 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .expect("db");
-        let files = BlobFiles::open(dir.path()).expect("files");
+        let files = BlobFiles::open(dir.path(), false).expect("files");
         let (replayed, next) = replay(&wal, &db, &files, u64::MAX).expect("replay");
         assert_eq!((replayed, next), (2, 4));
         let a = db.open_tree("a").expect("a");
@@ -555,7 +575,7 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .expect("db");
-        let files = BlobFiles::open(dir.path()).expect("files");
+        let files = BlobFiles::open(dir.path(), false).expect("files");
         let (replayed, next) = replay(&wal, &db, &files, 1).expect("replay");
         assert_eq!((replayed, next), (1, 4));
         // The index committed everything before 3: the older retired segments go.
