@@ -547,6 +547,17 @@ fn file_response(content_type: &str, name: &str, bytes: Vec<u8>) -> Response {
     response
 }
 
+/// Runs `read` (attachment files, up to the item size limit each) on a blocking thread.
+async fn read_files<T: Send + 'static>(
+    read: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(read).await.map_err(|e| {
+        ApiError::Store(StoreError::Attachment(format!(
+            "reading attachment files failed: {e}"
+        )))
+    })?
+}
+
 fn attachments_of(state: &AppState, item: &ItemRecord) -> ApiResult<Vec<Vec<u8>>> {
     (0..item.attachments.len())
         .map(|n| {
@@ -568,7 +579,10 @@ async fn get_mime(
 ) -> ApiResult<Response> {
     let tenant = tenant_of(&state, &tenant_name)?;
     let item = item_of(&state, &tenant, &id)?;
-    let attachments = attachments_of(&state, &item)?;
+    let attachments = {
+        let (state, item) = (state.clone(), item.clone());
+        read_files(move || attachments_of(&state, &item)).await?
+    };
     let eml = crate::export::to_eml(&item, &attachments)
         .map_err(|e| ApiError::Store(StoreError::Conflict(format!("export failed: {e}"))))?;
     Ok(file_response(
@@ -594,9 +608,10 @@ async fn get_attachment(
     };
     let index: usize = n.trim().parse().map_err(|_| not_found())?;
     let meta = item.attachments.get(index).ok_or_else(not_found)?;
-    let bytes = state
-        .store
-        .attachment(item.id, index)?
+    let store = state.store.clone();
+    let item_id = item.id;
+    let bytes = read_files(move || Ok(store.attachment(item_id, index)?))
+        .await?
         .ok_or_else(not_found)?;
     Ok(file_response(
         &crate::export::media_type(&meta.content_type),
