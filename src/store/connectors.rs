@@ -276,8 +276,8 @@ impl Store {
         Ok(self.inner.db.open_tree(CONNECTORS_TREE)?)
     }
 
-    /// The partner-app index, built first if this store predates it.
-    fn partner_apps_tree(&self) -> Result<sled::Tree> {
+    /// The partner-app index, built first if this store predates it (at open).
+    pub(super) fn partner_apps_tree(&self) -> Result<sled::Tree> {
         let tree = self.inner.db.open_tree(PARTNER_APPS_TREE)?;
         if !tree.contains_key(PARTNER_APPS_BUILT)? {
             for connector in self.connectors()? {

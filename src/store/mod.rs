@@ -235,7 +235,11 @@ impl Store {
         };
         let inner = Arc::new(inner);
         spawn_checkpointer(Arc::downgrade(&inner));
-        Ok(Store { inner })
+        let store = Store { inner };
+        // Built here, before any request, for stores older than the index: built on first use,
+        // it could race a connector write.
+        store.partner_apps_tree()?;
+        Ok(store)
     }
 
     /// True when no tenant exists yet (a new store, to be seeded from fixtures).
