@@ -72,19 +72,6 @@ fn attachment(tag: &str, i: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The bytes of an item's first attachment, through the admin API.
-fn attachment_of(server: &Server, id: &str) -> Vec<u8> {
-    let response = server
-        .admin(
-            reqwest::Method::GET,
-            &format!("/api/tenants/{TENANT}/items/{id}/attachments/0"),
-        )
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200, "attachment of item {id}");
-    response.bytes().unwrap().to_vec()
-}
-
 /// All CreateItem ingestion records of the tenant, by correlation id.
 fn records(server: &Server) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
@@ -256,7 +243,7 @@ fn verify(
         for (i, id) in ids.iter().enumerate() {
             if !gone.contains(id) {
                 assert!(
-                    attachment_of(server, id) == attachment(&s.tag, i),
+                    server.attachment(id, 0) == attachment(&s.tag, i),
                     "request {}: attachment bytes of item {id}",
                     s.tag
                 );

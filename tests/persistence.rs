@@ -53,17 +53,9 @@ fn survives_sigkill(extra: &[&str]) {
             .collect();
         assert_eq!(&stored, ids);
         for (i, id) in ids.iter().enumerate() {
-            let response = server
-                .admin(
-                    reqwest::Method::GET,
-                    &format!("/api/tenants/{TENANT}/items/{id}/attachments/0"),
-                )
-                .send()
-                .unwrap();
-            assert_eq!(response.status(), 200, "attachment of {id}");
             assert_eq!(
-                response.bytes().unwrap().as_ref(),
-                attachment(n, i).as_slice(),
+                server.attachment(id, 0),
+                attachment(n, i),
                 "attachment bytes of {id}"
             );
         }

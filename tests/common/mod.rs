@@ -127,6 +127,19 @@ impl Server {
             .bearer_auth(&self.admin_key)
     }
 
+    /// The bytes of attachment `n` of item `id` (of the test tenant), through the admin API.
+    pub fn attachment(&self, id: &str, n: usize) -> Vec<u8> {
+        let response = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/tenants/{TENANT}/items/{id}/attachments/{n}"),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "attachment {n} of item {id}");
+        response.bytes().unwrap().to_vec()
+    }
+
     /// A token for the well-known test app.
     pub fn token(&self) -> String {
         self.token_for(APP_ID, APP_SECRET)
