@@ -375,7 +375,8 @@ impl Store {
         f()
     }
 
-    /// Bytes of the store's files on disk: sled's and the write-ahead log's.
+    /// Bytes of the store's files on disk: sled's, the write-ahead log's and the attachment
+    /// files.
     pub fn size_on_disk(&self) -> Result<u64> {
         let mut total = self.inner.db.size_on_disk()? + self.inner.files.size();
         if let Ok(entries) = std::fs::read_dir(&self.inner.wal.dir) {
@@ -437,8 +438,9 @@ impl Store {
     }
 
     /// Taken at the start of every write to the directory trees (tenants, domains, users,
-    /// addresses, apps, consents, the partner connector index): when it is dropped, after the
-    /// write (or its failure), memoised reads loaded before are not served again.
+    /// addresses, apps, consents, the partner connector index): memoised reads loaded before
+    /// it is taken, or before it is dropped (after the write, or its failure), are not served
+    /// again.
     fn directory_write(&self) -> cache::Changing<'_> {
         self.inner.cache.changing()
     }
