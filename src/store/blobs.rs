@@ -101,6 +101,28 @@ impl BlobFiles {
         }
     }
 
+    /// The fan-out directories.
+    pub(super) fn directories(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|dir| dir.path())
+            .collect()
+    }
+
+    /// The keys of the attachment files in one of [`BlobFiles::directories`] (names that are
+    /// not a key are left out).
+    pub(super) fn keys_in(dir: &Path) -> Vec<Vec<u8>> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|file| unhex(file.file_name().to_str()?))
+            .filter(|key| key.len() == 20)
+            .collect()
+    }
+
     /// Bytes in attachment files.
     pub(super) fn size(&self) -> u64 {
         let mut total = 0;
@@ -165,6 +187,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn io(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Attachment(format!("{}: {e}", path.display()))
 }
@@ -186,6 +218,12 @@ mod tests {
             Some(&b"second"[..])
         );
         assert_eq!(files.size(), 6);
+        let keys: Vec<Vec<u8>> = files
+            .directories()
+            .iter()
+            .flat_map(|dir| BlobFiles::keys_in(dir))
+            .collect();
+        assert_eq!(keys, std::slice::from_ref(&key));
         files.remove(&key).expect("remove");
         files.remove(&key).expect("removing twice is fine");
         assert_eq!(files.get(&key).expect("get"), None);

@@ -767,7 +767,10 @@ mod tests {
                 after: None,
             })
             .expect("prepare");
-        store.apply_ingestion(&prepared).expect("commit");
+        // On the committer's lock, as the committer applies (the attachment sweep relies on it).
+        store
+            .with_committer_paused(|| store.apply_ingestion(&prepared))
+            .expect("commit");
     }
 
     fn store() -> (tempfile::TempDir, Store, TenantId) {
@@ -851,6 +854,41 @@ mod tests {
         assert_eq!(files(dir.path()), 0, "the file goes with its item");
         assert!(store.inner.blobs.is_empty(), "and the legacy copy too");
         assert!(store.attachment(stored.id, 0).expect("read").is_none());
+    }
+
+    #[test]
+    fn the_sweep_removes_only_attachment_files_no_item_names() {
+        let (_dir, store, tenant) = store();
+        let stored = item(tenant.0, &["free@t.example"], Utc::now());
+        commit(&store, &stored);
+        let stray = Uuid::new_v4();
+        store
+            .inner
+            .files
+            .put(&blob_key(stray, 0), b"of a request never acknowledged")
+            .expect("orphan");
+        store
+            .inner
+            .files
+            .put(&blob_key(stored.id, 1), b"of a failed CreateAttachment")
+            .expect("orphan");
+        let fan = store.inner.files.directories();
+        let foreign = fan[0].join("notes.txt");
+        std::fs::write(&foreign, "not an attachment").expect("foreign");
+        let mut removed = 0;
+        for dir in store.inner.files.directories() {
+            removed += store.sweep_orphan_attachments(&dir).expect("sweep");
+        }
+        // (The sweep the store started when it opened may have taken some already.)
+        assert!(removed <= 2);
+        assert!(store.attachment(stray, 0).expect("read").is_none());
+        assert!(store.attachment(stored.id, 1).expect("read").is_none());
+        assert_eq!(
+            store.attachment(stored.id, 0).expect("read").as_deref(),
+            Some(&b"x"[..]),
+            "the item's own attachment stays"
+        );
+        assert!(foreign.exists(), "a file that is not an attachment stays");
     }
 
     #[test]

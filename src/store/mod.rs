@@ -239,7 +239,41 @@ impl Store {
         // Built here, before any request, for stores older than the index: built on first use,
         // it could race a connector write.
         store.partner_apps_tree()?;
+        spawn_orphan_sweep(Arc::downgrade(&store.inner));
         Ok(store)
+    }
+
+    /// Removes the attachment files no item names: left by a crash between a file write and
+    /// the log append of a request never acknowledged, or by a failed `CreateAttachment` or
+    /// import. Each directory's files are checked against the items with the committer paused
+    /// (every attachment write runs on it, file and item together), so a file being written
+    /// is never taken for an orphan. Returns how many went from `dir` (one of
+    /// [`blobs::BlobFiles::directories`]).
+    fn sweep_orphan_attachments(&self, dir: &Path) -> Result<usize> {
+        let mut removed = 0;
+        let keys = blobs::BlobFiles::keys_in(dir);
+        for chunk in keys.chunks(256) {
+            removed += self.with_committer_paused(|| -> Result<usize> {
+                let mut removed = 0;
+                for key in chunk {
+                    // Keys are 20 bytes: item id, then the attachment's index.
+                    let (id, n) = key.split_at(16);
+                    let n = u32::from_be_bytes(n.try_into().unwrap_or_default()) as usize;
+                    let named = match self.inner.items.get(id)? {
+                        // An item that cannot be read keeps its files.
+                        Some(bytes) => decode::<ItemRecord>(&bytes)
+                            .map_or(true, |item| n < item.attachments.len()),
+                        None => false,
+                    };
+                    if !named {
+                        self.inner.files.remove(key)?;
+                        removed += 1;
+                    }
+                }
+                Ok(removed)
+            })?;
+        }
+        Ok(removed)
     }
 
     /// True when no tenant exists yet (a new store, to be seeded from fixtures).
@@ -1146,6 +1180,37 @@ fn spawn_checkpointer(inner: Weak<Inner>) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "the checkpoint thread could not start: the log grows until shutdown");
+    }
+}
+
+/// Once, in the background after the store opens: [`Store::sweep_orphan_attachments`].
+fn spawn_orphan_sweep(inner: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("attachment-sweep".into())
+        .spawn(move || {
+            let Some(dirs) = inner.upgrade().map(|inner| inner.files.directories()) else {
+                return;
+            };
+            let mut removed = 0;
+            for dir in dirs {
+                // The store is held one directory at a time: it can close meanwhile.
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                match (Store { inner }).sweep_orphan_attachments(&dir) {
+                    Ok(n) => removed += n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sweeping unused attachment files failed");
+                        return;
+                    }
+                }
+            }
+            if removed > 0 {
+                tracing::info!(files = removed, "unused attachment files removed");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "the attachment sweep could not start");
     }
 }
 
