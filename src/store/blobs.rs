@@ -7,8 +7,9 @@
 //! Durability and atomicity come from the write-ahead log, as for the sled trees: an attachment
 //! write is logged with its content under the tree name `blobs` (what [`super::wal`] replays
 //! here), it is written before anything that names it (the item record), and removed after
-//! the item record that named it. A crash can therefore leave an orphan file (never read), but
-//! never an item whose attachment is missing. With `--fsync`, the files written since the last
+//! the item record that named it. A crash can therefore leave an orphan file (never read, and
+//! swept after the next open: `Store::sweep_orphan_attachments`), but never an item whose
+//! attachment is missing. With `--fsync`, the files written since the last
 //! checkpoint (and their directories) are synced ([`BlobFiles::sync`]) before it retires the
 //! log that could rewrite them, and so are those a start-up replay rewrote.
 //!
