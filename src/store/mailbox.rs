@@ -645,7 +645,6 @@ impl Store {
     }
 }
 
-/// The mailbox of the first copy of `item` whose mailbox is among `held` (lower case).
 /// In a transaction: removes one copy of `item` from the folder index, logging the key.
 fn remove_copy(
     copies: &TransactionalTree,
@@ -659,8 +658,9 @@ fn remove_copy(
     Ok(())
 }
 
-/// In a transaction: removes `item`'s record and attachment bytes (not its copies), logging
-/// the keys.
+/// In a transaction: removes `item`'s record (not its copies) and any attachment bytes a store
+/// older than the attachment files kept in sled, logging the keys; the attachment files go once
+/// the record is in the log (`Store::apply_logged`).
 fn remove_item(
     items: &TransactionalTree,
     blobs: &TransactionalTree,
@@ -677,6 +677,7 @@ fn remove_item(
     Ok(())
 }
 
+/// The mailbox of the first copy of `item` whose mailbox is among `held` (lower case).
 fn held_copy(item: &ItemRecord, held: &HashSet<String>) -> Option<String> {
     item.copies
         .iter()
