@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use uuid::Uuid;
 
 use super::error::{parse_guid, parse_json, Admin, ApiError, ApiResult, Body};
@@ -442,7 +443,7 @@ pub struct ServicePrincipalPatch {
 fn find_sp(state: &AppState, tenant: TenantId, key: &str) -> ApiResult<ServicePrincipalRecord> {
     let id = parse_guid(key, "service principal id")?;
     if let Some(sp) = state.store.service_principal(tenant, id)? {
-        return Ok(sp);
+        return Ok(Arc::unwrap_or_clone(sp));
     }
     state
         .store

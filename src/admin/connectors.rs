@@ -232,7 +232,7 @@ fn user_upn(state: &AppState, tenant: TenantId, address: &str, what: &str) -> Ap
     state
         .store
         .user_by_address(tenant, address)?
-        .map(|u| u.user_principal_name)
+        .map(|u| u.user_principal_name.clone())
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "Invalid value in '{what}': '{address}' is not a user of the tenant."

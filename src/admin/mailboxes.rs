@@ -3,6 +3,7 @@
 //! journal, item deletion under litigation holds, the retention sweep and the reset.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
@@ -114,7 +115,10 @@ fn mailbox_of(state: &AppState, tenant: &TenantRecord, name: &str) -> ApiResult<
     let name = name.trim();
     let user = match state.store.user(id, name)? {
         Some(user) => Some(user),
-        None => state.store.user_by_address(id, name)?,
+        None => state
+            .store
+            .user_by_address(id, name)?
+            .map(Arc::unwrap_or_clone),
     };
     let key = user
         .as_ref()

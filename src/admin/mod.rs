@@ -113,11 +113,15 @@ async fn durable(state: &AppState) -> ApiResult<()> {
 
 /// The tenant named by a path segment: its GUID or any of its accepted domains.
 fn tenant_of(state: &AppState, name: &str) -> ApiResult<TenantRecord> {
-    state.store.resolve_tenant(name.trim())?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "Tenant '{name}' not found. Check the tenant id or domain name."
-        ))
-    })
+    state
+        .store
+        .resolve_tenant(name.trim())?
+        .map(std::sync::Arc::unwrap_or_clone)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "Tenant '{name}' not found. Check the tenant id or domain name."
+            ))
+        })
 }
 
 // ----- index -----

@@ -9,6 +9,7 @@
 //! (imported + partially + skipped + failed) counts participants, as Purview's log does.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
@@ -218,9 +219,10 @@ impl<'a> Plan<'a> {
             .map(|(_, upn)| upn);
         let user = match explicit {
             Some(upn) => state.store.user(tenant, upn)?,
-            None if self.connector.mapping.automatic => {
-                state.store.user_by_address(tenant, participant)?
-            }
+            None if self.connector.mapping.automatic => state
+                .store
+                .user_by_address(tenant, participant)?
+                .map(Arc::unwrap_or_clone),
             None => None,
         };
         let Some(user) = user else {

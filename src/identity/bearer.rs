@@ -830,7 +830,8 @@ pub(crate) mod tests {
             authenticate(&state, &bearer(&token)).unwrap();
             let tenant = TenantId(Uuid::parse_str(TENANT).unwrap());
             let app = Uuid::parse_str(APP).unwrap();
-            let mut sp = state.store.service_principal(tenant, app).unwrap().unwrap();
+            let mut sp =
+                Arc::unwrap_or_clone(state.store.service_principal(tenant, app).unwrap().unwrap());
             sp.account_enabled = false;
             state.store.put_service_principal(&sp).unwrap();
             let result = authenticate(&state, &bearer(&token));

@@ -6,6 +6,7 @@
 //! cannot consent on the admin's behalf. Cancel needs no key: it only redirects with an error.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -332,7 +333,8 @@ pub async fn submit(
 async fn grant(state: &AppState, request: &Request) -> Result<(), crate::store::StoreError> {
     let tenant = TenantId(request.tenant.id);
     let sp = match state.store.service_principal(tenant, request.app.app_id)? {
-        Some(mut sp) => {
+        Some(sp) => {
+            let mut sp = Arc::unwrap_or_clone(sp);
             sp.account_enabled = true;
             for role in &request.app.required_roles {
                 if !sp.app_roles.contains(role) {

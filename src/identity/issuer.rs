@@ -53,10 +53,13 @@ pub fn routes() -> Router<AppState> {
 
 /// Resolves a tenant path segment (GUID or domain).
 pub fn resolve_tenant(state: &AppState, name: &str) -> Result<Option<TenantRecord>, EntraError> {
-    state.store.resolve_tenant(name.trim()).map_err(|e| {
-        tracing::error!("store error resolving tenant {name}: {e}");
-        transient()
-    })
+    match state.store.resolve_tenant(name.trim()) {
+        Ok(tenant) => Ok(tenant.map(std::sync::Arc::unwrap_or_clone)),
+        Err(e) => {
+            tracing::error!("store error resolving tenant {name}: {e}");
+            Err(transient())
+        }
+    }
 }
 
 fn transient() -> EntraError {

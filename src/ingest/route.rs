@@ -6,6 +6,7 @@
 //! to the `Inbox` of the tenant's third-party data mailbox.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::domain::{Destination, Folder, Item, TenantId};
 use crate::store::model::{TenantRecord, UserRecord};
@@ -16,7 +17,7 @@ use crate::store::{Store, StoreError};
 pub struct Resolver<'a> {
     store: &'a Store,
     tenant: TenantId,
-    known: HashMap<String, Option<UserRecord>>,
+    known: HashMap<String, Option<Arc<UserRecord>>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -35,7 +36,7 @@ impl<'a> Resolver<'a> {
             let user = self.store.user_by_address(self.tenant, &key)?;
             self.known.insert(key.clone(), user);
         }
-        Ok(self.known.get(&key).and_then(Option::as_ref))
+        Ok(self.known.get(&key).and_then(Option::as_deref))
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
@@ -69,10 +69,10 @@ impl Drop for Changing<'_> {
 
 pub(super) struct DirectoryCache {
     generation: AtomicU64,
-    tenants: Memo<Uuid, Option<TenantRecord>>,
-    principals: Memo<(Uuid, Uuid), Option<ServicePrincipalRecord>>,
+    tenants: Memo<Uuid, Option<Arc<TenantRecord>>>,
+    principals: Memo<(Uuid, Uuid), Option<Arc<ServicePrincipalRecord>>>,
     /// Keyed by tenant and the address as looked up (trimmed, lower case).
-    users: Memo<(Uuid, String), Option<UserRecord>>,
+    users: Memo<(Uuid, String), Option<Arc<UserRecord>>>,
     /// Tenant, app -> the id of its partner connector.
     partners: Memo<(Uuid, Uuid), Option<Uuid>>,
 }
@@ -105,8 +105,9 @@ impl DirectoryCache {
         &self,
         id: Uuid,
         load: impl FnOnce() -> Result<Option<TenantRecord>>,
-    ) -> Result<Option<TenantRecord>> {
-        self.tenants.get_or_load(&self.generation, id, load)
+    ) -> Result<Option<Arc<TenantRecord>>> {
+        self.tenants
+            .get_or_load(&self.generation, id, || Ok(load()?.map(Arc::new)))
     }
 
     pub(super) fn principal(
@@ -114,9 +115,12 @@ impl DirectoryCache {
         tenant: Uuid,
         app: Uuid,
         load: impl FnOnce() -> Result<Option<ServicePrincipalRecord>>,
-    ) -> Result<Option<ServicePrincipalRecord>> {
-        self.principals
-            .get_or_load(&self.generation, (tenant, app), load)
+    ) -> Result<Option<Arc<ServicePrincipalRecord>>> {
+        self.principals.get_or_load(
+            &self.generation,
+            (tenant, app),
+            || Ok(load()?.map(Arc::new)),
+        )
     }
 
     pub(super) fn user(
@@ -124,9 +128,11 @@ impl DirectoryCache {
         tenant: Uuid,
         address: &str,
         load: impl FnOnce() -> Result<Option<UserRecord>>,
-    ) -> Result<Option<UserRecord>> {
+    ) -> Result<Option<Arc<UserRecord>>> {
         self.users
-            .get_or_load(&self.generation, (tenant, address.to_string()), load)
+            .get_or_load(&self.generation, (tenant, address.to_string()), || {
+                Ok(load()?.map(Arc::new))
+            })
     }
 
     pub(super) fn partner(
@@ -199,6 +205,6 @@ mod tests {
             retention_days: None,
         };
         let fresh = cache.tenant(tenant, || Ok(Some(record.clone()))).unwrap();
-        assert_eq!(fresh, Some(record));
+        assert_eq!(fresh.as_deref(), Some(&record));
     }
 }

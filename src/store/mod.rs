@@ -457,7 +457,8 @@ impl Store {
         Ok(())
     }
 
-    pub fn tenant(&self, id: TenantId) -> Result<Option<TenantRecord>> {
+    /// The tenant, memoised (shared: a request reads it without copying it).
+    pub fn tenant(&self, id: TenantId) -> Result<Option<Arc<TenantRecord>>> {
         self.inner
             .cache
             .tenant(id.0, || match self.inner.tenants.get(id.0.as_bytes())? {
@@ -480,7 +481,7 @@ impl Store {
     }
 
     /// Finds a tenant by GUID or by any of its accepted domains.
-    pub fn resolve_tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
+    pub fn resolve_tenant(&self, name: &str) -> Result<Option<Arc<TenantRecord>>> {
         if let Ok(id) = Uuid::parse_str(name) {
             return self.tenant(TenantId(id));
         }
@@ -611,7 +612,11 @@ impl Store {
     }
 
     /// The user an address (SMTP, proxy, UPN or external identity) maps to, case-insensitively.
-    pub fn user_by_address(&self, tenant: TenantId, address: &str) -> Result<Option<UserRecord>> {
+    pub fn user_by_address(
+        &self,
+        tenant: TenantId,
+        address: &str,
+    ) -> Result<Option<Arc<UserRecord>>> {
         let address = address.trim().to_lowercase();
         self.inner.cache.user(tenant.0, &address, || {
             match self.inner.addresses.get(tenant_key(tenant.0, &address))? {
@@ -682,7 +687,7 @@ impl Store {
         &self,
         tenant: TenantId,
         app_id: Uuid,
-    ) -> Result<Option<ServicePrincipalRecord>> {
+    ) -> Result<Option<Arc<ServicePrincipalRecord>>> {
         self.inner.cache.principal(tenant.0, app_id, || {
             match self
                 .inner
