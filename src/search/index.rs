@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
+use tantivy::indexer::UserOperation;
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery,
     RegexQuery, TermQuery,
@@ -403,10 +404,18 @@ impl SearchIndex {
     }
 
     fn add_to(&self, writer: &IndexWriter<TantivyDocument>, item: &ItemRecord) -> Result<()> {
-        for (n, copy) in item.copies.iter().enumerate() {
-            writer.add_document(self.document(item, &copy.mailbox, &copy.folder, n == 0))?;
+        for document in self.documents(item) {
+            writer.add_document(document)?;
         }
         Ok(())
+    }
+
+    /// The documents of an item: one per copy.
+    fn documents<'a>(&'a self, item: &'a ItemRecord) -> impl Iterator<Item = TantivyDocument> + 'a {
+        item.copies
+            .iter()
+            .enumerate()
+            .map(move |(n, copy)| self.document(item, &copy.mailbox, &copy.folder, n == 0))
     }
 
     fn document(
@@ -478,11 +487,15 @@ impl SearchIndex {
         if items.is_empty() {
             return Ok(());
         }
+        // One batch for the indexing thread (one channel send and wake-up, not one per document).
+        let documents: Vec<UserOperation<TantivyDocument>> = items
+            .iter()
+            .flat_map(|item| self.documents(item))
+            .map(UserOperation::Add)
+            .collect();
         {
             let writer = self.lock();
-            for item in items {
-                self.add_to(&writer, item)?;
-            }
+            writer.run(documents)?;
             self.pending.fetch_add(1, Ordering::SeqCst);
         }
         self.changes.send_modify(|n| *n += 1);
