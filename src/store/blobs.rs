@@ -63,6 +63,38 @@ impl BlobFiles {
 
     /// Writes (or rewrites) an attachment.
     pub(super) fn put(&self, key: &[u8], content: &[u8]) -> Result<()> {
+        self.write(key, content).map(|_| ())
+    }
+
+    /// Writes an attachment for a write that sled gets *before* the log does (`CreateAttachment`,
+    /// imports): with `--fsync`, the file and its directories are synced before this returns.
+    /// Otherwise, after a power loss, sled could keep the record of such a write (the request
+    /// was never acknowledged, its log record is lost) while the file it names is gone, and no
+    /// replay would rewrite it. Writes logged first need no such sync: their replay rewrites
+    /// the file.
+    pub(super) fn put_synced(&self, key: &[u8], content: &[u8]) -> Result<()> {
+        let (file, path) = self.write(key, content)?;
+        if self.unsynced.is_none() {
+            return Ok(());
+        }
+        file.sync_all().map_err(|e| io(&path, e))?;
+        if let Some(dir) = path.parent() {
+            for dir in [dir, &self.root] {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io(dir, e))?;
+            }
+        }
+        if let Some(unsynced) = &self.unsynced {
+            unsynced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&path);
+        }
+        Ok(())
+    }
+
+    fn write(&self, key: &[u8], content: &[u8]) -> Result<(File, PathBuf)> {
         let path = self.path(key);
         let mut file = match File::create(&path) {
             Ok(file) => file,
@@ -75,8 +107,8 @@ impl BlobFiles {
             Err(e) => return Err(io(&path, e)),
         };
         file.write_all(content).map_err(|e| io(&path, e))?;
-        self.changed(path);
-        Ok(())
+        self.changed(path.clone());
+        Ok((file, path))
     }
 
     /// The attachment, if there is a file for it.
@@ -229,5 +261,33 @@ mod tests {
         files.remove(&key).expect("removing twice is fine");
         assert_eq!(files.get(&key).expect("get"), None);
         files.sync().expect("sync");
+    }
+
+    #[test]
+    fn a_write_sled_gets_before_the_log_is_synced_at_once_with_fsync() {
+        let dir = tempfile::tempdir().expect("dir");
+        let files = BlobFiles::open(dir.path(), true).expect("open");
+        let unsynced = |files: &BlobFiles| {
+            files
+                .unsynced
+                .as_ref()
+                .map(|u| u.lock().expect("lock").len())
+        };
+        let logged_first = [[1u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
+        files.put(&logged_first, b"replayable").expect("put");
+        assert_eq!(unsynced(&files), Some(1), "left to the next checkpoint");
+        let applied_first = [[2u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
+        files
+            .put_synced(&applied_first, b"not replayable")
+            .expect("put");
+        assert_eq!(unsynced(&files), Some(1), "synced before it returned");
+        assert_eq!(
+            files.get(&applied_first).expect("get").as_deref(),
+            Some(&b"not replayable"[..])
+        );
+        let other = tempfile::tempdir().expect("dir");
+        let without = BlobFiles::open(other.path(), false).expect("open");
+        without.put_synced(&applied_first, b"x").expect("put");
+        assert_eq!(unsynced(&without), None);
     }
 }

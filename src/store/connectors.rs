@@ -649,7 +649,7 @@ impl Store {
         self.submit(Box::new(move || {
             let i = &store.inner;
             let journal = store.journal_tree()?;
-            prepared.write_files(&i.files)?;
+            prepared.write_files(&i.files, true)?;
             let trees = (
                 &i.items,
                 &i.copies,

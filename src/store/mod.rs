@@ -820,7 +820,7 @@ impl Store {
     /// record and journal entry last.
     fn apply_ingestion(&self, writes: &PreparedIngestion) -> Result<()> {
         let i = &self.inner;
-        writes.write_files(&i.files)?;
+        writes.write_files(&i.files, false)?;
         for (id, bytes) in &writes.items {
             i.items.insert(id.as_bytes(), bytes.as_slice())?;
         }
@@ -907,7 +907,7 @@ impl Store {
                 let record = encode(&item).map_err(abort)?;
                 // Before the record that names it. Should the transaction fail from here, the
                 // file is an orphan that the next attachment at this index overwrites.
-                i.files.put(&blob, &content).map_err(abort)?;
+                i.files.put_synced(&blob, &content).map_err(abort)?;
                 items.insert(id.as_bytes(), record.as_slice())?;
                 let mut payload = wal::Payload::default();
                 payload.insert(BLOBS, &blob, &content);
@@ -980,10 +980,15 @@ struct PreparedIngestion {
 }
 
 impl PreparedIngestion {
-    /// Writes the attachment files: before anything that names them.
-    fn write_files(&self, files: &blobs::BlobFiles) -> Result<()> {
+    /// Writes the attachment files: before anything that names them. `synced` for a write
+    /// that sled gets before the log (see [`blobs::BlobFiles::put_synced`]).
+    fn write_files(&self, files: &blobs::BlobFiles, synced: bool) -> Result<()> {
         for (key, content) in &self.blobs {
-            files.put(key, content)?;
+            if synced {
+                files.put_synced(key, content)?;
+            } else {
+                files.put(key, content)?;
+            }
         }
         Ok(())
     }
