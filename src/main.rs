@@ -12,8 +12,9 @@ use ingest_emulator::{cli, http, tls};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, not the system allocator: under load, glibc's malloc took about a fifth of the
-/// server's CPU (buffers allocated on tokio's threads are freed on the committer's), and
-/// jemalloc's per-thread caches gave +10-30% requests/s at the same peak RSS (README, benchmark).
+/// server's CPU (buffers allocated on tokio's threads are freed on the committer's; with glibc
+/// the server also had to limit its arenas to two, or its resident memory grew with them), and
+/// jemalloc gave +15-40% requests/s at batch 1 at the same peak RSS (README, benchmark).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -39,23 +40,7 @@ enum Command {
     Token(cli::TokenArgs),
 }
 
-/// glibc's malloc gives each thread that contends for the heap an arena of its own, up to 8 per
-/// core, and memory freed into one arena is not reused by another: under load (tokio workers,
-/// the committer, sled's and tantivy's threads) the server's resident memory grew with the
-/// number of arenas (peak 231 MB at batch 100 for 20 s; 157 MB with two arenas, at the same
-/// throughput). Set before any thread starts; `MALLOC_ARENA_MAX` in the environment still wins.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a malloc parameter; called before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),
