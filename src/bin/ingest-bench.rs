@@ -14,7 +14,10 @@
 //! baseline (a minimal hyper server in this binary, on core 0 as well, that reads the body and
 //! answers a fixed 200), so every figure is printed as a ratio to the machine's ceiling. It prints
 //! requests/s, items/s, p50/p99 latency, the server's idle RSS, peak RSS (VmHWM) and its time to
-//! readiness on an existing store.
+//! readiness on an existing store; and, under each scenario, where the server's CPU went in
+//! the measured window (cores used, µs per request and per item, the share of tokio's request
+//! tasks, the store's committer, sled's IO threads and the search index's threads, from
+//! `/proc/<pid>/task/*/stat`), so a profile's first answer needs no profiler.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -359,6 +362,7 @@ fn run(args: Args) -> Result<(), String> {
                 scenario.connections,
                 args.warmup,
                 args.seconds,
+                None,
             ))?),
             None => None,
         };
@@ -368,6 +372,7 @@ fn run(args: Args) -> Result<(), String> {
             scenario.connections,
             args.warmup,
             args.seconds,
+            (pid != 0).then_some(pid),
         ))?;
         let hwm = proc_kb(pid, "VmHWM:");
         let ratio = base.as_ref().map(|b| real.rps / b.rps);
@@ -388,6 +393,9 @@ fn run(args: Args) -> Result<(), String> {
                 .map_or("-".into(), |b| format!("{:.3}", b.p99_ms)),
             mb(hwm),
         );
+        if let Some(cpu) = &real.cpu {
+            println!("{}", cpu_line(cpu, &real, scenario.batch, args.seconds));
+        }
         results.push((scenario.name, real, ratio, hwm));
     }
     println!();
@@ -428,6 +436,33 @@ fn run(args: Args) -> Result<(), String> {
     drop(server);
     drop(baseline);
     Ok(())
+}
+
+/// Where the server's CPU went in a scenario: cores used, time per request and per item, and
+/// the share of each part (tokio's request tasks, the store's committer, sled's IO threads,
+/// the search index's threads).
+fn cpu_line(cpu: &ThreadCpu, real: &Figures, batch: usize, seconds: u64) -> String {
+    let total = cpu.total();
+    let requests = real.rps * seconds.max(1) as f64;
+    let per_request_us = if requests > 0.0 {
+        total / requests * 1e6
+    } else {
+        f64::NAN
+    };
+    let mut groups: Vec<(&&str, &f64)> = cpu.groups.iter().collect();
+    groups.sort_by(|a, b| b.1.total_cmp(a.1));
+    let shares: Vec<String> = groups
+        .into_iter()
+        .filter(|(_, s)| **s > 0.0)
+        .map(|(name, s)| format!("{name} {:.0}%", s / total.max(f64::MIN_POSITIVE) * 100.0))
+        .collect();
+    format!(
+        "  server CPU {:.2} cores, {:.0} µs per request, {:.1} µs per item: {}",
+        total / seconds.max(1) as f64,
+        per_request_us,
+        per_request_us / batch.max(1) as f64,
+        shares.join(", ")
+    )
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -559,6 +594,104 @@ struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// The server's CPU time in the measured window, by thread group (when its pid is known).
+    cpu: Option<ThreadCpu>,
+}
+
+/// CPU seconds of a process: in all (threads that ended included) and by live thread.
+#[derive(Clone, Debug, Default)]
+struct CpuSample {
+    total: f64,
+    /// tid -> (group, seconds).
+    threads: std::collections::HashMap<u32, (&'static str, f64)>,
+}
+
+/// CPU seconds of a process over a window, grouped by what its threads do (from their names).
+#[derive(Clone, Debug, Default)]
+struct ThreadCpu {
+    groups: std::collections::BTreeMap<&'static str, f64>,
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds (clock ticks of USER_HZ: 100 on every
+/// Linux ABI), and the comm.
+fn stat_seconds(stat: &str) -> Option<(String, f64)> {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    // "pid (comm) state ... utime stime ...": fields 14 and 15, the 12th and 13th after comm.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(').map_or("", |(_, c)| c).to_string();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((comm, (ticks(11)? + ticks(12)?) / TICKS_PER_SECOND))
+}
+
+impl CpuSample {
+    /// Linux only (`/proc/<pid>/stat` and `/proc/<pid>/task/*/stat`).
+    fn take(pid: u32) -> Option<CpuSample> {
+        let process = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, total) = stat_seconds(&process)?;
+        let mut threads = std::collections::HashMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            // A thread that ended meanwhile has no stat any more.
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
+                if let Some((comm, seconds)) = stat_seconds(&stat) {
+                    threads.insert(tid, (thread_group(&comm), seconds));
+                }
+            }
+        }
+        Some(CpuSample { total, threads })
+    }
+
+    /// What was used since `before`, by group; the time of threads that ended in between
+    /// (tantivy starts new indexing threads after each commit) is "ended threads".
+    fn since(&self, before: &CpuSample) -> ThreadCpu {
+        let mut cpu = ThreadCpu::default();
+        let mut known = 0.0;
+        for (tid, (group, seconds)) in &self.threads {
+            let earlier = before.threads.get(tid).map_or(0.0, |(_, s)| *s);
+            let used = (seconds - earlier).max(0.0);
+            known += used;
+            *cpu.groups.entry(group).or_default() += used;
+        }
+        let ended = (self.total - before.total - known).max(0.0);
+        if ended > 0.0 {
+            cpu.groups.insert("ended threads (mostly indexing)", ended);
+        }
+        cpu
+    }
+}
+
+impl ThreadCpu {
+    fn total(&self) -> f64 {
+        self.groups.values().sum()
+    }
+}
+
+/// The part of the server a thread belongs to, by its name.
+fn thread_group(comm: &str) -> &'static str {
+    if comm.starts_with("tokio-rt-worker") {
+        // tokio's workers and its blocking pool (attachment reads, exports).
+        "requests"
+    } else if comm.starts_with("store-committer") {
+        "committer"
+    } else if comm.starts_with("sled") {
+        "sled IO"
+    } else if comm.starts_with("thrd-tantivy")
+        || comm.starts_with("search")
+        || comm.starts_with("docstore")
+        || comm.starts_with("tantivy")
+        || comm.starts_with("merge_thread")
+        || comm.starts_with("segment_updater")
+    {
+        "search index"
+    } else {
+        "other"
+    }
 }
 
 /// `connections` connections sending `request` in a loop: `warmup` s unmeasured, then `seconds`.
@@ -568,10 +701,19 @@ async fn load(
     connections: usize,
     warmup: u64,
     seconds: u64,
+    pid: Option<u32>,
 ) -> Result<Figures, String> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(warmup);
     let end = measure_from + Duration::from_secs(seconds.max(1));
+    let cpu = pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let before = CpuSample::take(pid)?;
+            tokio::time::sleep_until(end.into()).await;
+            Some(CpuSample::take(pid)?.since(&before))
+        })
+    });
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (addr, request) = (addr.to_string(), request.clone());
@@ -617,11 +759,16 @@ async fn load(
         let i = ((all.len() as f64 * p) as usize).min(all.len() - 1);
         all[i] as f64 / 1000.0
     };
+    let cpu = match cpu {
+        Some(task) => task.await.map_err(|e| e.to_string())?,
+        None => None,
+    };
     Ok(Figures {
         rps: all.len() as f64 / seconds.max(1) as f64,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors,
+        cpu,
     })
 }
 

@@ -1,0 +1,43 @@
+//! The benchmark runs with one command: a one-second run of one scenario against the server
+//! built with the tests, without the baseline. Checks that it completes, measures requests
+//! without errors, and reports where the server's CPU went (not how fast: figures of a debug
+//! build on a shared machine mean nothing, see `ingest-bench` and the README).
+
+use std::process::Command;
+
+#[test]
+fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ingest-bench"))
+        .args([
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+            "--only",
+            "b1-c1",
+            "--no-baseline",
+        ])
+        .output()
+        .expect("run ingest-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "ingest-bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("b1-c1 "))
+        .unwrap_or_else(|| panic!("no b1-c1 row in:\n{stdout}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    let requests: f64 = columns[1].parse().expect("req/s");
+    let errors: u64 = columns[5].parse().expect("errors");
+    assert!(requests > 0.0, "{row}");
+    assert_eq!(errors, 0, "{row}");
+    let cpu = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("server CPU"))
+        .unwrap_or_else(|| panic!("no CPU line in:\n{stdout}"));
+    assert!(cpu.contains("requests") && cpu.contains("committer"), "{cpu}");
+    assert!(stdout.contains("idle RSS"), "{stdout}");
+}
