@@ -38,6 +38,9 @@ fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
         .lines()
         .find(|l| l.trim_start().starts_with("server CPU"))
         .unwrap_or_else(|| panic!("no CPU line in:\n{stdout}"));
-    assert!(cpu.contains("requests") && cpu.contains("committer"), "{cpu}");
+    assert!(
+        cpu.contains("requests") && cpu.contains("committer"),
+        "{cpu}"
+    );
     assert!(stdout.contains("idle RSS"), "{stdout}");
 }

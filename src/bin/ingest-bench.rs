@@ -647,8 +647,8 @@ impl CpuSample {
         Some(CpuSample { total, threads })
     }
 
-    /// What was used since `before`, by group; the time of threads that ended in between
-    /// (tantivy starts new indexing threads after each commit) is "ended threads".
+    /// What was used since `before`, by group (`self` holds the last sample of every thread
+    /// seen); what threads used after their last sample, before they ended, is "unattributed".
     fn since(&self, before: &CpuSample) -> ThreadCpu {
         let mut cpu = ThreadCpu::default();
         let mut known = 0.0;
@@ -660,7 +660,7 @@ impl CpuSample {
         }
         let ended = (self.total - before.total - known).max(0.0);
         if ended > 0.0 {
-            cpu.groups.insert("ended threads (mostly indexing)", ended);
+            cpu.groups.insert("unattributed (ended threads)", ended);
         }
         cpu
     }
@@ -710,8 +710,17 @@ async fn load(
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
             let before = CpuSample::take(pid)?;
-            tokio::time::sleep_until(end.into()).await;
-            Some(CpuSample::take(pid)?.since(&before))
+            // Sampled every 100 ms, so the threads that end within the window (tantivy starts
+            // new indexing threads after each commit) are counted up to their last sample.
+            let mut latest = before.clone();
+            while Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(100).min(end - Instant::now())).await;
+                if let Some(sample) = CpuSample::take(pid) {
+                    latest.total = sample.total;
+                    latest.threads.extend(sample.threads);
+                }
+            }
+            Some(latest.since(&before))
         })
     });
     let mut tasks = Vec::new();
