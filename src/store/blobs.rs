@@ -66,30 +66,42 @@ impl BlobFiles {
         self.write(key, content).map(|_| ())
     }
 
-    /// Writes an attachment for a write that sled gets *before* the log does (`CreateAttachment`,
-    /// imports): with `--fsync`, the file and its directories are synced before this returns.
-    /// Otherwise, after a power loss, sled could keep the record of such a write (the request
-    /// was never acknowledged, its log record is lost) while the file it names is gone, and no
-    /// replay would rewrite it. Writes logged first need no such sync: their replay rewrites
-    /// the file.
-    pub(super) fn put_synced(&self, key: &[u8], content: &[u8]) -> Result<()> {
-        let (file, path) = self.write(key, content)?;
-        if self.unsynced.is_none() {
-            return Ok(());
+    /// Writes attachments for a write that sled gets *before* the log does (`CreateAttachment`,
+    /// imports): with `--fsync`, the files and their directories are synced before this
+    /// returns (each directory once). Otherwise, after a power loss, sled could keep the record
+    /// of such a write (the request was never acknowledged, its log record is lost) while a
+    /// file it names is gone, and no replay would rewrite it. Writes logged first need no such
+    /// sync: their replay rewrites the files.
+    pub(super) fn put_synced<'a>(
+        &self,
+        attachments: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<()> {
+        let mut written = Vec::new();
+        for (key, content) in attachments {
+            written.push(self.write(key, content)?);
         }
-        file.sync_all().map_err(|e| io(&path, e))?;
-        if let Some(dir) = path.parent() {
-            for dir in [dir, &self.root] {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| io(dir, e))?;
+        let Some(unsynced) = &self.unsynced else {
+            return Ok(());
+        };
+        let mut dirs = BTreeSet::new();
+        for (file, path) in &written {
+            file.sync_all().map_err(|e| io(path, e))?;
+            if let Some(dir) = path.parent() {
+                dirs.insert(dir.to_path_buf());
             }
         }
-        if let Some(unsynced) = &self.unsynced {
-            unsynced
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&path);
+        if !dirs.is_empty() {
+            // A fan-out directory created since: its name is in the root.
+            dirs.insert(self.root.clone());
+        }
+        for dir in &dirs {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(dir, e))?;
+        }
+        let mut unsynced = unsynced.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, path) in &written {
+            unsynced.remove(path);
         }
         Ok(())
     }
@@ -277,8 +289,12 @@ mod tests {
         files.put(&logged_first, b"replayable").expect("put");
         assert_eq!(unsynced(&files), Some(1), "left to the next checkpoint");
         let applied_first = [[2u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
+        let applied_too = [[3u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
         files
-            .put_synced(&applied_first, b"not replayable")
+            .put_synced([
+                (applied_first.as_slice(), b"not replayable".as_slice()),
+                (applied_too.as_slice(), b"nor this".as_slice()),
+            ])
             .expect("put");
         assert_eq!(unsynced(&files), Some(1), "synced before it returned");
         assert_eq!(
@@ -287,7 +303,9 @@ mod tests {
         );
         let other = tempfile::tempdir().expect("dir");
         let without = BlobFiles::open(other.path(), false).expect("open");
-        without.put_synced(&applied_first, b"x").expect("put");
+        without
+            .put_synced([(applied_first.as_slice(), b"x".as_slice())])
+            .expect("put");
         assert_eq!(unsynced(&without), None);
     }
 }

@@ -907,7 +907,9 @@ impl Store {
                 let record = encode(&item).map_err(abort)?;
                 // Before the record that names it. Should the transaction fail from here, the
                 // file is an orphan that the next attachment at this index overwrites.
-                i.files.put_synced(&blob, &content).map_err(abort)?;
+                i.files
+                    .put_synced([(blob.as_slice(), content.as_slice())])
+                    .map_err(abort)?;
                 items.insert(id.as_bytes(), record.as_slice())?;
                 let mut payload = wal::Payload::default();
                 payload.insert(BLOBS, &blob, &content);
@@ -983,12 +985,15 @@ impl PreparedIngestion {
     /// Writes the attachment files: before anything that names them. `synced` for a write
     /// that sled gets before the log (see [`blobs::BlobFiles::put_synced`]).
     fn write_files(&self, files: &blobs::BlobFiles, synced: bool) -> Result<()> {
+        if synced {
+            return files.put_synced(
+                self.blobs
+                    .iter()
+                    .map(|(key, content)| (key.as_slice(), content.as_slice())),
+            );
+        }
         for (key, content) in &self.blobs {
-            if synced {
-                files.put_synced(key, content)?;
-            } else {
-                files.put(key, content)?;
-            }
+            files.put(key, content)?;
         }
         Ok(())
     }
