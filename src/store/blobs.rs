@@ -83,30 +83,15 @@ impl BlobFiles {
         let Some(unsynced) = &self.unsynced else {
             return Ok(());
         };
-        let mut dirs = BTreeSet::new();
-        for (file, path) in &written {
-            file.sync_all().map_err(|e| io(path, e))?;
-            if let Some(dir) = path.parent() {
-                dirs.insert(dir.to_path_buf());
-            }
-        }
-        if !dirs.is_empty() {
-            // A fan-out directory created since: its name is in the root.
-            dirs.insert(self.root.clone());
-        }
-        for dir in &dirs {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io(dir, e))?;
-        }
+        self.sync_paths(&written)?;
         let mut unsynced = unsynced.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, path) in &written {
+        for path in &written {
             unsynced.remove(path);
         }
         Ok(())
     }
 
-    fn write(&self, key: &[u8], content: &[u8]) -> Result<(File, PathBuf)> {
+    fn write(&self, key: &[u8], content: &[u8]) -> Result<PathBuf> {
         let path = self.path(key);
         let mut file = match File::create(&path) {
             Ok(file) => file,
@@ -120,7 +105,7 @@ impl BlobFiles {
         };
         file.write_all(content).map_err(|e| io(&path, e))?;
         self.changed(path.clone());
-        Ok((file, path))
+        Ok(path)
     }
 
     /// The attachment, if there is a file for it.
@@ -195,28 +180,7 @@ impl BlobFiles {
             return Ok(());
         };
         let paths = std::mem::take(&mut *unsynced.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut dirs = BTreeSet::new();
-        let outcome = (|| {
-            for path in &paths {
-                match File::open(path) {
-                    Ok(file) => file.sync_all().map_err(|e| io(path, e))?,
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(io(path, e)),
-                }
-                if let Some(dir) = path.parent() {
-                    if dirs.insert(dir.to_path_buf()) {
-                        // A fan-out directory created since: its name is in the root.
-                        dirs.insert(self.root.clone());
-                    }
-                }
-            }
-            for dir in &dirs {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| io(dir, e))?;
-            }
-            Ok(())
-        })();
+        let outcome = self.sync_paths(&paths);
         if outcome.is_err() {
             // Tried again at the next checkpoint.
             unsynced
@@ -225,6 +189,30 @@ impl BlobFiles {
                 .extend(paths);
         }
         outcome
+    }
+
+    /// Syncs the files at `paths` (one already removed is fine), then each of their
+    /// directories once, and the root (a fan-out directory created since has its name there).
+    fn sync_paths<'a>(&self, paths: impl IntoIterator<Item = &'a PathBuf>) -> Result<()> {
+        let mut dirs = BTreeSet::new();
+        for path in paths {
+            match File::open(path) {
+                Ok(file) => file.sync_all().map_err(|e| io(path, e))?,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(path, e)),
+            }
+            if let Some(dir) = path.parent() {
+                if dirs.insert(dir.to_path_buf()) {
+                    dirs.insert(self.root.clone());
+                }
+            }
+        }
+        for dir in &dirs {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(dir, e))?;
+        }
+        Ok(())
     }
 }
 
