@@ -73,6 +73,8 @@ struct Scenario {
     batch: usize,
     connections: usize,
     attachment: usize,
+    /// Mapped participants of each item (copies per item): 1 (alice) or up to 4.
+    participants: usize,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -81,36 +83,49 @@ const SCENARIOS: &[Scenario] = &[
         batch: 1,
         connections: 16,
         attachment: 0,
+        participants: 1,
     },
     Scenario {
         name: "b10-c16",
         batch: 10,
         connections: 16,
         attachment: 0,
+        participants: 1,
     },
     Scenario {
         name: "b100-c16",
         batch: 100,
         connections: 16,
         attachment: 0,
+        participants: 1,
     },
     Scenario {
         name: "b1-c1",
         batch: 1,
         connections: 1,
         attachment: 0,
+        participants: 1,
     },
     Scenario {
         name: "b1-c16-att64k",
         batch: 1,
         connections: 16,
         attachment: 64 * 1024,
+        participants: 1,
     },
     Scenario {
         name: "b10-c16-att64k",
         batch: 10,
         connections: 16,
         attachment: 64 * 1024,
+        participants: 1,
+    },
+    Scenario {
+        name: "b10-c16-p4",
+        batch: 10,
+        connections: 16,
+        attachment: 0,
+        participants: 4,
     },
 ];
 
@@ -354,7 +369,12 @@ fn run(args: Args) -> Result<(), String> {
         .collect();
     let mut results = Vec::new();
     for scenario in selected {
-        let request = Arc::new(ews_request(&token, scenario.batch, scenario.attachment));
+        let request = Arc::new(ews_request(
+            &token,
+            scenario.batch,
+            scenario.attachment,
+            scenario.participants,
+        ));
         let base = match &baseline {
             Some(b) => Some(runtime.block_on(load(
                 &b.addr,
@@ -501,9 +521,17 @@ async fn token(addr: &str) -> Result<String, String> {
         .ok_or_else(|| "no access_token".into())
 }
 
+/// Users of the default fixture: the recipients of a bench item, each a copy.
+const RECIPIENTS: [&str; 4] = [
+    "alice@contoso.com",
+    "bob@contoso.com",
+    "carol@contoso.com",
+    "dave@contoso.com",
+];
+
 /// A CreateItem request of `batch` items of about 1 KB each (plus an attachment of `attachment`
-/// bytes each, when not 0).
-fn ews_request(token: &str, batch: usize, attachment: usize) -> Vec<u8> {
+/// bytes each, when not 0), each to `participants` users of the default fixture.
+fn ews_request(token: &str, batch: usize, attachment: usize, participants: usize) -> Vec<u8> {
     use base64::Engine;
     let text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(12);
     let attachment_xml = if attachment > 0 {
@@ -515,10 +543,15 @@ fn ews_request(token: &str, batch: usize, attachment: usize) -> Vec<u8> {
     } else {
         String::new()
     };
+    let recipients: String = RECIPIENTS
+        .iter()
+        .take(participants.clamp(1, RECIPIENTS.len()))
+        .map(|a| format!("<t:Mailbox><t:EmailAddress>{a}</t:EmailAddress></t:Mailbox>"))
+        .collect();
     let mut items = String::new();
     for i in 0..batch {
         items += &format!(
-            "<t:Message><t:ItemClass>IPM.NOTE.Twitter.Tweet</t:ItemClass><t:Subject>Bench message {i}</t:Subject><t:Body BodyType=\"Text\">{text}</t:Body>{attachment_xml}<t:DateTimeSent>2024-03-01T12:00:00Z</t:DateTimeSent><t:ToRecipients><t:Mailbox><t:EmailAddress>alice@contoso.com</t:EmailAddress></t:Mailbox></t:ToRecipients><t:From><t:Mailbox><t:EmailAddress>contoso@twitter.example</t:EmailAddress></t:Mailbox></t:From></t:Message>"
+            "<t:Message><t:ItemClass>IPM.NOTE.Twitter.Tweet</t:ItemClass><t:Subject>Bench message {i}</t:Subject><t:Body BodyType=\"Text\">{text}</t:Body>{attachment_xml}<t:DateTimeSent>2024-03-01T12:00:00Z</t:DateTimeSent><t:ToRecipients>{recipients}</t:ToRecipients><t:From><t:Mailbox><t:EmailAddress>contoso@twitter.example</t:EmailAddress></t:Mailbox></t:From></t:Message>"
         );
     }
     let body = format!(

@@ -1,9 +1,12 @@
 //! The full-text index (tantivy) behind Content Search.
 //!
-//! Layout: one tantivy document per *copy* of an item (mailbox + folder), so a hit is a copy, the
-//! mailbox filter is a term, and the total is a plain count. Deleting an item deletes its copies
-//! by the `id` term. Only the first copy of an item carries `first:1`, so the number of items in
-//! the index is one term's document frequency (compared with the store at start-up).
+//! Layout: one tantivy document per *item*, with its copies as two aligned multi-valued fields
+//! (`mailbox`, lower-case, indexed and a fast field; `folder`, stored). An item with copies in
+//! many mailboxes (a chat's participants) is tokenized once, not once per copy. A hit is still a
+//! copy: a search counts, per matching item, its copies in the searched mailboxes (from the
+//! `mailbox` fast field, without loading documents), orders the items newest received first and
+//! loads only the documents of the requested page. Deleting an item deletes its document by the
+//! `id` term; an item that loses copies is re-added as it now is.
 //!
 //! Consistency with the store:
 //! - ingestion adds the committed items' documents to the `IndexWriter` before the EWS reply is
@@ -28,7 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tantivy::collector::{Count, DocSetCollector, TopDocs};
+use tantivy::collector::{Collector, DocSetCollector, SegmentCollector};
+use tantivy::columnar::{Column, StrColumn};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::UserOperation;
 use tantivy::query::{
@@ -38,7 +42,10 @@ use tantivy::query::{
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT,
 };
-use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal,
+    SegmentReader, TantivyDocument, Term,
+};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
@@ -47,7 +54,7 @@ use crate::store::model::ItemRecord;
 use crate::store::Store;
 
 /// Bump when the schema or what is indexed changes: the index is then rebuilt.
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 /// Memory budget of the index writer (one indexing thread).
 const WRITER_BUDGET: usize = 20_000_000;
 /// How often the background thread commits a dirty index.
@@ -80,7 +87,6 @@ struct Fields {
     tenant: Field,
     mailbox: Field,
     folder: Field,
-    first: Field,
     kind: Field,
     itemclass: Field,
     class_sent: Field,
@@ -105,9 +111,8 @@ fn schema() -> (Schema, Fields) {
     let fields = Fields {
         id: b.add_text_field("id", STRING | STORED),
         tenant: b.add_text_field("tenant", STRING),
-        mailbox: b.add_text_field("mailbox", STRING | STORED),
-        folder: b.add_text_field("folder", STRING | STORED),
-        first: b.add_text_field("first", STRING),
+        mailbox: b.add_text_field("mailbox", STRING | FAST | STORED),
+        folder: b.add_text_field("folder", STORED),
         kind: b.add_text_field("kind", STRING),
         itemclass: b.add_text_field("itemclass", STRING),
         class_sent: b.add_text_field("class_sent", STORED),
@@ -266,8 +271,7 @@ impl SearchIndex {
 
     /// Number of items (not copies) in the committed index.
     pub fn item_count(&self) -> Result<u64> {
-        let searcher = self.reader.searcher();
-        Ok(searcher.search(&*term(self.fields.first, "1"), &Count)? as u64)
+        Ok(self.reader.searcher().num_docs())
     }
 
     fn set_state(&self, to: Catching) {
@@ -404,35 +408,24 @@ impl SearchIndex {
     }
 
     fn add_to(&self, writer: &IndexWriter<TantivyDocument>, item: &ItemRecord) -> Result<()> {
-        for document in self.documents(item) {
+        if let Some(document) = self.document(item) {
             writer.add_document(document)?;
         }
         Ok(())
     }
 
-    /// The documents of an item: one per copy.
-    fn documents<'a>(&'a self, item: &'a ItemRecord) -> impl Iterator<Item = TantivyDocument> + 'a {
-        item.copies
-            .iter()
-            .enumerate()
-            .map(move |(n, copy)| self.document(item, &copy.mailbox, &copy.folder, n == 0))
-    }
-
-    fn document(
-        &self,
-        item: &ItemRecord,
-        mailbox: &str,
-        folder: &str,
-        first: bool,
-    ) -> TantivyDocument {
+    /// The document of an item, none when it has no copy left (nothing to find).
+    fn document(&self, item: &ItemRecord) -> Option<TantivyDocument> {
+        if item.copies.is_empty() {
+            return None;
+        }
         let f = &self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.id, item.id.to_string());
         doc.add_text(f.tenant, item.tenant.to_string());
-        doc.add_text(f.mailbox, mailbox.to_lowercase());
-        doc.add_text(f.folder, folder);
-        if first {
-            doc.add_text(f.first, "1");
+        for copy in &item.copies {
+            doc.add_text(f.mailbox, copy.mailbox.to_lowercase());
+            doc.add_text(f.folder, &copy.folder);
         }
         doc.add_text(f.kind, item.kind.to_lowercase());
         doc.add_text(f.itemclass, item.item_class.to_lowercase());
@@ -479,10 +472,10 @@ impl SearchIndex {
         doc.add_i64(f.sent, item.sent.timestamp_micros());
         doc.add_i64(f.received, item.received.timestamp_micros());
         doc.add_text(f.sender, &item.from.address);
-        doc
+        Some(doc)
     }
 
-    /// Adds committed items (their copies). Not committed to disk yet: searches commit first.
+    /// Adds committed items. Not committed to disk yet: searches commit first.
     pub fn add(&self, items: &[ItemRecord]) -> Result<()> {
         if items.is_empty() {
             return Ok(());
@@ -490,7 +483,7 @@ impl SearchIndex {
         // One batch for the indexing thread (one channel send and wake-up, not one per document).
         let documents: Vec<UserOperation<TantivyDocument>> = items
             .iter()
-            .flat_map(|item| self.documents(item))
+            .filter_map(|item| self.document(item))
             .map(UserOperation::Add)
             .collect();
         {
@@ -550,7 +543,8 @@ impl SearchIndex {
     }
 
     /// Runs `expr` in `tenant`, optionally restricted to mailboxes (lower-case UPNs): the total
-    /// number of matching copies and the copies `skip..skip+top`, newest received first.
+    /// number of matching copies and the copies `skip..skip+top`, newest received first (the
+    /// copies of one item in the order the item lists them).
     pub fn search(
         &self,
         tenant: Uuid,
@@ -563,18 +557,39 @@ impl SearchIndex {
         self.refresh()?;
         let query = self.scoped(tenant, expr, mailboxes)?;
         let searcher = self.reader.searcher();
+        let scope: Vec<String> = mailboxes.iter().map(|m| m.to_lowercase()).collect();
+        let mut matches = searcher.search(
+            &query,
+            &CopyCounter {
+                scope: scope.clone(),
+            },
+        )?;
+        let total = matches.iter().map(|m| m.copies as usize).sum();
+        let mut hits = Vec::with_capacity(top.min(total));
+        if top == 0 {
+            return Ok(Results { total, hits });
+        }
+        // Every match has a copy, so the page lies within the first `skip + top` matches: order
+        // only those (a large result is partitioned, not sorted whole).
+        let newest_first =
+            |a: &Match, b: &Match| b.received.cmp(&a.received).then(a.address.cmp(&b.address));
+        let needed = skip.saturating_add(top).min(matches.len());
+        if needed < matches.len() {
+            matches.select_nth_unstable_by(needed, newest_first);
+            matches.truncate(needed);
+        }
+        matches.sort_unstable_by(newest_first);
         let f = &self.fields;
-        let (total, docs) = if top == 0 {
-            (searcher.search(&query, &Count)?, Vec::new())
-        } else {
-            let top_docs = TopDocs::with_limit(top)
-                .and_offset(skip)
-                .order_by_fast_field::<i64>("received", Order::Desc);
-            searcher.search(&query, &(Count, top_docs))?
-        };
-        let mut hits = Vec::with_capacity(docs.len());
-        for (_, address) in docs {
-            let doc: TantivyDocument = searcher.doc(address)?;
+        let mut to_skip = skip;
+        for m in &matches {
+            if hits.len() == top {
+                break;
+            }
+            if to_skip >= m.copies as usize {
+                to_skip -= m.copies as usize;
+                continue;
+            }
+            let doc: TantivyDocument = searcher.doc(m.address)?;
             let text = |field: Field| {
                 doc.get_first(field)
                     .and_then(|v| v.as_str())
@@ -587,17 +602,26 @@ impl SearchIndex {
             let Some(item_id) = text(f.id).and_then(|s| Uuid::parse_str(&s).ok()) else {
                 continue;
             };
-            hits.push(Hit {
-                item_id,
-                mailbox: text(f.mailbox).unwrap_or_default(),
-                folder: text(f.folder).unwrap_or_default(),
-                subject: text(f.subject),
-                item_class: text(f.class_sent).unwrap_or_default(),
-                searched_item_class: text(f.class_searched).unwrap_or_default(),
-                sent: time(f.sent),
-                received: time(f.received),
-                sender: text(f.sender).unwrap_or_default(),
-            });
+            let copies = doc
+                .get_all(f.mailbox)
+                .zip(doc.get_all(f.folder))
+                .filter_map(|(mailbox, folder)| Some((mailbox.as_str()?, folder.as_str()?)))
+                .filter(|(mailbox, _)| scope.is_empty() || scope.iter().any(|s| s == mailbox))
+                .skip(std::mem::take(&mut to_skip))
+                .take(top - hits.len());
+            for (mailbox, folder) in copies {
+                hits.push(Hit {
+                    item_id,
+                    mailbox: mailbox.to_string(),
+                    folder: folder.to_string(),
+                    subject: text(f.subject),
+                    item_class: text(f.class_sent).unwrap_or_default(),
+                    searched_item_class: text(f.class_searched).unwrap_or_default(),
+                    sent: time(f.sent),
+                    received: time(f.received),
+                    sender: text(f.sender).unwrap_or_default(),
+                });
+            }
         }
         Ok(Results { total, hits })
     }
@@ -754,6 +778,94 @@ impl SearchIndex {
             (_, false) => Box::new(PhraseQuery::new(terms)),
             (_, true) => Box::new(PhrasePrefixQuery::new(terms)),
         })
+    }
+}
+
+/// A matching item: when it was received, where its document is, and how many of its copies
+/// are in the searched mailboxes.
+struct Match {
+    received: i64,
+    address: DocAddress,
+    copies: u32,
+}
+
+/// Collects the matching items with their number of copies in `scope` (lower-case mailboxes;
+/// empty: every mailbox), from fast fields only.
+struct CopyCounter {
+    scope: Vec<String>,
+}
+
+struct SegmentCopyCounter {
+    segment: SegmentOrdinal,
+    received: Column<i64>,
+    mailbox: Option<StrColumn>,
+    /// Term ordinals of the searched mailboxes in this segment; `None`: every mailbox.
+    scope: Option<Vec<u64>>,
+    matches: Vec<Match>,
+}
+
+impl Collector for CopyCounter {
+    type Fruit = Vec<Match>;
+    type Child = SegmentCopyCounter;
+
+    fn for_segment(
+        &self,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentCopyCounter> {
+        let fast = reader.fast_fields();
+        let mailbox = fast.str("mailbox")?;
+        let scope = match (&mailbox, self.scope.is_empty()) {
+            (_, true) => None,
+            (None, false) => Some(Vec::new()),
+            (Some(column), false) => {
+                let mut ords = Vec::with_capacity(self.scope.len());
+                for m in &self.scope {
+                    ords.extend(column.dictionary().term_ord(m)?);
+                }
+                Some(ords)
+            }
+        };
+        Ok(SegmentCopyCounter {
+            segment,
+            received: fast.i64("received")?,
+            mailbox,
+            scope,
+            matches: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<Match>>) -> tantivy::Result<Vec<Match>> {
+        Ok(fruits.into_iter().flatten().collect())
+    }
+}
+
+impl SegmentCollector for SegmentCopyCounter {
+    type Fruit = Vec<Match>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let Some(column) = &self.mailbox else {
+            return;
+        };
+        let copies = column
+            .term_ords(doc)
+            .filter(|ord| self.scope.as_ref().is_none_or(|s| s.contains(ord)))
+            .count() as u32;
+        if copies > 0 {
+            self.matches.push(Match {
+                received: self.received.first(doc).unwrap_or(0),
+                address: DocAddress::new(self.segment, doc),
+                copies,
+            });
+        }
+    }
+
+    fn harvest(self) -> Vec<Match> {
+        self.matches
     }
 }
 
@@ -1015,5 +1127,62 @@ mod tests {
         assert_eq!(total(&index, t2, ""), 1);
         index.add(&[item(t1, "gamma", &["a@x"])]).unwrap();
         assert_eq!(total(&index, t1, "gamma"), 1, "usable after a removal");
+    }
+
+    #[test]
+    fn an_item_is_one_document_and_pages_run_through_its_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let index = SearchIndex::open(&dir.path().join("index"), &store).unwrap();
+        index.wait_ready().unwrap();
+        let t = Uuid::new_v4();
+        let mut older = item(t, "chat", &["a@x", "b@x", "c@x"]);
+        older.received -= chrono::Duration::seconds(10);
+        older.copies[2].folder = "Inbox".into();
+        let newer = item(t, "chat", &["b@x"]);
+        index.add(&[older.clone(), newer.clone()]).unwrap();
+        index.refresh().unwrap();
+        assert_eq!(index.item_count().unwrap(), 2, "one document per item");
+        let page = |mailboxes: &[&str], skip, top| {
+            let scope: Vec<String> = mailboxes.iter().map(|m| m.to_string()).collect();
+            let r = index
+                .search(t, &parse("chat").unwrap(), &scope, skip, top)
+                .unwrap();
+            let hits: Vec<(Uuid, String, String)> = r
+                .hits
+                .into_iter()
+                .map(|h| (h.item_id, h.mailbox, h.folder))
+                .collect();
+            (r.total, hits)
+        };
+        let purges = "Recoverable Items/Purges".to_string();
+        let hit = |i: &ItemRecord, m: &str, f: &str| (i.id, m.to_string(), f.to_string());
+        assert_eq!(
+            page(&[], 0, 2),
+            (
+                4,
+                vec![hit(&newer, "b@x", &purges), hit(&older, "a@x", &purges)]
+            ),
+            "newest first, then the copies of the older item in order"
+        );
+        assert_eq!(
+            page(&[], 2, 5),
+            (
+                4,
+                vec![hit(&older, "b@x", &purges), hit(&older, "c@x", "Inbox")]
+            ),
+            "a page may start inside an item's copies"
+        );
+        assert_eq!(page(&[], 4, 5), (4, vec![]));
+        assert_eq!(
+            page(&["c@x", "b@x"], 1, 5),
+            (
+                3,
+                vec![hit(&older, "b@x", &purges), hit(&older, "c@x", "Inbox")]
+            ),
+            "only the copies in the searched mailboxes count and show"
+        );
+        assert_eq!(page(&["a@x"], 0, 0), (1, vec![]), "a count alone");
+        assert_eq!(page(&["nobody@x"], 0, 5), (0, vec![]));
     }
 }
