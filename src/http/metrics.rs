@@ -197,8 +197,8 @@ impl Drop for ConnectionGuard {
 
 pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let mut text = METRICS.render();
-    // Bytes of the store's files on disk (sled, its write-ahead log, attachment files); a walk
-    // of its directories, on a blocking thread.
+    // Bytes of the store's files on disk (sled, its write-ahead log, attachment files: walked
+    // at the first scrape, then counted as they change), on a blocking thread.
     let size = tokio::task::spawn_blocking(move || state.store.size_on_disk())
         .await
         .ok()

@@ -31,6 +31,11 @@ pub(super) struct BlobFiles {
     /// With `--fsync`: files written or removed since the last [`BlobFiles::sync`] (removals
     /// by their path, whose directory is synced).
     unsynced: Option<Mutex<BTreeSet<PathBuf>>>,
+    /// Per fan-out directory: the bytes of its files once counted (by a walk of it, the first
+    /// time [`BlobFiles::size`] asks), then kept up to date by every write and removal in it,
+    /// which hold its lock (so a walk and a change never interleave). `/metrics` asks on every
+    /// scrape: a walk of every attachment file each time would cost in proportion to the store.
+    sizes: Vec<Mutex<Option<u64>>>,
 }
 
 impl BlobFiles {
@@ -42,7 +47,14 @@ impl BlobFiles {
         Ok(BlobFiles {
             root,
             unsynced: fsync.then(|| Mutex::new(BTreeSet::new())),
+            sizes: (0..=u8::MAX).map(|_| Mutex::new(None)).collect(),
         })
+    }
+
+    /// The size counter of `key`'s directory, locked.
+    fn size_of_dir(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Option<u64>> {
+        let fan = usize::from(Self::fan(key));
+        self.sizes[fan].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn changed(&self, path: PathBuf) {
@@ -57,8 +69,13 @@ impl BlobFiles {
     /// `key` is the attachment's store key: item id (16 bytes) and index (4 bytes). Spread
     /// over 256 directories by the item id's last (random) byte.
     fn path(&self, key: &[u8]) -> PathBuf {
-        let fan = key.get(15).copied().unwrap_or(0);
-        self.root.join(format!("{fan:02x}")).join(hex(key))
+        self.root
+            .join(format!("{:02x}", Self::fan(key)))
+            .join(hex(key))
+    }
+
+    fn fan(key: &[u8]) -> u8 {
+        key.get(15).copied().unwrap_or(0)
     }
 
     /// Writes (or rewrites) an attachment.
@@ -93,19 +110,33 @@ impl BlobFiles {
 
     fn write(&self, key: &[u8], content: &[u8]) -> Result<PathBuf> {
         let path = self.path(key);
-        let mut file = match File::create(&path) {
+        let mut size = self.size_of_dir(key);
+        let before = size.map(|_| file_len(&path));
+        let written = self.create(&path, content);
+        *size = match (*size, before, &written) {
+            (Some(total), Some(before), Ok(())) => {
+                Some(total.saturating_sub(before) + content.len() as u64)
+            }
+            // Counted again when next asked (a failed write may have left part of a file).
+            _ => None,
+        };
+        written.map(|()| path)
+    }
+
+    fn create(&self, path: &Path, content: &[u8]) -> Result<()> {
+        let mut file = match File::create(path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
                 }
-                File::create(&path).map_err(|e| io(&path, e))?
+                File::create(path).map_err(|e| io(path, e))?
             }
-            Err(e) => return Err(io(&path, e)),
+            Err(e) => return Err(io(path, e)),
         };
-        file.write_all(content).map_err(|e| io(&path, e))?;
-        self.changed(path.clone());
-        Ok(path)
+        file.write_all(content).map_err(|e| io(path, e))?;
+        self.changed(path.to_path_buf());
+        Ok(())
     }
 
     /// The attachment, if there is a file for it.
@@ -121,8 +152,13 @@ impl BlobFiles {
     /// Removes an attachment; one already gone is fine.
     pub(super) fn remove(&self, key: &[u8]) -> Result<()> {
         let path = self.path(key);
+        let mut size = self.size_of_dir(key);
+        let before = size.map(|_| file_len(&path));
         match std::fs::remove_file(&path) {
             Ok(()) => {
+                if let (Some(total), Some(before)) = (size.as_mut(), before) {
+                    *total = total.saturating_sub(before);
+                }
                 self.changed(path);
                 Ok(())
             }
@@ -153,21 +189,19 @@ impl BlobFiles {
             .collect()
     }
 
-    /// Bytes in attachment files.
+    /// Bytes in attachment files: each directory is walked the first time only (see `sizes`).
     pub(super) fn size(&self) -> u64 {
         let mut total = 0;
-        for dir in std::fs::read_dir(&self.root)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for file in std::fs::read_dir(dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                total += file.metadata().map(|m| m.len()).unwrap_or(0);
-            }
+        for (fan, size) in self.sizes.iter().enumerate() {
+            let mut size = size.lock().unwrap_or_else(|p| p.into_inner());
+            total += *size.get_or_insert_with(|| {
+                std::fs::read_dir(self.root.join(format!("{fan:02x}")))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|file| file.metadata().map(|m| m.len()).unwrap_or(0))
+                    .sum()
+            });
         }
         total
     }
@@ -230,6 +264,11 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The length of the file at `path`; 0 when there is none.
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
 fn io(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Attachment(format!("{}: {e}", path.display()))
 }
@@ -237,6 +276,34 @@ fn io(path: &Path, e: std::io::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size is counted once per directory, then kept by writes and removals: a file put
+    /// there behind the store's back is seen only by a new walk.
+    #[test]
+    fn the_size_is_walked_once_then_follows_writes_rewrites_and_removals() {
+        let dir = tempfile::tempdir().expect("dir");
+        let files = BlobFiles::open(dir.path(), false).expect("open");
+        let key = |n: u8, fan: u8| {
+            let mut key = [[n; 16].as_slice(), &1u32.to_be_bytes()].concat();
+            key[15] = fan;
+            key
+        };
+        files.put(&key(1, 0), &[0; 100]).expect("put");
+        assert_eq!(files.size(), 100, "walked");
+        std::fs::write(dir.path().join("attachments/00/stray"), [0; 7]).expect("stray");
+        files.put(&key(2, 0), &[0; 50]).expect("put");
+        files
+            .put(&key(3, 9), &[0; 5])
+            .expect("put in another directory");
+        assert_eq!(files.size(), 155, "counted, not walked again");
+        files.put(&key(1, 0), &[0; 10]).expect("rewrite");
+        assert_eq!(files.size(), 65);
+        files.remove(&key(2, 0)).expect("remove");
+        files.remove(&key(2, 0)).expect("removing twice is fine");
+        assert_eq!(files.size(), 15);
+        let fresh = BlobFiles::open(dir.path(), false).expect("open");
+        assert_eq!(fresh.size(), 22, "a new walk sees the stray file too");
+    }
 
     #[test]
     fn attachments_are_written_read_rewritten_and_removed() {
