@@ -75,6 +75,9 @@ struct Scenario {
     attachment: usize,
     /// Mapped participants of each item (copies per item): 1 (alice) or up to 4.
     participants: usize,
+    /// Items as an RFC 5322 message in `MimeContent` (what exchangelib-based connectors send)
+    /// instead of EWS properties.
+    mime: bool,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -84,6 +87,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: 16,
         attachment: 0,
         participants: 1,
+        mime: false,
     },
     Scenario {
         name: "b10-c16",
@@ -91,6 +95,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: 16,
         attachment: 0,
         participants: 1,
+        mime: false,
     },
     Scenario {
         name: "b100-c16",
@@ -98,6 +103,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: 16,
         attachment: 0,
         participants: 1,
+        mime: false,
     },
     Scenario {
         name: "b1-c1",
@@ -105,6 +111,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: 1,
         attachment: 0,
         participants: 1,
+        mime: false,
     },
     Scenario {
         name: "b1-c16-att64k",
@@ -112,6 +119,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: 16,
         attachment: 64 * 1024,
         participants: 1,
+        mime: false,
     },
     Scenario {
         name: "b10-c16-att64k",
@@ -119,6 +127,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: 16,
         attachment: 64 * 1024,
         participants: 1,
+        mime: false,
     },
     Scenario {
         name: "b10-c16-p4",
@@ -126,6 +135,15 @@ const SCENARIOS: &[Scenario] = &[
         connections: 16,
         attachment: 0,
         participants: 4,
+        mime: false,
+    },
+    Scenario {
+        name: "b10-c16-mime",
+        batch: 10,
+        connections: 16,
+        attachment: 0,
+        participants: 1,
+        mime: true,
     },
 ];
 
@@ -374,6 +392,7 @@ fn run(args: Args) -> Result<(), String> {
             scenario.batch,
             scenario.attachment,
             scenario.participants,
+            scenario.mime,
         ));
         let base = match &baseline {
             Some(b) => Some(runtime.block_on(load(
@@ -530,8 +549,15 @@ const RECIPIENTS: [&str; 4] = [
 ];
 
 /// A CreateItem request of `batch` items of about 1 KB each (plus an attachment of `attachment`
-/// bytes each, when not 0), each to `participants` users of the default fixture.
-fn ews_request(token: &str, batch: usize, attachment: usize, participants: usize) -> Vec<u8> {
+/// bytes each, when not 0), each to `participants` users of the default fixture, as EWS
+/// properties or (`mime`) as a MIME message.
+fn ews_request(
+    token: &str,
+    batch: usize,
+    attachment: usize,
+    participants: usize,
+    mime: bool,
+) -> Vec<u8> {
     use base64::Engine;
     let text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(12);
     let attachment_xml = if attachment > 0 {
@@ -549,10 +575,26 @@ fn ews_request(token: &str, batch: usize, attachment: usize, participants: usize
         .map(|a| format!("<t:Mailbox><t:EmailAddress>{a}</t:EmailAddress></t:Mailbox>"))
         .collect();
     let mut items = String::new();
+    let to = RECIPIENTS
+        .iter()
+        .take(participants.clamp(1, RECIPIENTS.len()))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     for i in 0..batch {
-        items += &format!(
-            "<t:Message><t:ItemClass>IPM.NOTE.Twitter.Tweet</t:ItemClass><t:Subject>Bench message {i}</t:Subject><t:Body BodyType=\"Text\">{text}</t:Body>{attachment_xml}<t:DateTimeSent>2024-03-01T12:00:00Z</t:DateTimeSent><t:ToRecipients>{recipients}</t:ToRecipients><t:From><t:Mailbox><t:EmailAddress>contoso@twitter.example</t:EmailAddress></t:Mailbox></t:From></t:Message>"
-        );
+        items += &if mime {
+            let message = format!(
+                "From: Contoso <contoso@twitter.example>\r\nTo: {to}\r\nSubject: Bench message {i}\r\nDate: Fri, 01 Mar 2024 12:00:00 +0000\r\nMessage-ID: <bench-{i}@twitter.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+            );
+            format!(
+                "<t:Message><t:MimeContent CharacterSet=\"UTF-8\">{}</t:MimeContent><t:ItemClass>IPM.NOTE.Twitter.Tweet</t:ItemClass>{attachment_xml}</t:Message>",
+                base64::engine::general_purpose::STANDARD.encode(message)
+            )
+        } else {
+            format!(
+                "<t:Message><t:ItemClass>IPM.NOTE.Twitter.Tweet</t:ItemClass><t:Subject>Bench message {i}</t:Subject><t:Body BodyType=\"Text\">{text}</t:Body>{attachment_xml}<t:DateTimeSent>2024-03-01T12:00:00Z</t:DateTimeSent><t:ToRecipients>{recipients}</t:ToRecipients><t:From><t:Mailbox><t:EmailAddress>contoso@twitter.example</t:EmailAddress></t:Mailbox></t:From></t:Message>"
+            )
+        };
     }
     let body = format!(
         r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages"><soap:Header><t:RequestServerVersion Version="Exchange2013_SP1"/></soap:Header><soap:Body><m:CreateItem MessageDisposition="SaveOnly"><m:Items>{items}</m:Items></m:CreateItem></soap:Body></soap:Envelope>"#
