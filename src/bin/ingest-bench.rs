@@ -368,12 +368,13 @@ fn run(args: Args) -> Result<(), String> {
     );
     println!();
     println!(
-        "{:<16} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7}",
+        "{:<16} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7}",
         "scenario",
         "req/s",
         "items/s",
         "p50 ms",
         "p99 ms",
+        "max ms",
         "errors",
         "base r/s",
         "ratio",
@@ -416,12 +417,13 @@ fn run(args: Args) -> Result<(), String> {
         let hwm = proc_kb(pid, "VmHWM:");
         let ratio = base.as_ref().map(|b| real.rps / b.rps);
         println!(
-            "{:<16} {:>10.0} {:>10.0} {:>8.3} {:>8.3} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7}",
+            "{:<16} {:>10.0} {:>10.0} {:>8.3} {:>8.3} {:>8.1} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7}",
             scenario.name,
             real.rps,
             real.rps * scenario.batch as f64,
             real.p50_ms,
             real.p99_ms,
+            real.max_ms,
             real.errors,
             base.as_ref()
                 .map_or("-".into(), |b| format!("{:.0}", b.rps)),
@@ -668,6 +670,9 @@ struct Figures {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The slowest request: a stall of the server shows here (with a fixed number of
+    /// connections, a stall delays only the requests in flight, too few to move p99).
+    max_ms: f64,
     errors: u64,
     /// The server's CPU time in the measured window, by thread group (when its pid is known).
     cpu: Option<ThreadCpu>,
@@ -851,6 +856,7 @@ async fn load(
         rps: all.len() as f64 / seconds.max(1) as f64,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
+        max_ms: all.last().map_or(f64::NAN, |&m| m as f64 / 1000.0),
         errors,
         cpu,
     })
