@@ -6,8 +6,6 @@
 //! `PROPTEST_CASES=100000 cargo test --release --test proptest_parsers`.
 //! Any failure found becomes a named regression test at the end of this file.
 
-use std::sync::OnceLock;
-
 use axum::response::IntoResponse;
 use ingest_emulator::app::AppState;
 use ingest_emulator::config::{Config, ServeArgs};
@@ -134,30 +132,48 @@ fn mime(bytes: &[u8]) {
     }
 }
 
-/// One application state (store seeded with the default tenant) for the Authorization path.
-fn state() -> &'static (tempfile::TempDir, AppState) {
-    static STATE: OnceLock<(tempfile::TempDir, AppState)> = OnceLock::new();
-    STATE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::resolve(ServeArgs {
-            admin_key: Some("proptest-admin-key".into()),
-            legacy_basic_auth: true,
-            ephemeral: true,
-            ..ServeArgs::default()
-        })
-        .unwrap();
-        let state = AppState::open(config, dir.path()).unwrap();
-        (dir, state)
+/// An application state (store seeded with the default tenant) for the Authorization path, in
+/// a directory removed when the test drops it (a `static` state would never be dropped, and
+/// would leave its directory behind after every run).
+fn state() -> (tempfile::TempDir, AppState) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::resolve(ServeArgs {
+        admin_key: Some("proptest-admin-key".into()),
+        legacy_basic_auth: true,
+        ephemeral: true,
+        ..ServeArgs::default()
     })
+    .unwrap();
+    let state = AppState::open(config, dir.path()).unwrap();
+    // The index is built in the background at first open; done before the test can end, so
+    // nothing writes into the directory while it is removed.
+    state.search.wait_ready().unwrap();
+    (dir, state)
 }
 
-fn authorization(value: &[u8]) {
+/// Checks `property` on values of `strategy` as `proptest!` does (`PROPTEST_CASES`, shrinking,
+/// the regression file), for properties that need a state owned by the test.
+fn check<S: Strategy>(strategy: S, property: impl Fn(S::Value)) {
+    let config = ProptestConfig {
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    if let Err(e) = runner.run(&strategy, |value| {
+        property(value);
+        Ok(())
+    }) {
+        panic!("{e}");
+    }
+}
+
+fn authorization(state: &AppState, value: &[u8]) {
     let Ok(value) = http::HeaderValue::from_bytes(value) else {
         return;
     };
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::AUTHORIZATION, value);
-    match ingest_emulator::identity::authenticate(&state().1, &headers) {
+    match ingest_emulator::identity::authenticate(state, &headers) {
         Ok(principal) => panic!("an arbitrary Authorization was accepted: {principal:?}"),
         Err(error) => {
             let _ = error.www_authenticate();
@@ -223,29 +239,48 @@ proptest! {
     fn mime_parser_never_panics_on_mutated_messages(edits in prop::collection::vec(edit(), 1..8)) {
         mime(&apply(MIME.as_bytes(), &edits));
     }
+}
 
-    #[test]
-    fn authorization_never_panics_on_arbitrary_values(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        authorization(&bytes);
-    }
+#[test]
+fn authorization_never_panics_on_arbitrary_values() {
+    let (_dir, state) = state();
+    check(prop::collection::vec(any::<u8>(), 0..512), |bytes| {
+        authorization(&state, &bytes)
+    });
+}
 
-    #[test]
-    fn bearer_never_panics_on_jwt_shaped_tokens(
-        header in json_segment(),
-        claims in json_segment(),
-        signature in prop::collection::vec(any::<u8>(), 0..300),
-        scheme in prop::sample::select(vec!["Bearer", "bearer", "BEARER", "Bearer  ", "Basic", "Negotiate"]),
-    ) {
-        let value = format!("{scheme} {header}.{claims}.{}", b64url(&signature));
-        authorization(value.as_bytes());
-    }
+#[test]
+fn bearer_never_panics_on_jwt_shaped_tokens() {
+    let (_dir, state) = state();
+    let scheme = prop::sample::select(vec![
+        "Bearer",
+        "bearer",
+        "BEARER",
+        "Bearer  ",
+        "Basic",
+        "Negotiate",
+    ]);
+    let signature = prop::collection::vec(any::<u8>(), 0..300);
+    check(
+        (json_segment(), json_segment(), signature, scheme),
+        |(header, claims, signature, scheme)| {
+            let value = format!("{scheme} {header}.{claims}.{}", b64url(&signature));
+            authorization(&state, value.as_bytes());
+        },
+    );
+}
 
-    #[test]
-    fn basic_never_panics_on_arbitrary_credentials(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
-        use base64::Engine;
-        let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(&bytes));
-        authorization(value.as_bytes());
-    }
+#[test]
+fn basic_never_panics_on_arbitrary_credentials() {
+    use base64::Engine;
+    let (_dir, state) = state();
+    check(prop::collection::vec(any::<u8>(), 0..300), |bytes| {
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(&bytes)
+        );
+        authorization(&state, value.as_bytes());
+    });
 }
 
 // ----- Regression tests (failures found by the properties above) -----
@@ -257,8 +292,8 @@ fn regression_empty_and_whitespace_bodies() {
     soap(b"\xEF\xBB\xBF");
     mime(b"");
     mime(b"\r\n\r\n");
-    authorization(b"Bearer");
-    authorization(b"Bearer ..");
-    authorization(b"Basic");
-    authorization(b"Basic =");
+    let (_dir, state) = state();
+    for value in [&b"Bearer"[..], b"Bearer ..", b"Basic", b"Basic ="] {
+        authorization(&state, value);
+    }
 }

@@ -603,6 +603,9 @@ pub(crate) mod tests {
         .unwrap();
         configure(&mut config);
         let state = AppState::open(config, dir.path()).unwrap();
+        // The index is built in the background at first open: done before the test can end,
+        // so nothing writes into the directory while it is removed.
+        state.search.wait_ready().unwrap();
         (dir, state)
     }
 
