@@ -558,13 +558,13 @@ impl SearchIndex {
         let query = self.scoped(tenant, expr, mailboxes)?;
         let searcher = self.reader.searcher();
         let scope: Vec<String> = mailboxes.iter().map(|m| m.to_lowercase()).collect();
-        let mut matches = searcher.search(
+        let (total, mut matches) = searcher.search(
             &query,
             &CopyCounter {
                 scope: scope.clone(),
+                keep: top > 0,
             },
         )?;
-        let total = matches.iter().map(|m| m.copies as usize).sum();
         let mut hits = Vec::with_capacity(top.min(total));
         if top == 0 {
             return Ok(Results { total, hits });
@@ -789,10 +789,11 @@ struct Match {
     copies: u32,
 }
 
-/// Collects the matching items with their number of copies in `scope` (lower-case mailboxes;
-/// empty: every mailbox), from fast fields only.
+/// Counts the copies of the matching items in `scope` (lower-case mailboxes; empty: every
+/// mailbox), from fast fields only, and keeps the matching items when `keep` (not for a count).
 struct CopyCounter {
     scope: Vec<String>,
+    keep: bool,
 }
 
 struct SegmentCopyCounter {
@@ -801,11 +802,13 @@ struct SegmentCopyCounter {
     mailbox: Option<StrColumn>,
     /// Term ordinals of the searched mailboxes in this segment; `None`: every mailbox.
     scope: Option<Vec<u64>>,
+    keep: bool,
+    copies: usize,
     matches: Vec<Match>,
 }
 
 impl Collector for CopyCounter {
-    type Fruit = Vec<Match>;
+    type Fruit = (usize, Vec<Match>);
     type Child = SegmentCopyCounter;
 
     fn for_segment(
@@ -831,6 +834,8 @@ impl Collector for CopyCounter {
             received: fast.i64("received")?,
             mailbox,
             scope,
+            keep: self.keep,
+            copies: 0,
             matches: Vec::new(),
         })
     }
@@ -839,13 +844,21 @@ impl Collector for CopyCounter {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<Vec<Match>>) -> tantivy::Result<Vec<Match>> {
-        Ok(fruits.into_iter().flatten().collect())
+    fn merge_fruits(
+        &self,
+        fruits: Vec<(usize, Vec<Match>)>,
+    ) -> tantivy::Result<(usize, Vec<Match>)> {
+        let copies = fruits.iter().map(|(copies, _)| copies).sum();
+        let matches = fruits
+            .into_iter()
+            .flat_map(|(_, matches)| matches)
+            .collect();
+        Ok((copies, matches))
     }
 }
 
 impl SegmentCollector for SegmentCopyCounter {
-    type Fruit = Vec<Match>;
+    type Fruit = (usize, Vec<Match>);
 
     fn collect(&mut self, doc: DocId, _score: Score) {
         let Some(column) = &self.mailbox else {
@@ -855,7 +868,8 @@ impl SegmentCollector for SegmentCopyCounter {
             .term_ords(doc)
             .filter(|ord| self.scope.as_ref().is_none_or(|s| s.contains(ord)))
             .count() as u32;
-        if copies > 0 {
+        self.copies += copies as usize;
+        if copies > 0 && self.keep {
             self.matches.push(Match {
                 received: self.received.first(doc).unwrap_or(0),
                 address: DocAddress::new(self.segment, doc),
@@ -864,8 +878,8 @@ impl SegmentCollector for SegmentCopyCounter {
         }
     }
 
-    fn harvest(self) -> Vec<Match> {
-        self.matches
+    fn harvest(self) -> (usize, Vec<Match>) {
+        (self.copies, self.matches)
     }
 }
 
