@@ -29,10 +29,14 @@ fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
         .lines()
         .find(|l| l.starts_with("b1-c1 "))
         .unwrap_or_else(|| panic!("no b1-c1 row in:\n{stdout}"));
+    // scenario, req/s, items/s, p50 ms, p99 ms, max ms, errors, ...
     let columns: Vec<&str> = row.split_whitespace().collect();
     let requests: f64 = columns[1].parse().expect("req/s");
-    let errors: u64 = columns[5].parse().expect("errors");
+    let p99: f64 = columns[4].parse().expect("p99 ms");
+    let max: f64 = columns[5].parse().expect("max ms");
+    let errors: u64 = columns[6].parse().expect("errors");
     assert!(requests > 0.0, "{row}");
+    assert!(max >= p99 && p99 > 0.0, "{row}");
     assert_eq!(errors, 0, "{row}");
     let cpu = stdout
         .lines()
