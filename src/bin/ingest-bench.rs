@@ -62,6 +62,12 @@ struct Args {
     /// Run the server with `--fsync` (a disk sync per group commit: power-loss durability).
     #[arg(long)]
     fsync: bool,
+    /// Open loop: send at this fixed rate (requests/s, all connections together) instead of
+    /// as fast as answers come back. Latency then counts from when a request was due, so a
+    /// server stall delays every request due during it, as it would for independent clients
+    /// (with a closed loop, a stall delays only the requests in flight).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Internal: run the bare baseline server and print its address.
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -351,6 +357,11 @@ fn run(args: Args) -> Result<(), String> {
             "none (taskset unavailable or one core): figures are indicative"
         }
     );
+    if let Some(rate) = args.rate {
+        println!(
+            "open loop: {rate} requests/s per scenario; latency counts from when each request was due"
+        );
+    }
     if let Some((line, printed, healthy)) = &ready_ms {
         println!(
             "restart on an existing store: {} ; first /healthz answered {:.1} ms after spawn (stdout ready {:.1} ms)",
@@ -403,6 +414,7 @@ fn run(args: Args) -> Result<(), String> {
                 args.warmup,
                 args.seconds,
                 None,
+                args.rate,
             ))?),
             None => None,
         };
@@ -413,6 +425,7 @@ fn run(args: Args) -> Result<(), String> {
             args.warmup,
             args.seconds,
             (pid != 0).then_some(pid),
+            args.rate,
         ))?;
         let hwm = proc_kb(pid, "VmHWM:");
         let ratio = base.as_ref().map(|b| real.rps / b.rps);
@@ -782,8 +795,11 @@ async fn load(
     warmup: u64,
     seconds: u64,
     pid: Option<u32>,
+    rate: Option<f64>,
 ) -> Result<Figures, String> {
     let start = Instant::now();
+    // Open loop: the next request slot (request n is due at start + n / rate).
+    let next_slot = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let measure_from = start + Duration::from_secs(warmup);
     let end = measure_from + Duration::from_secs(seconds.max(1));
     let cpu = pid.map(|pid| {
@@ -806,12 +822,24 @@ async fn load(
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (addr, request) = (addr.to_string(), request.clone());
+        let next_slot = next_slot.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             let mut conn = Conn::open(&addr).await.map_err(|e| e.to_string())?;
             loop {
-                let sent = Instant::now();
+                // When the request is due: now (closed loop), or its slot (open loop).
+                let sent = match rate {
+                    Some(rate) => {
+                        let slot = next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let due = start + Duration::from_secs_f64(slot as f64 / rate);
+                        if due < end {
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 if sent >= end {
                     break;
                 }
