@@ -1107,12 +1107,18 @@ mod tests {
         assert_eq!(index.item_count().unwrap() as usize, stored);
     }
 
-    #[test]
-    fn add_resync_and_tenant_isolation() {
+    /// A store and its index, ready, in a temporary directory (removed when dropped).
+    fn ready_index() -> (tempfile::TempDir, Store, Arc<SearchIndex>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         let index = SearchIndex::open(&dir.path().join("index"), &store).unwrap();
         index.wait_ready().unwrap();
+        (dir, store, index)
+    }
+
+    #[test]
+    fn add_resync_and_tenant_isolation() {
+        let (_dir, store, index) = ready_index();
         let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
         let a = item(t1, "alpha", &["a@x", "b@x"]);
         let b = item(t2, "alpha", &["c@y"]);
@@ -1145,10 +1151,7 @@ mod tests {
 
     #[test]
     fn an_item_is_one_document_and_pages_run_through_its_copies() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
-        let index = SearchIndex::open(&dir.path().join("index"), &store).unwrap();
-        index.wait_ready().unwrap();
+        let (_dir, _store, index) = ready_index();
         let t = Uuid::new_v4();
         let mut older = item(t, "chat", &["a@x", "b@x", "c@x"]);
         older.received -= chrono::Duration::seconds(10);
