@@ -69,9 +69,11 @@ impl BlobFiles {
     /// `key` is the attachment's store key: item id (16 bytes) and index (4 bytes). Spread
     /// over 256 directories by the item id's last (random) byte.
     fn path(&self, key: &[u8]) -> PathBuf {
-        self.root
-            .join(format!("{:02x}", Self::fan(key)))
-            .join(hex(key))
+        self.fan_dir(Self::fan(key)).join(hex(key))
+    }
+
+    fn fan_dir(&self, fan: u8) -> PathBuf {
+        self.root.join(format!("{fan:02x}"))
     }
 
     fn fan(key: &[u8]) -> u8 {
@@ -192,10 +194,10 @@ impl BlobFiles {
     /// Bytes in attachment files: each directory is walked the first time only (see `sizes`).
     pub(super) fn size(&self) -> u64 {
         let mut total = 0;
-        for (fan, size) in self.sizes.iter().enumerate() {
+        for (fan, size) in (0..=u8::MAX).zip(&self.sizes) {
             let mut size = size.lock().unwrap_or_else(|p| p.into_inner());
             total += *size.get_or_insert_with(|| {
-                std::fs::read_dir(self.root.join(format!("{fan:02x}")))
+                std::fs::read_dir(self.fan_dir(fan))
                     .into_iter()
                     .flatten()
                     .flatten()
