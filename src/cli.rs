@@ -125,8 +125,13 @@ pub struct TokenArgs {
     /// Application (client) id.
     #[arg(long, env = "INGEST_CLIENT_ID")]
     pub client_id: String,
-    /// Client secret.
-    #[arg(long, env = "INGEST_CLIENT_SECRET", hide_env_values = true)]
+    /// Client secret. Secrets may begin with `-` (their alphabet has `-`, `~`, `.`, `_`).
+    #[arg(
+        long,
+        env = "INGEST_CLIENT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub client_secret: String,
     /// Scope requested.
     #[arg(long, default_value = "https://outlook.office365.com/.default")]
@@ -505,6 +510,29 @@ fn apps_table(apps: &Value, sps: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A generated secret begins with `-` about once in 66: it is the value, not an option.
+    #[test]
+    fn a_secret_may_begin_with_a_hyphen() {
+        #[derive(clap::Parser)]
+        struct Token {
+            #[command(flatten)]
+            args: TokenArgs,
+        }
+        for secret in ["-x~abc", "--x~vCkPROYoo6_oS5zbQ6JS0ExPyGnIn.iUsIO4"] {
+            let parsed = <Token as clap::Parser>::try_parse_from([
+                "token",
+                "--client-id",
+                "22222222-2222-2222-2222-222222222222",
+                "--client-secret",
+                secret,
+                "--tenant",
+                "contoso.com",
+            ])
+            .unwrap_or_else(|e| panic!("{secret}: {e}"));
+            assert_eq!(parsed.args.client_secret, secret);
+        }
+    }
 
     #[test]
     fn urls_and_segments() {
