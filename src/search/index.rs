@@ -520,21 +520,23 @@ impl SearchIndex {
     }
 
     /// Commits and reloads the reader when something changed since the last commit.
+    ///
+    /// All under the writer lock, the check included: a refresh that finds nothing pending
+    /// because another one (the 2 s committer) took the count has waited for that one's commit
+    /// and reload, so a search never reads a reader older than the changes added before it.
     pub fn refresh(&self) -> Result<()> {
-        if self.pending.load(Ordering::SeqCst) == 0 {
-            return Ok(());
-        }
         let mut writer = self.lock();
         if self.pending.swap(0, Ordering::SeqCst) == 0 {
             return Ok(());
         }
-        if let Err(e) = self.commit(&mut writer) {
+        let reloaded = self
+            .commit(&mut writer)
+            .and_then(|()| Ok(self.reader.reload()?));
+        if reloaded.is_err() {
+            // Tried again by the next refresh.
             self.pending.fetch_add(1, Ordering::SeqCst);
-            return Err(e);
         }
-        drop(writer);
-        self.reader.reload()?;
-        Ok(())
+        reloaded
     }
 
     /// A receiver that changes whenever items are added.
@@ -1114,6 +1116,36 @@ mod tests {
         let index = SearchIndex::open(&dir.path().join("index"), &store).unwrap();
         index.wait_ready().unwrap();
         (dir, store, index)
+    }
+
+    /// A search right after an add finds it, even while another thread (the 2 s committer)
+    /// commits: that one may have taken the pending count, but the search waits for its
+    /// commit and reload instead of reading the reader from before.
+    #[test]
+    fn an_added_item_is_found_while_another_thread_commits() {
+        let (_dir, _store, index) = ready_index();
+        let t = Uuid::new_v4();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committer = {
+            let (index, stop) = (index.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    index.refresh().unwrap();
+                }
+            })
+        };
+        for n in 0..300 {
+            index
+                .add(&[item(t, &format!("word{n}x"), &["a@x"])])
+                .unwrap();
+            assert_eq!(
+                total(&index, t, &format!("subject:word{n}x")),
+                1,
+                "item {n}"
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        committer.join().unwrap();
     }
 
     #[test]
