@@ -492,7 +492,7 @@ async fn main() {
             };
             store.commit_ingestion(commit).await.unwrap();
         }
-        index.add(&items).unwrap();
+        index.add(items).unwrap();
         done += n;
         if done % 100_000 == 0 {
             eprintln!("  {done} items ({:.0} s)", began.elapsed().as_secs_f64());

@@ -82,4 +82,17 @@ fn metrics_count_requests_items_latency_and_connections() {
         value("ingest_store_size_bytes") > 0.0,
         "the store has the fixtures and the items"
     );
+    assert!(value("ingest_search_backlog_items") >= 0.0);
+
+    // A search indexes the backlog first: nothing waits after it.
+    let searched = server
+        .admin(
+            reqwest::Method::GET,
+            "/api/tenants/contoso.onmicrosoft.com/search?query=*",
+        )
+        .send()
+        .unwrap();
+    assert_eq!(searched.status(), 200);
+    let text = server.get("/metrics").send().unwrap().text().unwrap();
+    assert_eq!(metric(&text, "ingest_search_backlog_items"), Some(0.0));
 }

@@ -33,6 +33,8 @@ async fn endpoint(
     request: Request,
 ) -> Response {
     let started = std::time::Instant::now();
+    // Indexing waits while ingestion requests are answered (it runs in the gaps).
+    let _hold_off = state.search.hold_off();
     let mut operation = "Unknown";
     let result = handle(&state, correlation_id, request, &mut operation).await;
     let metrics = &super::metrics::METRICS;

@@ -199,7 +199,8 @@ pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>
     let mut text = METRICS.render();
     // Bytes of the store's files on disk (sled, its write-ahead log, attachment files: walked
     // at the first scrape, then counted as they change), on a blocking thread.
-    let size = tokio::task::spawn_blocking(move || state.store.size_on_disk())
+    let store = state.store.clone();
+    let size = tokio::task::spawn_blocking(move || store.size_on_disk())
         .await
         .ok()
         .and_then(Result::ok);
@@ -211,6 +212,13 @@ pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>
         let _ = writeln!(text, "# TYPE ingest_store_size_bytes gauge");
         let _ = writeln!(text, "ingest_store_size_bytes {bytes}");
     }
+    let backlog = state.search.backlog();
+    let _ = writeln!(
+        text,
+        "# HELP ingest_search_backlog_items Items stored but not yet handed to the search index (it waits while ingestion requests are in flight; a search takes them first)."
+    );
+    let _ = writeln!(text, "# TYPE ingest_search_backlog_items gauge");
+    let _ = writeln!(text, "ingest_search_backlog_items {}", backlog.items);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -8,27 +8,37 @@
 //! loads only the documents of the requested page. Deleting an item deletes its document by the
 //! `id` term; an item that loses copies is re-added as it now is.
 //!
-//! Consistency with the store:
-//! - ingestion adds the committed items' documents to the `IndexWriter` before the EWS reply is
-//!   sent, and marks the index dirty; it never commits tantivy itself (that would cost an fsync
-//!   per request);
-//! - a search first commits and reloads when the index is dirty (commit-on-read), so an
-//!   acknowledged item is always searchable; a background thread also commits every
-//!   [`COMMIT_EVERY`] while dirty, so a crash loses little;
-//! - the store's committer adds each write's documents right after applying it, in log order
-//!   ([`crate::search::indexer`]), so a commit covers every log segment older than the one being
-//!   written when the commit started; the commit's payload records that segment number
-//!   (`logFrom`), and the store keeps the checkpointed segments from it on (retired, never
-//!   replayed) until the next commit;
+//! Writing: one indexer thread owns the `IndexWriter` and applies a queue of operations in
+//! the order they were sent. The store's committer sends each ingestion's items and each admin
+//! change right after applying it, in log order ([`crate::search::indexer`],
+//! [`crate::search::on_items_changed`]); sending costs it a channel send, not indexing.
+//! - **When:** while ingestion requests are in flight (the endpoint holds
+//!   [`Shared::hold_off`] for each), the queue waits. The indexer applies it once none has
+//!   been for [`QUIET`], [`QUIET_CHUNK`] items at a time, and commits every [`COMMIT_EVERY`]
+//!   while something is uncommitted and ingestion is quiet. So under load the
+//!   CPU goes to acknowledging requests; indexing (and its commits, tens of ms) runs in the
+//!   gaps and after the load.
+//! - **A search waits for nothing it should see:** it queues a sync and waits for the indexer
+//!   to apply everything queued before it, commit and reload (commit-on-read), so an
+//!   acknowledged item is always found. A search during a long load pays for the backlog.
+//! - **Memory:** queued item records are bounded by [`QUEUE_BUDGET`]; past it, items are
+//!   queued by id and read back from the store when indexed.
+//!
+//! Consistency with the store (crash safety):
+//! - a commit records, as `logFrom`, the log segment being written when the commit began,
+//!   after which it took every op sent: every write logged in an older segment is in it. The
+//!   store keeps the checkpointed segments from `logFrom` on (retired, never replayed) until
+//!   the next commit;
 //! - at start-up, serving starts at once; in the background, the items the kept segments name
 //!   (written after the last commit: a crash) are re-indexed from the store, or, when the index
 //!   is missing, unreadable, of another schema version or has no `logFrom` (a rebuild was cut
 //!   off), every item is. Searches wait until that is done. No scan of the store at start-up.
 
+use std::collections::VecDeque;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tantivy::collector::{Collector, DocSetCollector, SegmentCollector};
@@ -57,12 +67,20 @@ use crate::store::Store;
 const SCHEMA_VERSION: &str = "2";
 /// Memory budget of the index writer (one indexing thread).
 const WRITER_BUDGET: usize = 20_000_000;
-/// How often the background thread commits a dirty index.
+/// How often the indexer commits while something is uncommitted (and ingestion is quiet).
 pub const COMMIT_EVERY: Duration = Duration::from_secs(2);
+/// How long no ingestion request must have been in flight before the indexer applies its
+/// queue (a search, or a catch-up, never waits for that).
+const QUIET: Duration = Duration::from_millis(5);
+/// Items the indexer applies between two looks at whether ingestion is still quiet.
+const QUIET_CHUNK: usize = 64;
+/// Estimated bytes of item records the queue holds; past it, new items are queued by id.
+const QUEUE_BUDGET: usize = 32 << 20;
+/// Chunks a catch-up sends before it waits for the indexer to take them.
+const CATCH_UP_AHEAD: usize = 8;
 /// How long a search waits for the start-up catch-up (or rebuild) before it gives up.
 const READY_WAIT: Duration = Duration::from_secs(60);
-/// Items re-indexed per hold of the writer lock by a catch-up or rebuild (the committer waits
-/// for the lock to add new items).
+/// Items a catch-up or rebuild reads per pause of the store's committer.
 const CATCH_UP_CHUNK: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +95,10 @@ pub enum IndexError {
     Store(#[from] crate::store::StoreError),
     #[error("the search index is still being brought up to date after start-up; retry")]
     NotReady,
+    #[error("search index: {0}")]
+    Indexer(String),
+    #[error("the search index is shut down")]
+    Stopped,
 }
 
 pub type Result<T> = std::result::Result<T, IndexError>;
@@ -175,25 +197,102 @@ struct Payload {
     log_from: Option<u64>,
 }
 
-pub struct SearchIndex {
+/// The shared part of the index: what searches read and what the indexer thread and the
+/// catch-up use.
+pub struct Shared {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter<TantivyDocument>>,
     fields: Fields,
     store: Store,
     /// What commits record as `logFrom`: `None` while a rebuild runs (a crash redoes it), the
     /// segment a catch-up started from while it runs, then the store's current segment.
     state: Mutex<Catching>,
     ready: std::sync::Condvar,
-    /// Changes (adds, deletes) not committed yet. Changed under the writer lock.
-    pending: AtomicU64,
-    /// Bumped whenever documents are added (for `search/wait`).
+    /// Bumped whenever items are sent to be indexed (for `search/wait`).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Estimated bytes of the item records waiting in the queue (see [`QUEUE_BUDGET`]).
+    queued_bytes: AtomicUsize,
+    /// Items (added or changed) waiting in the queue.
+    queued_items: AtomicUsize,
+    /// [`QUEUE_BUDGET`] (smaller in tests).
+    queue_budget: AtomicUsize,
+    /// Ingestion requests being answered ([`SearchIndex::hold_off`]).
+    in_flight: AtomicUsize,
+    /// When the last of them ended, in microseconds since `epoch`.
+    last_end: AtomicU64,
+    epoch: Instant,
+}
+
+/// The full-text index. Writes go to one indexer thread, in log order, through a queue (see
+/// the module notes); searches read the committed index.
+pub struct SearchIndex {
+    shared: Arc<Shared>,
+    ops: Option<mpsc::Sender<Op>>,
+    indexer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for SearchIndex {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for SearchIndex {
+    /// Stops the indexer thread and waits for it (it may be writing index files).
+    fn drop(&mut self) {
+        self.ops.take();
+        if let Some(indexer) = self.indexer.take() {
+            indexer.thread().unpark();
+            let _ = indexer.join();
+        }
+    }
+}
+
+/// What the indexer thread is asked to do, applied in the order sent. The store's committer
+/// sends ingestions and admin changes in log order (from its hooks), and a catch-up sends its
+/// chunks while the committer is paused, so the order of the queue is the order of the store.
+enum Op {
+    /// New items (an ingestion), as they were written; `usize` is their share of
+    /// [`QUEUE_BUDGET`].
+    Add(Vec<ItemRecord>, usize),
+    /// New items sent while the queue was over its budget: read back from the store.
+    AddStored(Vec<Uuid>),
+    /// The documents of `ids` become `items`, read from the store when the op was sent (an id
+    /// without an item loses its document): an admin change, or a catch-up chunk.
+    Replace {
+        ids: Vec<Uuid>,
+        items: Vec<ItemRecord>,
+    },
+    /// Every document goes (a rebuild starts).
+    DeleteAll,
+    /// Answered once every op sent before it is handed to tantivy (a catch-up's pace).
+    Barrier(mpsc::SyncSender<()>),
+    /// Answered once every op sent before it is committed and searchable.
+    Sync(mpsc::SyncSender<std::result::Result<(), String>>),
+    /// The catch-up is done: commit with the current segment as `logFrom`, open searches.
+    CaughtUp(mpsc::SyncSender<std::result::Result<(), String>>),
+}
+
+impl Op {
+    /// Someone waits for it: the indexer does not wait for ingestion to be quiet.
+    fn waited_for(&self) -> bool {
+        matches!(self, Op::Barrier(_) | Op::Sync(_) | Op::CaughtUp(_))
+    }
+}
+
+/// The estimated memory of an item record in the queue.
+fn queued_size(item: &ItemRecord) -> usize {
+    let addresses = 1 + item.to.len() + item.cc.len() + item.bcc.len() + item.copies.len();
+    512 + item.subject.as_ref().map_or(0, String::len)
+        + item.body.as_ref().map_or(0, String::len)
+        + 96 * addresses
+        + 64 * item.attachments.len()
 }
 
 impl SearchIndex {
-    /// Opens the index in `dir` (created when missing) and starts bringing it up to date with
-    /// `store` in the background (see the module notes). Starts the background committer.
+    /// Opens the index in `dir` (created when missing), starts the indexer thread and starts
+    /// bringing the index up to date with `store` in the background (see the module notes).
     pub fn open(dir: &Path, store: &Store) -> Result<Arc<SearchIndex>> {
         let (schema, fields) = schema();
         let version_file = dir.join("schema-version");
@@ -236,16 +335,37 @@ impl SearchIndex {
             Some(from) => Catching::Since(from),
             None => Catching::Everything,
         };
-        let search = Arc::new(SearchIndex {
+        let shared = Arc::new(Shared {
             index,
             reader,
-            writer: Mutex::new(writer),
             fields,
             store: store.clone(),
             state: Mutex::new(catching),
             ready: std::sync::Condvar::new(),
-            pending: AtomicU64::new(0),
             changes,
+            queued_bytes: AtomicUsize::new(0),
+            queued_items: AtomicUsize::new(0),
+            queue_budget: AtomicUsize::new(QUEUE_BUDGET),
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        let (ops, received) = mpsc::channel();
+        let indexer = Indexer {
+            shared: shared.clone(),
+            writer,
+            ops: received,
+            backlog: VecDeque::new(),
+            dirty: false,
+            last_commit: Instant::now(),
+        };
+        let indexer = std::thread::Builder::new()
+            .name("search-indexer".into())
+            .spawn(move || indexer.run())?;
+        let search = Arc::new(SearchIndex {
+            shared,
+            ops: Some(ops),
+            indexer: Some(indexer),
         });
         // Segments from here on are fed by the committer; the catch-up covers the older ones.
         let until = store.log_segment();
@@ -265,8 +385,170 @@ impl SearchIndex {
                     }
                 }
             })?;
-        spawn_committer(Arc::downgrade(&search));
         Ok(search)
+    }
+
+    /// Queues `op` for the indexer thread; `wake` when someone waits for it (the indexer may
+    /// be waiting for ingestion to be quiet).
+    fn send(&self, op: Op, wake: bool) -> Result<()> {
+        let sent = self.ops.as_ref().is_some_and(|ops| ops.send(op).is_ok());
+        if !sent {
+            return Err(IndexError::Stopped);
+        }
+        if wake {
+            if let Some(indexer) = &self.indexer {
+                indexer.thread().unpark();
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-indexes `ids` from the store, a chunk at a time. Each chunk is read and queued while
+    /// the store's committer is paused, so the queue holds every write applied before the
+    /// read ahead of the chunk, and every later one after it: the chunk replaces what the
+    /// earlier writes added, the later ones apply to what it added.
+    fn reindex(&self, ids: &[Uuid]) -> Result<()> {
+        for (n, chunk) in ids.chunks(CATCH_UP_CHUNK).enumerate() {
+            self.store.with_committer_paused(|| -> Result<()> {
+                let mut items = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    items.extend(self.store.item(*id)?);
+                }
+                let ids = chunk.to_vec();
+                self.queued_items.fetch_add(ids.len(), Ordering::SeqCst);
+                self.send(Op::Replace { ids, items }, true)
+            })?;
+            if n % CATCH_UP_AHEAD == CATCH_UP_AHEAD - 1 {
+                self.barrier()?;
+            }
+        }
+        self.barrier()
+    }
+
+    /// Waits until the indexer has handed everything sent so far to tantivy.
+    fn barrier(&self) -> Result<()> {
+        let (done, wait) = mpsc::sync_channel(1);
+        self.send(Op::Barrier(done), true)?;
+        wait.recv().map_err(|_| IndexError::Stopped)
+    }
+
+    /// Sends `op` with a reply channel and waits for the answer.
+    fn ask(
+        &self,
+        op: impl FnOnce(mpsc::SyncSender<std::result::Result<(), String>>) -> Op,
+    ) -> Result<()> {
+        let (answer, wait) = mpsc::sync_channel(1);
+        self.send(op(answer), true)?;
+        wait.recv()
+            .map_err(|_| IndexError::Stopped)?
+            .map_err(IndexError::Indexer)
+    }
+
+    /// Re-indexes the items named by log segments `from..until` (written after the index's
+    /// last commit), commits, and opens searches.
+    fn catch_up(&self, from: u64, until: u64) -> Result<()> {
+        let started = Instant::now();
+        let ids = self.store.logged_item_ids(from, until)?;
+        self.reindex(&ids)?;
+        self.ask(Op::CaughtUp)?;
+        if !ids.is_empty() {
+            info!(
+                items = ids.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "search index caught up with the store"
+            );
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole index with the store's items (the committer goes on sending new ones
+    /// meanwhile; searches wait), commits, and opens searches.
+    pub fn rebuild(&self) -> Result<()> {
+        let started = Instant::now();
+        self.set_state(Catching::Everything);
+        // Items written from here on come through the queue, after the deletion: the scan
+        // stops at the newest item there is now (ids are time-ordered).
+        let newest = self
+            .store
+            .with_committer_paused(|| -> Result<Option<Uuid>> {
+                self.send(Op::DeleteAll, true)?;
+                Ok(self.store.last_item_id()?)
+            })?;
+        let mut n = 0u64;
+        let mut after = None;
+        while let Some(newest) = newest {
+            let mut ids = self.store.item_ids_after(after, CATCH_UP_CHUNK)?;
+            ids.retain(|id| *id <= newest);
+            let Some(last) = ids.last() else {
+                break;
+            };
+            after = Some(*last);
+            n += ids.len() as u64;
+            self.reindex(&ids)?;
+        }
+        self.ask(Op::CaughtUp)?;
+        info!(
+            items = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "search index rebuilt from the store"
+        );
+        Ok(())
+    }
+
+    /// Queues committed items (run by the store's committer, in log order). They are indexed
+    /// when ingestion is quiet, or at once when a search asks.
+    pub fn add(&self, items: Vec<ItemRecord>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let size: usize = items.iter().map(queued_size).sum();
+        self.queued_items.fetch_add(items.len(), Ordering::SeqCst);
+        let queued = self.queued_bytes.fetch_add(size, Ordering::SeqCst);
+        let op = if queued + size <= self.queue_budget.load(Ordering::Relaxed) {
+            Op::Add(items, size)
+        } else {
+            self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+            Op::AddStored(items.iter().map(|item| item.id).collect())
+        };
+        self.send(op, false)?;
+        self.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Brings items in step with the store by id (run by the store's committer after an admin
+    /// change, in log order): their documents are removed, and those that still exist in the
+    /// store (an item that lost copies, e.g. to retention) are added back as they are now.
+    pub fn resync(&self, store: &Store, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut items = Vec::new();
+        for id in ids {
+            items.extend(store.item(*id)?);
+        }
+        self.queued_items.fetch_add(ids.len(), Ordering::SeqCst);
+        self.send(
+            Op::Replace {
+                ids: ids.to_vec(),
+                items,
+            },
+            false,
+        )
+    }
+
+    /// Waits until everything sent before is committed and searchable.
+    pub fn refresh(&self) -> Result<()> {
+        self.ask(Op::Sync)
+    }
+}
+
+impl Shared {
+    /// What waits in the indexer's queue now.
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            items: self.queued_items.load(Ordering::SeqCst),
+            bytes: self.queued_bytes.load(Ordering::SeqCst),
+        }
     }
 
     /// Number of items (not copies) in the committed index.
@@ -277,6 +559,38 @@ impl SearchIndex {
     fn set_state(&self, to: Catching) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = to;
         self.ready.notify_all();
+    }
+
+    fn catching(&self) -> bool {
+        matches!(
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            Catching::Everything | Catching::Since(_)
+        )
+    }
+
+    /// What a commit records as `logFrom` when the store writes `segment`.
+    fn log_from(&self, segment: u64) -> Option<u64> {
+        match *self.state.lock().unwrap_or_else(|p| p.into_inner()) {
+            Catching::Done => Some(segment),
+            Catching::Since(from) => Some(from),
+            Catching::Everything | Catching::Failed => None,
+        }
+    }
+
+    /// Until the guard is dropped, an ingestion request is being answered: the indexer's
+    /// queue waits (see the module notes). Taken by the ingestion endpoint for each request.
+    pub fn hold_off(&self) -> HoldOff<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        HoldOff(self)
+    }
+
+    /// How long no ingestion request has been in flight (zero while one is).
+    fn quiet_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_micros(self.last_end.load(Ordering::SeqCst));
+        self.epoch.elapsed().saturating_sub(last)
     }
 
     /// Waits (up to [`READY_WAIT`]) until the start-up catch-up or rebuild is done.
@@ -294,124 +608,9 @@ impl SearchIndex {
         }
     }
 
-    /// Commits, recording in the commit which log segments the store must keep for it.
-    fn commit(&self, writer: &mut IndexWriter<TantivyDocument>) -> Result<()> {
-        let log_from = match *self.state.lock().unwrap_or_else(|p| p.into_inner()) {
-            Catching::Done => Some(self.store.log_segment()),
-            Catching::Since(from) => Some(from),
-            Catching::Everything | Catching::Failed => None,
-        };
-        self.commit_from(writer, log_from)
-    }
-
-    /// Commits with `logFrom` = `log_from`.
-    fn commit_from(
-        &self,
-        writer: &mut IndexWriter<TantivyDocument>,
-        log_from: Option<u64>,
-    ) -> Result<()> {
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&serde_json::to_string(&Payload { log_from }).unwrap_or_default());
-        prepared.commit()?;
-        if let Some(from) = log_from {
-            self.store.index_committed(from)?;
-        }
-        Ok(())
-    }
-
-    /// Re-indexes `ids` from the store, a chunk per hold of the writer lock: an id the store
-    /// no longer has loses its documents. Each chunk is read and indexed while the store's
-    /// committer is paused, so a write the committer applies concurrently is indexed once:
-    /// by its hook after the chunk (the chunk did not see it), or by the chunk (its hook ran
-    /// before, and the chunk replaces its documents).
-    fn reindex(&self, ids: &[Uuid]) -> Result<()> {
-        for chunk in ids.chunks(CATCH_UP_CHUNK) {
-            self.store.with_committer_paused(|| -> Result<()> {
-                let writer = self.lock();
-                for id in chunk {
-                    writer.delete_term(Term::from_field_text(self.fields.id, &id.to_string()));
-                    if let Some(item) = self.store.item(*id)? {
-                        self.add_to(&writer, &item)?;
-                    }
-                }
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Commits (everything older than the current log segment is in the index now: what the
-    /// catch-up did, and what the committer added meanwhile), reloads, then opens searches,
-    /// all under the writer lock, so a search let in finds the new reader.
-    fn finish_catching_up(&self) -> Result<()> {
-        let mut writer = self.lock();
-        self.commit_from(&mut writer, Some(self.store.log_segment()))?;
-        self.pending.store(0, Ordering::SeqCst);
-        self.reader.reload()?;
-        self.set_state(Catching::Done);
-        Ok(())
-    }
-
-    /// Re-indexes the items named by log segments `from..until` (written after the index's
-    /// last commit), commits, and opens searches.
-    fn catch_up(&self, from: u64, until: u64) -> Result<()> {
-        let started = Instant::now();
-        let ids = self.store.logged_item_ids(from, until)?;
-        self.reindex(&ids)?;
-        self.finish_catching_up()?;
-        if !ids.is_empty() {
-            info!(
-                items = ids.len(),
-                seconds = started.elapsed().as_secs_f64(),
-                "search index caught up with the store"
-            );
-        }
-        Ok(())
-    }
-
-    /// Replaces the whole index with the store's items (the committer goes on adding new ones
-    /// meanwhile; searches wait), commits, and opens searches.
-    pub fn rebuild(&self) -> Result<()> {
-        let started = Instant::now();
-        self.set_state(Catching::Everything);
-        {
-            let mut writer = self.lock();
-            self.commit(&mut writer)?;
-            writer.delete_all_documents()?;
-        }
-        // Items written from here on are fed by the committer: the scan stops at the newest
-        // item there is now (ids are time-ordered).
-        let newest = self.store.last_item_id()?;
-        let mut n = 0u64;
-        let mut after = None;
-        while let Some(newest) = newest {
-            let mut ids = self.store.item_ids_after(after, CATCH_UP_CHUNK)?;
-            ids.retain(|id| *id <= newest);
-            let Some(last) = ids.last() else {
-                break;
-            };
-            after = Some(*last);
-            n += ids.len() as u64;
-            self.reindex(&ids)?;
-        }
-        self.finish_catching_up()?;
-        info!(
-            items = n,
-            seconds = started.elapsed().as_secs_f64(),
-            "search index rebuilt from the store"
-        );
-        Ok(())
-    }
-
-    fn lock(&self) -> MutexGuard<'_, IndexWriter<TantivyDocument>> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn add_to(&self, writer: &IndexWriter<TantivyDocument>, item: &ItemRecord) -> Result<()> {
-        if let Some(document) = self.document(item) {
-            writer.add_document(document)?;
-        }
-        Ok(())
+    /// A receiver that changes whenever items are sent to be indexed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The document of an item, none when it has no copy left (nothing to find).
@@ -474,76 +673,244 @@ impl SearchIndex {
         doc.add_text(f.sender, &item.from.address);
         Some(doc)
     }
+}
 
-    /// Adds committed items. Not committed to disk yet: searches commit first.
-    pub fn add(&self, items: &[ItemRecord]) -> Result<()> {
-        if items.is_empty() {
-            return Ok(());
+/// What waits in the indexer's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Items added or changed, not handed to tantivy yet.
+    pub items: usize,
+    /// Estimated bytes of the item records among them (the others are queued by id).
+    pub bytes: usize,
+}
+
+/// An ingestion request in flight (see [`Shared::hold_off`]).
+pub struct HoldOff<'a>(&'a Shared);
+
+impl Drop for HoldOff<'_> {
+    fn drop(&mut self) {
+        let now = self.0.epoch.elapsed().as_micros() as u64;
+        self.0.last_end.store(now, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The indexer thread: the only user of the `IndexWriter`. It applies the queue in order:
+/// at once when someone waits (a search, a catch-up), otherwise only while ingestion is quiet
+/// (no request in flight for [`QUIET`]), [`QUIET_CHUNK`] items at a time, so indexing and its commits
+/// take the CPU when ingestion does not need it. It commits every [`COMMIT_EVERY`] while
+/// something is uncommitted and ingestion is quiet, and whenever a search asks.
+struct Indexer {
+    shared: Arc<Shared>,
+    writer: IndexWriter<TantivyDocument>,
+    ops: mpsc::Receiver<Op>,
+    /// Ops received and not applied yet, in order.
+    backlog: VecDeque<Op>,
+    /// Something was handed to tantivy since the last commit.
+    dirty: bool,
+    last_commit: Instant,
+}
+
+/// Replies owed once the next commit is done.
+#[derive(Default)]
+struct Owed {
+    syncs: Vec<mpsc::SyncSender<std::result::Result<(), String>>>,
+    caught_up: Vec<mpsc::SyncSender<std::result::Result<(), String>>>,
+}
+
+impl Indexer {
+    fn run(mut self) {
+        loop {
+            if !self.receive() {
+                return; // the index was dropped
+            }
+            let urgent = self.shared.catching() || self.backlog.iter().any(Op::waited_for);
+            if urgent {
+                self.apply_and_commit();
+                continue;
+            }
+            let quiet = self.shared.quiet_for();
+            if !self.backlog.is_empty() {
+                if quiet >= QUIET {
+                    let mut owed = Owed::default();
+                    self.apply(QUIET_CHUNK, &mut owed);
+                } else {
+                    // Woken early by anyone who waits for an op (`SearchIndex::send`).
+                    std::thread::park_timeout(QUIET - quiet);
+                }
+                continue;
+            }
+            let wait = if self.dirty {
+                let due = COMMIT_EVERY.saturating_sub(self.last_commit.elapsed());
+                if due.is_zero() && quiet >= QUIET {
+                    self.commit_and_answer(Owed::default());
+                    continue;
+                }
+                Some(due.max(QUIET.saturating_sub(quiet)))
+            } else {
+                None
+            };
+            let op = match wait {
+                Some(wait) => match self.ops.recv_timeout(wait) {
+                    Ok(op) => Some(op),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+                None => match self.ops.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => return,
+                },
+            };
+            self.backlog.extend(op);
         }
-        // One batch for the indexing thread (one channel send and wake-up, not one per document).
-        let documents: Vec<UserOperation<TantivyDocument>> = items
-            .iter()
-            .filter_map(|item| self.document(item))
-            .map(UserOperation::Add)
-            .collect();
-        {
-            let writer = self.lock();
-            writer.run(documents)?;
-            self.pending.fetch_add(1, Ordering::SeqCst);
-        }
-        self.changes.send_modify(|n| *n += 1);
-        Ok(())
     }
 
-    /// Brings items in step with the store by id: their documents are removed, and those that
-    /// still exist in the store (an item that lost copies, e.g. to retention) are added back as
-    /// they are now.
-    pub fn resync(&self, store: &Store, ids: &[Uuid]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut still = Vec::new();
-        for id in ids {
-            if let Some(item) = store.item(*id)? {
-                still.push(item);
+    /// Moves every op sent so far to the backlog; false once the index is dropped.
+    fn receive(&mut self) -> bool {
+        loop {
+            match self.ops.try_recv() {
+                Ok(op) => self.backlog.push_back(op),
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => return false,
             }
         }
-        let writer = self.lock();
-        for id in ids {
-            writer.delete_term(Term::from_field_text(self.fields.id, &id.to_string()));
+    }
+
+    /// Applies the whole backlog; commits and answers when anyone waits for a commit.
+    fn apply_and_commit(&mut self) {
+        let mut owed = Owed::default();
+        self.apply(usize::MAX, &mut owed);
+        if !owed.syncs.is_empty() || !owed.caught_up.is_empty() {
+            self.commit_and_answer(owed);
         }
-        for item in &still {
-            self.add_to(&writer, item)?;
+    }
+
+    /// Commits everything sent so far and answers whoever waits. `logFrom` is read first, so
+    /// the ops taken after it include every write logged before it. At the end of a catch-up
+    /// that is the current segment: the index then has what the catch-up did and what
+    /// ingestion sent meanwhile, and searches open.
+    fn commit_and_answer(&mut self, mut owed: Owed) {
+        let segment = self.shared.store.log_segment();
+        let from_state = self.shared.log_from(segment);
+        self.receive();
+        self.apply(usize::MAX, &mut owed);
+        let caught_up = !owed.caught_up.is_empty();
+        let committed = self.commit(if caught_up { Some(segment) } else { from_state });
+        if committed.is_ok() && caught_up {
+            self.shared.set_state(Catching::Done);
         }
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = &committed {
+            warn!(error = %e, "search index commit failed");
+        }
+        let answer = committed.map_err(|e| e.to_string());
+        for reply in owed.syncs.into_iter().chain(owed.caught_up) {
+            let _ = reply.send(answer.clone());
+        }
+    }
+
+    /// Hands ops from the front of the backlog to tantivy until about `items` items are.
+    fn apply(&mut self, items: usize, owed: &mut Owed) {
+        let mut done = 0;
+        while done < items {
+            let Some(op) = self.backlog.pop_front() else {
+                break;
+            };
+            let outcome = match op {
+                Op::Add(records, size) => {
+                    self.shared.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+                    self.dequeued(records.len(), &mut done);
+                    self.add(&records)
+                }
+                Op::AddStored(ids) => {
+                    self.dequeued(ids.len(), &mut done);
+                    self.add_stored(&ids)
+                }
+                Op::Replace { ids, items } => {
+                    self.dequeued(ids.len(), &mut done);
+                    self.replace(&ids, &items)
+                }
+                Op::DeleteAll => self.delete_all(),
+                Op::Barrier(reply) => {
+                    let _ = reply.send(());
+                    Ok(())
+                }
+                Op::Sync(reply) => {
+                    owed.syncs.push(reply);
+                    Ok(())
+                }
+                Op::CaughtUp(reply) => {
+                    owed.caught_up.push(reply);
+                    Ok(())
+                }
+            };
+            if let Err(e) = outcome {
+                // The store has them; the index misses them until the next rebuild.
+                error!(error = %e, "indexing committed items failed");
+            }
+        }
+    }
+
+    fn dequeued(&self, items: usize, done: &mut usize) {
+        self.shared.queued_items.fetch_sub(items, Ordering::SeqCst);
+        *done += items;
+    }
+
+    /// Removes every document. tantivy's `delete_all_documents` drops the flushed segments
+    /// only, not what its indexing thread still holds: commit first (a rebuild has begun, so
+    /// the commit records no `logFrom`).
+    fn delete_all(&mut self) -> Result<()> {
+        let log_from = self.shared.log_from(self.shared.store.log_segment());
+        self.commit(log_from)?;
+        self.writer.delete_all_documents()?;
+        self.dirty = true;
         Ok(())
     }
 
-    /// Commits and reloads the reader when something changed since the last commit.
-    ///
-    /// All under the writer lock, the check included: a refresh that finds nothing pending
-    /// because another one (the 2 s committer) took the count has waited for that one's commit
-    /// and reload, so a search never reads a reader older than the changes added before it.
-    pub fn refresh(&self) -> Result<()> {
-        let mut writer = self.lock();
-        if self.pending.swap(0, Ordering::SeqCst) == 0 {
-            return Ok(());
-        }
-        let reloaded = self
-            .commit(&mut writer)
-            .and_then(|()| Ok(self.reader.reload()?));
-        if reloaded.is_err() {
-            // Tried again by the next refresh.
-            self.pending.fetch_add(1, Ordering::SeqCst);
-        }
-        reloaded
+    fn add(&mut self, items: &[ItemRecord]) -> Result<()> {
+        // One batch for tantivy's indexing thread (one channel send, not one per document).
+        let documents: Vec<UserOperation<TantivyDocument>> = items
+            .iter()
+            .filter_map(|item| self.shared.document(item))
+            .map(UserOperation::Add)
+            .collect();
+        self.dirty = true;
+        self.writer.run(documents)?;
+        Ok(())
     }
 
-    /// A receiver that changes whenever items are added.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+    fn add_stored(&mut self, ids: &[Uuid]) -> Result<()> {
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            items.extend(self.shared.store.item(*id)?);
+        }
+        self.add(&items)
     }
 
+    fn replace(&mut self, ids: &[Uuid], items: &[ItemRecord]) -> Result<()> {
+        self.dirty = true;
+        for id in ids {
+            let id = Term::from_field_text(self.shared.fields.id, &id.to_string());
+            self.writer.delete_term(id);
+        }
+        self.add(items)
+    }
+
+    /// Commits with `logFrom` = `log_from` and reloads the reader.
+    fn commit(&mut self, log_from: Option<u64>) -> Result<()> {
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&serde_json::to_string(&Payload { log_from }).unwrap_or_default());
+        prepared.commit()?;
+        self.dirty = false;
+        self.last_commit = Instant::now();
+        if let Some(from) = log_from {
+            self.shared.store.index_committed(from)?;
+        }
+        self.shared.reader.reload()?;
+        Ok(())
+    }
+}
+
+impl SearchIndex {
     /// Runs `expr` in `tenant`, optionally restricted to mailboxes (lower-case UPNs): the total
     /// number of matching copies and the copies `skip..skip+top`, newest received first (the
     /// copies of one item in the order the item lists them).
@@ -956,25 +1323,71 @@ fn regex_escape(text: &str) -> String {
     out
 }
 
-fn spawn_committer(index: Weak<SearchIndex>) {
-    let _ = std::thread::Builder::new()
-        .name("search-committer".into())
-        .spawn(move || loop {
-            std::thread::sleep(COMMIT_EVERY);
-            let Some(index) = index.upgrade() else {
-                return;
-            };
-            if let Err(e) = index.refresh() {
-                warn!(error = %e, "search index commit failed");
-            }
-        });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::search::kql::parse;
     use crate::store::model::{AddressRecord, CopyRecord};
+
+    /// Waits (up to 10 s) until `done` holds.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// While an ingestion request is in flight nothing is indexed; a search indexes and
+    /// commits the backlog first; once no request is in flight, the indexer applies and
+    /// commits it by itself.
+    #[test]
+    fn indexing_waits_while_ingestion_is_in_flight_but_a_search_does_not() {
+        let (_dir, _store, index) = ready_index();
+        let t = Uuid::new_v4();
+        {
+            let _request = index.hold_off();
+            index
+                .add(vec![item(t, "held", &["a@x"]), item(t, "held", &["b@x"])])
+                .unwrap();
+            std::thread::sleep(QUIET * 20);
+            assert_eq!(index.backlog().items, 2, "nothing indexed during a request");
+            assert_eq!(
+                total(&index, t, "subject:held"),
+                2,
+                "a search takes the backlog"
+            );
+            assert_eq!(index.backlog().items, 0);
+            index.add(vec![item(t, "later", &["a@x"])]).unwrap();
+            std::thread::sleep(QUIET * 20);
+            assert_eq!(index.backlog().items, 1);
+            assert_eq!(index.item_count().unwrap(), 2, "not committed either");
+        }
+        eventually("indexed and committed once ingestion is quiet", || {
+            index.item_count().unwrap() == 3
+        });
+        assert_eq!(index.backlog(), Backlog { items: 0, bytes: 0 });
+    }
+
+    /// Past its budget the queue holds ids, and those items are read back from the store.
+    #[test]
+    fn items_over_the_queue_budget_are_queued_by_id_and_read_from_the_store() {
+        let (_dir, store, index) = ready_index();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let t = Uuid::new_v4();
+        let budget = 3 * queued_size(&item(t, "race", &["a@x"]));
+        index.queue_budget.store(budget, Ordering::SeqCst);
+        let _request = index.hold_off();
+        ingest(&rt, &store, &index, t, 20, 2);
+        let backlog = index.backlog();
+        assert_eq!(backlog.items, 40);
+        assert!(backlog.bytes <= budget, "{backlog:?}");
+        assert!(backlog.bytes > 0, "{backlog:?}");
+        assert_eq!(total(&index, t, "subject:race"), 40);
+        assert_eq!(index.item_count().unwrap(), 40);
+    }
 
     fn item(tenant: Uuid, subject: &str, mailboxes: &[&str]) -> ItemRecord {
         let now = chrono::Utc::now();
@@ -1056,7 +1469,7 @@ mod tests {
                         error: None,
                     };
                     let after: crate::store::AfterApply =
-                        Box::new(move |items: &[ItemRecord]| {
+                        Box::new(move |items: Vec<ItemRecord>| {
                             // A slow hook widens the window between the store having an item
                             // and the hook indexing it, in which a rebuild must not read it.
                             std::thread::sleep(std::time::Duration::from_micros(300));
@@ -1136,7 +1549,7 @@ mod tests {
         };
         for n in 0..300 {
             index
-                .add(&[item(t, &format!("word{n}x"), &["a@x"])])
+                .add(vec![item(t, &format!("word{n}x"), &["a@x"])])
                 .unwrap();
             assert_eq!(
                 total(&index, t, &format!("subject:word{n}x")),
@@ -1154,7 +1567,7 @@ mod tests {
         let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
         let a = item(t1, "alpha", &["a@x", "b@x"]);
         let b = item(t2, "alpha", &["c@y"]);
-        index.add(&[a.clone(), b.clone()]).unwrap();
+        index.add(vec![a.clone(), b.clone()]).unwrap();
         assert_eq!(total(&index, t1, "subject:alpha"), 2, "one hit per copy");
         assert_eq!(
             total(&index, t2, "subject:alpha"),
@@ -1173,11 +1586,11 @@ mod tests {
         assert_eq!(total(&index, t2, "subject:alpha"), 1);
         // Uncommitted additions are removed too.
         let beta = item(t1, "beta", &["a@x"]);
-        index.add(std::slice::from_ref(&beta)).unwrap();
+        index.add(vec![beta.clone()]).unwrap();
         index.resync(&store, &[beta.id]).unwrap();
         assert_eq!(total(&index, t1, ""), 0);
         assert_eq!(total(&index, t2, ""), 1);
-        index.add(&[item(t1, "gamma", &["a@x"])]).unwrap();
+        index.add(vec![item(t1, "gamma", &["a@x"])]).unwrap();
         assert_eq!(total(&index, t1, "gamma"), 1, "usable after a removal");
     }
 
@@ -1189,7 +1602,7 @@ mod tests {
         older.received -= chrono::Duration::seconds(10);
         older.copies[2].folder = "Inbox".into();
         let newer = item(t, "chat", &["b@x"]);
-        index.add(&[older.clone(), newer.clone()]).unwrap();
+        index.add(vec![older.clone(), newer.clone()]).unwrap();
         index.refresh().unwrap();
         assert_eq!(index.item_count().unwrap(), 2, "one document per item");
         let page = |mailboxes: &[&str], skip, top| {

@@ -17,10 +17,11 @@ use crate::store::model::ItemRecord;
 pub use index::{Hit, Results, SearchIndex};
 
 /// What the store's committer runs once an ingestion's items are applied (before the reply,
-/// in log order): the items become searchable.
+/// in log order): the items are queued for the index (see [`index`]), and a search from now
+/// on finds them.
 pub fn indexer(state: &AppState) -> crate::store::AfterApply {
     let search = state.search.clone();
-    Box::new(move |items: &[ItemRecord]| {
+    Box::new(move |items: Vec<ItemRecord>| {
         if let Err(e) = search.add(items) {
             // The store and its log have them; the index misses them until the next
             // rebuild (the next commit records that it covers this log segment).

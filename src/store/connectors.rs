@@ -700,7 +700,7 @@ impl Store {
             let records = prepared.records;
             Ok(super::Logged::Applied {
                 payload,
-                after: after.map(|after| -> super::Hook { Box::new(move || after(&records)) }),
+                after: after.map(|after| -> super::Hook { Box::new(move || after(records)) }),
             })
         }))
         .await?;

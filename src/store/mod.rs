@@ -131,7 +131,7 @@ impl WalState {
 /// checkpoint can run: the search index is fed in log order, so an index commit covers every
 /// segment older than the current one (see [`Store::log_segment`]).
 /// It gets the items just written.
-pub type AfterApply = Box<dyn FnOnce(&[ItemRecord]) + Send>;
+pub type AfterApply = Box<dyn FnOnce(Vec<ItemRecord>) + Send>;
 
 /// Run by the committer after an admin write removed or changed items (deletion, retention,
 /// reset), with their ids, in log order like [`AfterApply`]: the search index follows.
@@ -772,7 +772,7 @@ impl Store {
                 apply: Box::new(move || {
                     store.apply_ingestion(&prepared)?;
                     if let Some(after) = after {
-                        after(&prepared.records);
+                        after(prepared.records);
                     }
                     Ok(())
                 }),
