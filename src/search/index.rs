@@ -360,6 +360,7 @@ impl SearchIndex {
             writer,
             ops: received,
             backlog: VecDeque::new(),
+            waited_for: 0,
             dirty: false,
             uncommitted_docs: 0,
             committed_from: log_from,
@@ -712,6 +713,9 @@ struct Indexer {
     ops: mpsc::Receiver<Op>,
     /// Ops received and not applied yet, in order.
     backlog: VecDeque<Op>,
+    /// How many of them someone waits for ([`Op::waited_for`]): the backlog can hold
+    /// hundreds of thousands of ops, too many to scan at every wake-up.
+    waited_for: usize,
     /// Something was handed to tantivy since the last commit.
     dirty: bool,
     /// Documents handed to tantivy since the last commit (see [`COMMIT_DOCS`]).
@@ -734,7 +738,7 @@ impl Indexer {
             if !self.receive() {
                 return; // the index was dropped
             }
-            let urgent = self.shared.catching() || self.backlog.iter().any(Op::waited_for);
+            let urgent = self.shared.catching() || self.waited_for > 0;
             if urgent {
                 self.apply_and_commit();
                 continue;
@@ -771,15 +775,22 @@ impl Indexer {
                     Err(_) => return,
                 },
             };
-            self.backlog.extend(op);
+            if let Some(op) = op {
+                self.push(op);
+            }
         }
+    }
+
+    fn push(&mut self, op: Op) {
+        self.waited_for += usize::from(op.waited_for());
+        self.backlog.push_back(op);
     }
 
     /// Moves every op sent so far to the backlog; false once the index is dropped.
     fn receive(&mut self) -> bool {
         loop {
             match self.ops.try_recv() {
-                Ok(op) => self.backlog.push_back(op),
+                Ok(op) => self.push(op),
                 Err(mpsc::TryRecvError::Empty) => return true,
                 Err(mpsc::TryRecvError::Disconnected) => return false,
             }
@@ -825,6 +836,7 @@ impl Indexer {
             let Some(op) = self.backlog.pop_front() else {
                 break;
             };
+            self.waited_for -= usize::from(op.waited_for());
             let outcome = match op {
                 Op::Add(records, size) => {
                     self.shared.queued_bytes.fetch_sub(size, Ordering::SeqCst);
