@@ -46,5 +46,11 @@ fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
         cpu.contains("requests") && cpu.contains("committer"),
         "{cpu}"
     );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("first search after the load:")),
+        "{stdout}"
+    );
     assert!(stdout.contains("idle RSS"), "{stdout}");
 }
