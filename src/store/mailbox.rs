@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use super::model::*;
 use super::{
-    abort, blob_key, copy_key, copy_prefix, decode, encode, wal, Hook, OnItemsChanged, Result,
-    Store, StoreError, BLOBS, COPIES, INGESTIONS, ITEMS,
+    abort, blob_key, copy_key, copy_prefix, decode, encode, encode_item, wal, Hook, OnItemsChanged,
+    Result, Store, StoreError, BLOBS, COPIES, INGESTIONS, ITEMS,
 };
 use crate::domain::TenantId;
 
@@ -575,7 +575,7 @@ impl Store {
                                 removed_items.push(item.id);
                             } else {
                                 item.copies = stay;
-                                let bytes = encode(&item).map_err(abort)?;
+                                let bytes = encode_item(&item).map_err(abort)?;
                                 items.insert(item.id.as_bytes(), bytes.as_slice())?;
                                 payload.insert(ITEMS, item.id.as_bytes(), &bytes);
                                 changed_items.push(item.id);
@@ -700,6 +700,26 @@ mod tests {
             litigation_hold: hold,
             external_ids: vec![],
         }
+    }
+
+    /// Items are written compactly; an item written as JSON (by an earlier version) still reads.
+    #[test]
+    fn items_are_written_compactly_and_json_items_still_read() {
+        let mut it = item(Uuid::new_v4(), &["a@x", "b@x"], Utc::now());
+        it.subject = Some("Ünïcode \"quoted\" <x>".into());
+        it.body = Some("body text ".repeat(50));
+        it.app_id = Some(Uuid::now_v7());
+        let compact = super::encode_item(&it).unwrap();
+        let json = encode(&it).unwrap();
+        assert_eq!(compact[0], super::super::COMPACT);
+        assert!(
+            compact.len() < json.len(),
+            "{} {}",
+            compact.len(),
+            json.len()
+        );
+        assert_eq!(decode::<ItemRecord>(&compact).unwrap(), it);
+        assert_eq!(decode::<ItemRecord>(&json).unwrap(), it);
     }
 
     fn item(tenant: Uuid, mailboxes: &[&str], received: DateTime<Utc>) -> ItemRecord {

@@ -43,6 +43,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored record could not be read: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("stored item could not be read: {0}")]
+    CorruptItem(#[from] postcard::Error),
     #[error("{0}")]
     Conflict(String),
     #[error("{0} not found")]
@@ -154,8 +156,21 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(value)?)
 }
 
+/// The first byte of a compact record (a JSON document never begins with it).
+const COMPACT: u8 = 0;
+
+/// Item records are most of what the store writes: they are compact (postcard after a
+/// [`COMPACT`] byte: about a third smaller than JSON, and cheaper to write and read), every
+/// other record is JSON. [`decode`] reads both, so items written as JSON before still read.
+fn encode_item(item: &ItemRecord) -> Result<Vec<u8>> {
+    Ok(postcard::to_extend(item, vec![COMPACT])?)
+}
+
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    Ok(serde_json::from_slice(bytes)?)
+    match bytes.split_first() {
+        Some((&COMPACT, compact)) => Ok(postcard::from_bytes(compact)?),
+        _ => Ok(serde_json::from_slice(bytes)?),
+    }
 }
 
 fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
@@ -807,7 +822,7 @@ impl Store {
             for (n, content) in attachments.into_iter().enumerate() {
                 writes.blobs.push((blob_key(item.id, n), content));
             }
-            writes.items.push((item.id, encode(&item)?));
+            writes.items.push((item.id, encode_item(&item)?));
             writes.records.push(item);
         }
         Ok(writes)
@@ -904,7 +919,7 @@ impl Store {
                 item.size += meta.size;
                 item.attachments.push(meta.clone());
                 let blob = blob_key(id, index);
-                let record = encode(&item).map_err(abort)?;
+                let record = encode_item(&item).map_err(abort)?;
                 // Before the record that names it. Should the transaction fail from here, the
                 // file is an orphan that the next attachment at this index overwrites.
                 i.files

@@ -1,5 +1,6 @@
-//! Storage records: what sled holds, serialised as JSON. Separate from domain and wire types so
-//! the on-disk format changes only on purpose.
+//! Storage records: what sled holds, serialised as JSON, except item records (most of what is
+//! written), which are compact (postcard; see `store::encode_item`). Separate from domain and
+//! wire types so the on-disk format changes only on purpose.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
