@@ -220,7 +220,7 @@ pub struct Shared {
     queued_items: AtomicUsize,
     /// [`QUEUE_BUDGET`] (smaller in tests).
     queue_budget: AtomicUsize,
-    /// Ingestion requests being answered ([`SearchIndex::hold_off`]).
+    /// Ingestion requests being answered ([`Shared::hold_off`]).
     in_flight: AtomicUsize,
     /// When the last of them ended, in microseconds since `epoch`.
     last_end: AtomicU64,
@@ -1562,9 +1562,8 @@ mod tests {
         (dir, store, index)
     }
 
-    /// A search right after an add finds it, even while another thread (the 2 s committer)
-    /// commits: that one may have taken the pending count, but the search waits for its
-    /// commit and reload instead of reading the reader from before.
+    /// A search right after an add finds it, even while another thread keeps asking for
+    /// commits: each search waits for a commit and reload that took everything sent before it.
     #[test]
     fn an_added_item_is_found_while_another_thread_commits() {
         let (_dir, _store, index) = ready_index();
