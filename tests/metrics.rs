@@ -95,4 +95,5 @@ fn metrics_count_requests_items_latency_and_connections() {
     assert_eq!(searched.status(), 200);
     let text = server.get("/metrics").send().unwrap().text().unwrap();
     assert_eq!(metric(&text, "ingest_search_backlog_items"), Some(0.0));
+    assert!(metric(&text, "ingest_search_commits_total").is_some_and(|n| n >= 1.0));
 }

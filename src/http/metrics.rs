@@ -219,6 +219,16 @@ pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>
     );
     let _ = writeln!(text, "# TYPE ingest_search_backlog_items gauge");
     let _ = writeln!(text, "ingest_search_backlog_items {}", backlog.items);
+    let _ = writeln!(
+        text,
+        "# HELP ingest_search_commits_total Commits of the search index since the server started."
+    );
+    let _ = writeln!(text, "# TYPE ingest_search_commits_total counter");
+    let _ = writeln!(
+        text,
+        "ingest_search_commits_total {}",
+        state.search.commits()
+    );
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

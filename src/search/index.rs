@@ -220,6 +220,10 @@ pub struct Shared {
     queued_items: AtomicUsize,
     /// [`QUEUE_BUDGET`] (smaller in tests).
     queue_budget: AtomicUsize,
+    /// [`COMMIT_DOCS`] (smaller in tests).
+    commit_docs: AtomicUsize,
+    /// Commits since the index was opened.
+    commits: AtomicU64,
     /// Ingestion requests being answered ([`Shared::hold_off`]).
     in_flight: AtomicUsize,
     /// When the last of them ended, in microseconds since `epoch`.
@@ -350,6 +354,8 @@ impl SearchIndex {
             queued_bytes: AtomicUsize::new(0),
             queued_items: AtomicUsize::new(0),
             queue_budget: AtomicUsize::new(QUEUE_BUDGET),
+            commit_docs: AtomicUsize::new(COMMIT_DOCS),
+            commits: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_end: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -556,6 +562,11 @@ impl Shared {
             items: self.queued_items.load(Ordering::SeqCst),
             bytes: self.queued_bytes.load(Ordering::SeqCst),
         }
+    }
+
+    /// Commits since the index was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Number of items (not copies) in the committed index.
@@ -869,7 +880,7 @@ impl Indexer {
                 // The store has them; the index misses them until the next rebuild.
                 error!(error = %e, "indexing committed items failed");
             }
-            if self.uncommitted_docs >= COMMIT_DOCS {
+            if self.uncommitted_docs >= self.shared.commit_docs.load(Ordering::Relaxed) {
                 // Part of the queue may be left: the log the last commit needed still is.
                 if let Err(e) = self.commit(self.committed_from) {
                     warn!(error = %e, "search index commit failed");
@@ -929,6 +940,7 @@ impl Indexer {
         let mut prepared = self.writer.prepare_commit()?;
         prepared.set_payload(&serde_json::to_string(&Payload { log_from }).unwrap_or_default());
         prepared.commit()?;
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
         self.dirty = false;
         self.uncommitted_docs = 0;
         self.committed_from = log_from;
@@ -1398,6 +1410,27 @@ mod tests {
             index.item_count().unwrap() == 3
         });
         assert_eq!(index.backlog(), Backlog { items: 0, bytes: 0 });
+    }
+
+    /// A backlog is committed every [`COMMIT_DOCS`] documents while it is applied (tantivy
+    /// would otherwise buffer all of it), and its items are all found.
+    #[test]
+    fn a_backlog_is_committed_in_parts() {
+        let (_dir, _store, index) = ready_index();
+        index.commit_docs.store(10, Ordering::SeqCst);
+        let t = Uuid::new_v4();
+        let before = index.commits();
+        {
+            let _request = index.hold_off();
+            for n in 0..50 {
+                index
+                    .add(vec![item(t, &format!("part{n}"), &["a@x"])])
+                    .unwrap();
+            }
+            assert_eq!(total(&index, t, ""), 50);
+        }
+        let commits = index.commits() - before;
+        assert!(commits >= 5, "{commits} commits for 50 documents");
     }
 
     /// Past its budget the queue holds ids, and those items are read back from the store.
