@@ -114,12 +114,12 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP ingest_items_stored_total Items stored.");
-        let _ = writeln!(out, "# TYPE ingest_items_stored_total counter");
-        let _ = writeln!(
-            out,
-            "ingest_items_stored_total {}",
-            self.items_stored.load(Ordering::Relaxed)
+        single(
+            &mut out,
+            "ingest_items_stored_total",
+            "counter",
+            "Items stored.",
+            self.items_stored.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,
@@ -154,28 +154,29 @@ impl Metrics {
             self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "ingest_request_duration_seconds_count {count}");
-        let _ = writeln!(
-            out,
-            "# HELP ingest_open_connections Client connections open now."
+        single(
+            &mut out,
+            "ingest_open_connections",
+            "gauge",
+            "Client connections open now.",
+            self.open_connections.load(Ordering::Relaxed).max(0),
         );
-        let _ = writeln!(out, "# TYPE ingest_open_connections gauge");
-        let _ = writeln!(
-            out,
-            "ingest_open_connections {}",
-            self.open_connections.load(Ordering::Relaxed).max(0)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ingest_connections_total Client connections accepted."
-        );
-        let _ = writeln!(out, "# TYPE ingest_connections_total counter");
-        let _ = writeln!(
-            out,
-            "ingest_connections_total {}",
-            self.connections_total.load(Ordering::Relaxed)
+        single(
+            &mut out,
+            "ingest_connections_total",
+            "counter",
+            "Client connections accepted.",
+            self.connections_total.load(Ordering::Relaxed),
         );
         out
     }
+}
+
+/// A metric without labels: its HELP and TYPE lines and its one sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Decrements the open-connection gauge when a connection task ends, however it ends.
@@ -205,29 +206,27 @@ pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>
         .ok()
         .and_then(Result::ok);
     if let Some(bytes) = size {
-        let _ = writeln!(
-            text,
-            "# HELP ingest_store_size_bytes Size of the store on disk (database, write-ahead log and attachment files)."
+        single(
+            &mut text,
+            "ingest_store_size_bytes",
+            "gauge",
+            "Size of the store on disk (database, write-ahead log and attachment files).",
+            bytes,
         );
-        let _ = writeln!(text, "# TYPE ingest_store_size_bytes gauge");
-        let _ = writeln!(text, "ingest_store_size_bytes {bytes}");
     }
-    let backlog = state.search.backlog();
-    let _ = writeln!(
-        text,
-        "# HELP ingest_search_backlog_items Items stored but not yet handed to the search index (it waits while ingestion requests are in flight; a search takes them first)."
+    single(
+        &mut text,
+        "ingest_search_backlog_items",
+        "gauge",
+        "Items stored but not yet handed to the search index (it waits while ingestion requests are in flight; a search takes them first).",
+        state.search.backlog().items,
     );
-    let _ = writeln!(text, "# TYPE ingest_search_backlog_items gauge");
-    let _ = writeln!(text, "ingest_search_backlog_items {}", backlog.items);
-    let _ = writeln!(
-        text,
-        "# HELP ingest_search_commits_total Commits of the search index since the server started."
-    );
-    let _ = writeln!(text, "# TYPE ingest_search_commits_total counter");
-    let _ = writeln!(
-        text,
-        "ingest_search_commits_total {}",
-        state.search.commits()
+    single(
+        &mut text,
+        "ingest_search_commits_total",
+        "counter",
+        "Commits of the search index since the server started.",
+        state.search.commits(),
     );
     let mut response = text.into_response();
     response.headers_mut().insert(
