@@ -702,7 +702,8 @@ mod tests {
         }
     }
 
-    /// Items are written compactly; an item written as JSON (by an earlier version) still reads.
+    /// Items are written compactly; an item written as JSON or with text dates (by an earlier
+    /// version) still reads.
     #[test]
     fn items_are_written_compactly_and_json_items_still_read() {
         let mut it = item(Uuid::new_v4(), &["a@x", "b@x"], Utc::now());
@@ -720,6 +721,16 @@ mod tests {
         );
         assert_eq!(decode::<ItemRecord>(&compact).unwrap(), it);
         assert_eq!(decode::<ItemRecord>(&json).unwrap(), it);
+        // Compact items written before dates were binary hold them as text.
+        let text_dates = super::super::model::compact_time::text_dates(|| {
+            postcard::to_extend(&it, vec![super::super::COMPACT_TEXT_DATES]).unwrap()
+        });
+        assert!(text_dates.len() > compact.len());
+        assert_eq!(decode::<ItemRecord>(&text_dates).unwrap(), it);
+        // Dates keep their nanoseconds and the optional creation date both ways.
+        it.created = Some(it.received);
+        let compact = super::encode_item(&it).unwrap();
+        assert_eq!(decode::<ItemRecord>(&compact).unwrap(), it);
     }
 
     fn item(tenant: Uuid, mailboxes: &[&str], received: DateTime<Utc>) -> ItemRecord {

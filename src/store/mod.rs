@@ -157,7 +157,9 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
 }
 
 /// The first byte of a compact record (a JSON document never begins with it).
-const COMPACT: u8 = 0;
+const COMPACT: u8 = 1;
+/// The first byte of a compact record written before dates were binary (still read).
+const COMPACT_TEXT_DATES: u8 = 0;
 
 /// Item records are most of what the store writes: they are compact (postcard after a
 /// [`COMPACT`] byte: about a third smaller than JSON, and cheaper to write and read), every
@@ -169,6 +171,9 @@ fn encode_item(item: &ItemRecord) -> Result<Vec<u8>> {
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
         Some((&COMPACT, compact)) => Ok(postcard::from_bytes(compact)?),
+        Some((&COMPACT_TEXT_DATES, compact)) => {
+            model::compact_time::text_dates(|| Ok(postcard::from_bytes(compact)?))
+        }
         _ => Ok(serde_json::from_slice(bytes)?),
     }
 }
@@ -780,7 +785,7 @@ impl Store {
         let prepared = self.prepare_ingestion(commit)?;
         let store = self.clone();
         self.submit(Box::new(move || {
-            let mut payload = wal::Payload::default();
+            let mut payload = wal::Payload::with_capacity(prepared.log_size());
             prepared.log(&mut payload);
             Ok(Logged::Deferred {
                 payload,
@@ -1028,6 +1033,16 @@ impl PreparedIngestion {
         ingestions.insert(self.ingestion.0.as_slice(), self.ingestion.1.as_slice())?;
         journal.insert(self.journal_key.as_slice(), &[])?;
         Ok(())
+    }
+
+    /// About the size of [`PreparedIngestion::log`]'s operations (tree names, lengths included).
+    fn log_size(&self) -> usize {
+        const OP: usize = 32;
+        let blobs: usize = self.blobs.iter().map(|(k, v)| OP + k.len() + v.len()).sum();
+        let items: usize = self.items.iter().map(|(_, v)| OP + 16 + v.len()).sum();
+        let copies: usize = self.copies.iter().map(|k| OP + k.len()).sum();
+        let record = 2 * OP + self.ingestion.0.len() + self.ingestion.1.len();
+        blobs + items + copies + record + self.journal_key.len()
     }
 
     /// The same writes, for the write-ahead log.

@@ -33,6 +33,13 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// An empty payload with room for `bytes` of operations (growing a large one copies it).
+    pub fn with_capacity(bytes: usize) -> Payload {
+        Payload {
+            bytes: Vec::with_capacity(bytes),
+        }
+    }
+
     pub fn insert(&mut self, tree: &str, key: &[u8], value: &[u8]) {
         self.op(tree, key);
         self.bytes.push(1);
