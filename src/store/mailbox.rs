@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use super::model::*;
 use super::{
-    abort, blob_key, copy_key, copy_prefix, decode, encode, encode_item, wal, Hook, OnItemsChanged,
-    Result, Store, StoreError, BLOBS, COPIES, INGESTIONS, ITEMS,
+    abort, blob_key, copy_key, copy_prefix, decode, encode, encode_compact, wal, Hook,
+    OnItemsChanged, Result, Store, StoreError, BLOBS, COPIES, INGESTIONS, ITEMS,
 };
 use crate::domain::TenantId;
 
@@ -575,7 +575,7 @@ impl Store {
                                 removed_items.push(item.id);
                             } else {
                                 item.copies = stay;
-                                let bytes = encode_item(&item).map_err(abort)?;
+                                let bytes = encode_compact(&item).map_err(abort)?;
                                 items.insert(item.id.as_bytes(), bytes.as_slice())?;
                                 payload.insert(ITEMS, item.id.as_bytes(), &bytes);
                                 changed_items.push(item.id);
@@ -710,7 +710,7 @@ mod tests {
         it.subject = Some("Ünïcode \"quoted\" <x>".into());
         it.body = Some("body text ".repeat(50));
         it.app_id = Some(Uuid::now_v7());
-        let compact = super::encode_item(&it).unwrap();
+        let compact = super::encode_compact(&it).unwrap();
         let json = encode(&it).unwrap();
         assert_eq!(compact[0], super::super::COMPACT);
         assert!(
@@ -729,8 +729,52 @@ mod tests {
         assert_eq!(decode::<ItemRecord>(&text_dates).unwrap(), it);
         // Dates keep their nanoseconds and the optional creation date both ways.
         it.created = Some(it.received);
-        let compact = super::encode_item(&it).unwrap();
+        let compact = super::encode_compact(&it).unwrap();
         assert_eq!(decode::<ItemRecord>(&compact).unwrap(), it);
+    }
+
+    /// Ingestion records are compact too (their outcomes tagged externally there, internally
+    /// in JSON); one written as JSON still reads.
+    #[test]
+    fn ingestion_records_are_written_compactly_and_json_records_still_read() {
+        let copies = vec![CopyRecord {
+            mailbox: "a@x".into(),
+            folder: "Inbox".into(),
+        }];
+        let record = IngestionRecord {
+            correlation_id: Uuid::now_v7(),
+            tenant: Uuid::new_v4(),
+            app_id: Some(Uuid::new_v4()),
+            received: Utc::now(),
+            operation: "CreateItem".into(),
+            http_status: 200,
+            outcome: "PartialSuccess".into(),
+            items: vec![
+                ItemOutcomeRecord::Stored {
+                    index: 0,
+                    item_id: Uuid::now_v7(),
+                    copies,
+                },
+                ItemOutcomeRecord::Failed {
+                    index: 1,
+                    code: "ErrorMissingInformation".into(),
+                    message: "no \"From\"".into(),
+                },
+            ],
+            error: None,
+        };
+        let compact = super::encode_compact(&record).unwrap();
+        let json = encode(&record).unwrap();
+        assert_eq!(compact[0], super::super::COMPACT);
+        assert!(
+            compact.len() * 2 < json.len(),
+            "{} {}",
+            compact.len(),
+            json.len()
+        );
+        assert!(String::from_utf8_lossy(&json).contains(r#""result":"stored""#));
+        assert_eq!(decode::<IngestionRecord>(&compact).unwrap(), record);
+        assert_eq!(decode::<IngestionRecord>(&json).unwrap(), record);
     }
 
     fn item(tenant: Uuid, mailboxes: &[&str], received: DateTime<Utc>) -> ItemRecord {

@@ -161,11 +161,12 @@ const COMPACT: u8 = 1;
 /// The first byte of a compact record written before dates were binary (still read).
 const COMPACT_TEXT_DATES: u8 = 0;
 
-/// Item records are most of what the store writes: they are compact (postcard after a
-/// [`COMPACT`] byte: about a third smaller than JSON, and cheaper to write and read), every
-/// other record is JSON. [`decode`] reads both, so items written as JSON before still read.
-fn encode_item(item: &ItemRecord) -> Result<Vec<u8>> {
-    Ok(postcard::to_extend(item, vec![COMPACT])?)
+/// Item and ingestion records are most of what the store writes: they are compact (postcard
+/// after a [`COMPACT`] byte: about half the size of JSON, and cheaper to write and read),
+/// every other record is JSON. [`decode`] reads both, so records written as JSON before still
+/// read.
+fn encode_compact<T: serde::Serialize>(record: &T) -> Result<Vec<u8>> {
+    Ok(postcard::to_extend(record, vec![COMPACT])?)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
@@ -814,7 +815,7 @@ impl Store {
                     commit.record.correlation_id.as_bytes(),
                 ]
                 .concat(),
-                encode(&commit.record)?,
+                encode_compact(&commit.record)?,
             ),
             journal_key: mailbox::journal_key(&commit.record),
         };
@@ -827,7 +828,7 @@ impl Store {
             for (n, content) in attachments.into_iter().enumerate() {
                 writes.blobs.push((blob_key(item.id, n), content));
             }
-            writes.items.push((item.id, encode_item(&item)?));
+            writes.items.push((item.id, encode_compact(&item)?));
             writes.records.push(item);
         }
         Ok(writes)
@@ -857,7 +858,7 @@ impl Store {
     pub fn record_ingestion(&self, record: &IngestionRecord) -> Result<()> {
         let mut key = record.tenant.as_bytes().to_vec();
         key.extend_from_slice(record.correlation_id.as_bytes());
-        let value = encode(record)?;
+        let value = encode_compact(record)?;
         let journal_key = mailbox::journal_key(record);
         (&self.inner.ingestions, &self.journal_tree()?).transaction(|(ingestions, journal)| {
             ingestions.insert(key.as_slice(), value.as_slice())?;
@@ -924,7 +925,7 @@ impl Store {
                 item.size += meta.size;
                 item.attachments.push(meta.clone());
                 let blob = blob_key(id, index);
-                let record = encode_item(&item).map_err(abort)?;
+                let record = encode_compact(&item).map_err(abort)?;
                 // Before the record that names it. Should the transaction fail from here, the
                 // file is an orphan that the next attachment at this index overwrites.
                 i.files

@@ -1,5 +1,5 @@
-//! Storage records: what sled holds, serialised as JSON, except item records (most of what is
-//! written), which are compact (postcard; see `store::encode_item`). Separate from domain and
+//! Storage records: what sled holds, serialised as JSON, except item and ingestion records
+//! (most of what is written), which are compact (postcard; see `store::encode_compact`). Separate from domain and
 //! wire types so the on-disk format changes only on purpose.
 
 use chrono::{DateTime, Utc};
@@ -217,17 +217,113 @@ pub struct IngestionRecord {
     pub correlation_id: Uuid,
     pub tenant: Uuid,
     pub app_id: Option<Uuid>,
+    #[serde(with = "compact_time")]
     pub received: DateTime<Utc>,
     pub operation: String,
     pub http_status: u16,
     /// `Success`, `PartialSuccess` (some items failed), `Failed` (no item stored).
     pub outcome: String,
+    #[serde(with = "compact_outcomes")]
     pub items: Vec<ItemOutcomeRecord>,
     /// Request-level error, when the whole request was refused.
     pub error: Option<String>,
 }
 
-/// The dates of item records: RFC 3339 text in JSON, seconds and nanoseconds in the compact
+/// Item outcomes are internally tagged in JSON (`"result": "stored"`), which postcard cannot
+/// read back (it needs a self-describing format): the compact form tags them externally.
+mod compact_outcomes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use uuid::Uuid;
+
+    use super::{CopyRecord, ItemOutcomeRecord};
+
+    #[derive(Serialize)]
+    enum Written<'a> {
+        Stored {
+            index: usize,
+            item_id: Uuid,
+            copies: &'a [CopyRecord],
+        },
+        Failed {
+            index: usize,
+            code: &'a str,
+            message: &'a str,
+        },
+    }
+
+    #[derive(Deserialize)]
+    enum Read {
+        Stored {
+            index: usize,
+            item_id: Uuid,
+            copies: Vec<CopyRecord>,
+        },
+        Failed {
+            index: usize,
+            code: String,
+            message: String,
+        },
+    }
+
+    pub fn serialize<S: Serializer>(items: &[ItemOutcomeRecord], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return items.serialize(s);
+        }
+        s.collect_seq(items.iter().map(|item| match item {
+            ItemOutcomeRecord::Stored {
+                index,
+                item_id,
+                copies,
+            } => Written::Stored {
+                index: *index,
+                item_id: *item_id,
+                copies,
+            },
+            ItemOutcomeRecord::Failed {
+                index,
+                code,
+                message,
+            } => Written::Failed {
+                index: *index,
+                code,
+                message,
+            },
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<ItemOutcomeRecord>, D::Error> {
+        if d.is_human_readable() {
+            return Vec::deserialize(d);
+        }
+        Ok(Vec::<Read>::deserialize(d)?
+            .into_iter()
+            .map(|item| match item {
+                Read::Stored {
+                    index,
+                    item_id,
+                    copies,
+                } => ItemOutcomeRecord::Stored {
+                    index,
+                    item_id,
+                    copies,
+                },
+                Read::Failed {
+                    index,
+                    code,
+                    message,
+                } => ItemOutcomeRecord::Failed {
+                    index,
+                    code,
+                    message,
+                },
+            })
+            .collect())
+    }
+}
+
+/// The dates of compact records: RFC 3339 text in JSON, seconds and nanoseconds in the compact
 /// form (formatting dates as text was a fifth of the cost of encoding an item). Compact items
 /// written before hold text: [`compact_time::text_dates`] reads (and writes) them.
 pub(crate) mod compact_time {
