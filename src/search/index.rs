@@ -17,7 +17,9 @@
 //!   been for [`QUIET`], [`QUIET_CHUNK`] items at a time, and commits every [`COMMIT_EVERY`]
 //!   while something is uncommitted and ingestion is quiet. So under load the
 //!   CPU goes to acknowledging requests; indexing (and its commits, tens of ms) runs in the
-//!   gaps and after the load.
+//!   gaps and after the load. Past [`MAX_BACKLOG`] items queued, it works during the load
+//!   too, so a load that never pauses does not grow the queue, the log kept for the index
+//!   or the first search's wait without bound.
 //! - **A search waits for nothing it should see:** it queues a sync and waits for the indexer
 //!   to apply everything queued before it, commit and reload (commit-on-read), so an
 //!   acknowledged item is always found. A search during a long load pays for the backlog.
@@ -26,7 +28,8 @@
 //!
 //! Consistency with the store (crash safety):
 //! - a commit records, as `logFrom`, the log segment being written when the commit began,
-//!   after which it took every op sent: every write logged in an older segment is in it. The
+//!   after which it took every op sent: every write logged in an older segment is in it (a
+//!   commit made with ops still waiting records the segment of the first of them). The
 //!   store keeps the checkpointed segments from `logFrom` on (retired, never replayed) until
 //!   the next commit;
 //! - at start-up, serving starts at once; in the background, the items the kept segments name
@@ -74,6 +77,10 @@ pub const COMMIT_EVERY: Duration = Duration::from_secs(2);
 const QUIET: Duration = Duration::from_millis(5);
 /// Items the indexer applies between two looks at whether ingestion is still quiet.
 const QUIET_CHUNK: usize = 64;
+/// Items the queue may hold before the indexer works while ingestion is in flight too: under
+/// a load that never pauses, the queue (and the log kept for the index) would otherwise grow
+/// with the data, and so would the first search's wait (~5 s for this many items).
+const MAX_BACKLOG: usize = 250_000;
 /// Estimated bytes of item records the queue holds; past it, new items are queued by id.
 const QUEUE_BUDGET: usize = 32 << 20;
 /// Documents handed to tantivy between two commits at most. tantivy's indexing thread takes
@@ -222,6 +229,8 @@ pub struct Shared {
     queue_budget: AtomicUsize,
     /// [`COMMIT_DOCS`] (smaller in tests).
     commit_docs: AtomicUsize,
+    /// [`MAX_BACKLOG`] (smaller in tests).
+    max_backlog: AtomicUsize,
     /// Commits since the index was opened.
     commits: AtomicU64,
     /// Ingestion requests being answered ([`Shared::hold_off`]).
@@ -235,7 +244,7 @@ pub struct Shared {
 /// the module notes); searches read the committed index.
 pub struct SearchIndex {
     shared: Arc<Shared>,
-    ops: Option<mpsc::Sender<Op>>,
+    ops: Option<mpsc::Sender<Queued>>,
     indexer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -287,6 +296,18 @@ impl Op {
     fn waited_for(&self) -> bool {
         matches!(self, Op::Barrier(_) | Op::Sync(_) | Op::CaughtUp(_))
     }
+
+    /// It changes documents (what a commit's `logFrom` must cover).
+    fn changes_items(&self) -> bool {
+        matches!(self, Op::Add(..) | Op::AddStored(_) | Op::Replace { .. })
+    }
+}
+
+/// An op in the queue, with the log segment being written when it was sent: for an op the
+/// committer sends, the segment that logged its write.
+struct Queued {
+    op: Op,
+    segment: u64,
 }
 
 /// The estimated memory of an item record in the queue.
@@ -355,6 +376,7 @@ impl SearchIndex {
             queued_items: AtomicUsize::new(0),
             queue_budget: AtomicUsize::new(QUEUE_BUDGET),
             commit_docs: AtomicUsize::new(COMMIT_DOCS),
+            max_backlog: AtomicUsize::new(MAX_BACKLOG),
             commits: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_end: AtomicU64::new(0),
@@ -404,7 +426,11 @@ impl SearchIndex {
     /// Queues `op` for the indexer thread; `wake` when someone waits for it (the indexer may
     /// be waiting for ingestion to be quiet).
     fn send(&self, op: Op, wake: bool) -> Result<()> {
-        let sent = self.ops.as_ref().is_some_and(|ops| ops.send(op).is_ok());
+        let segment = self.store.log_segment();
+        let sent = self
+            .ops
+            .as_ref()
+            .is_some_and(|ops| ops.send(Queued { op, segment }).is_ok());
         if !sent {
             return Err(IndexError::Stopped);
         }
@@ -721,9 +747,9 @@ impl Drop for HoldOff<'_> {
 struct Indexer {
     shared: Arc<Shared>,
     writer: IndexWriter<TantivyDocument>,
-    ops: mpsc::Receiver<Op>,
+    ops: mpsc::Receiver<Queued>,
     /// Ops received and not applied yet, in order.
-    backlog: VecDeque<Op>,
+    backlog: VecDeque<Queued>,
     /// How many of them someone waits for ([`Op::waited_for`]): the backlog can hold
     /// hundreds of thousands of ops, too many to scan at every wake-up.
     waited_for: usize,
@@ -756,7 +782,9 @@ impl Indexer {
             }
             let quiet = self.shared.quiet_for();
             if !self.backlog.is_empty() {
-                if quiet >= QUIET {
+                let over = self.shared.queued_items.load(Ordering::SeqCst)
+                    > self.shared.max_backlog.load(Ordering::Relaxed);
+                if quiet >= QUIET || over {
                     let mut owed = Owed::default();
                     self.apply(QUIET_CHUNK, &mut owed);
                 } else {
@@ -792,9 +820,9 @@ impl Indexer {
         }
     }
 
-    fn push(&mut self, op: Op) {
-        self.waited_for += usize::from(op.waited_for());
-        self.backlog.push_back(op);
+    fn push(&mut self, queued: Queued) {
+        self.waited_for += usize::from(queued.op.waited_for());
+        self.backlog.push_back(queued);
     }
 
     /// Moves every op sent so far to the backlog; false once the index is dropped.
@@ -844,7 +872,7 @@ impl Indexer {
     fn apply(&mut self, items: usize, owed: &mut Owed) {
         let mut done = 0;
         while done < items {
-            let Some(op) = self.backlog.pop_front() else {
+            let Some(Queued { op, .. }) = self.backlog.pop_front() else {
                 break;
             };
             self.waited_for -= usize::from(op.waited_for());
@@ -881,11 +909,26 @@ impl Indexer {
                 error!(error = %e, "indexing committed items failed");
             }
             if self.uncommitted_docs >= self.shared.commit_docs.load(Ordering::Relaxed) {
-                // Part of the queue may be left: the log the last commit needed still is.
-                if let Err(e) = self.commit(self.committed_from) {
+                if let Err(e) = self.commit(self.partial_log_from()) {
                     warn!(error = %e, "search index commit failed");
                 }
             }
+        }
+    }
+
+    /// `logFrom` of a commit made while part of the queue may wait: the segment of the first
+    /// op still waiting that changes documents. The queue is in log order, so the index has
+    /// every write of the older segments (ops still in the channel were sent after it). While
+    /// a catch-up or rebuild runs, or with no such op received, the last commit's stays.
+    fn partial_log_from(&self) -> Option<u64> {
+        let caught_up = matches!(
+            *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()),
+            Catching::Done
+        );
+        let waiting = self.backlog.iter().find(|q| q.op.changes_items());
+        match (caught_up, waiting) {
+            (true, Some(first)) => Some(first.segment),
+            _ => self.committed_from,
         }
     }
 
@@ -1431,6 +1474,38 @@ mod tests {
         }
         let commits = index.commits() - before;
         assert!(commits >= 5, "{commits} commits for 50 documents");
+    }
+
+    /// Past [`MAX_BACKLOG`] items the indexer works while ingestion is in flight too, and the
+    /// commits it makes meanwhile release the log segments of what they took: under a load
+    /// that never pauses, neither the queue nor the log kept for the index grows with the data.
+    #[test]
+    fn a_backlog_over_its_limit_is_indexed_under_load_and_releases_the_log() {
+        let (_dir, store, index) = ready_index();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        index.max_backlog.store(25, Ordering::SeqCst);
+        index.commit_docs.store(10, Ordering::SeqCst);
+        let t = Uuid::new_v4();
+        let first = store.log_segment();
+        eventually("the catch-up's commit", || {
+            store.log_kept_for_index_from() == first
+        });
+        let _request = index.hold_off();
+        for _ in 0..4 {
+            ingest(&rt, &store, &index, t, 10, 1);
+            rt.block_on(store.durable()).unwrap(); // the next writes go to a new segment
+        }
+        eventually(
+            "the backlog brought under its limit during a request",
+            || index.backlog().items <= 25,
+        );
+        eventually("commits made under load release the log", || {
+            store.log_kept_for_index_from() > first
+        });
+        assert!(store.log_kept_for_index_from() <= store.log_segment());
+        assert_eq!(total(&index, t, "subject:race"), 40);
     }
 
     /// Past its budget the queue holds ids, and those items are read back from the store.

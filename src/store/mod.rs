@@ -380,6 +380,12 @@ impl Store {
         wal::prune_retired(&self.inner.wal.dir, first_needed)
     }
 
+    /// The first log segment kept for the search index (what its last commit needs).
+    #[cfg(test)]
+    pub fn log_kept_for_index_from(&self) -> u64 {
+        self.inner.wal.index_needs.load(Ordering::SeqCst)
+    }
+
     /// The ids of the items written (or removed) by the log records of segments
     /// `from..before`, each once: what an index committed before `from` may lack.
     pub fn logged_item_ids(&self, from: u64, before: u64) -> Result<Vec<Uuid>> {
