@@ -46,6 +46,7 @@ fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
         cpu.contains("requests") && cpu.contains("committer"),
         "{cpu}"
     );
+    assert!(cpu.contains("KB per item to storage"), "{cpu}");
     assert!(
         stdout
             .lines()

@@ -520,8 +520,16 @@ fn cpu_line(cpu: &ThreadCpu, real: &Figures, batch: usize, seconds: u64) -> Stri
         .filter(|(_, s)| **s > 0.0)
         .map(|(name, s)| format!("{name} {:.0}%", s / total.max(f64::MIN_POSITIVE) * 100.0))
         .collect();
+    let items = requests * batch.max(1) as f64;
+    let written = match cpu.written {
+        Some(bytes) if items > 0.0 => format!(
+            "; wrote {:.1} KB per item to storage",
+            bytes as f64 / items / 1024.0
+        ),
+        _ => String::new(),
+    };
     format!(
-        "  server CPU {:.2} cores, {:.0} µs per request, {:.1} µs per item: {}",
+        "  server CPU {:.2} cores, {:.0} µs per request, {:.1} µs per item: {}{written}",
         total / seconds.max(1) as f64,
         per_request_us,
         per_request_us / batch.max(1) as f64,
@@ -735,6 +743,8 @@ struct Figures {
 #[derive(Clone, Debug, Default)]
 struct CpuSample {
     total: f64,
+    /// Bytes the process has sent to the storage layer (`write_bytes` of `/proc/<pid>/io`).
+    written: Option<u64>,
     /// tid -> (group, seconds).
     threads: std::collections::HashMap<u32, (&'static str, f64)>,
 }
@@ -743,6 +753,8 @@ struct CpuSample {
 #[derive(Clone, Debug, Default)]
 struct ThreadCpu {
     groups: std::collections::BTreeMap<&'static str, f64>,
+    /// Bytes written to storage in the window (log, database, attachment files).
+    written: Option<u64>,
 }
 
 /// utime + stime of a `/proc/.../stat` line, in seconds (clock ticks of USER_HZ: 100 on every
@@ -777,13 +789,30 @@ impl CpuSample {
                 }
             }
         }
-        Some(CpuSample { total, threads })
+        let written = std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("write_bytes:"))
+                    .and_then(|v| v.trim().parse().ok())
+            });
+        Some(CpuSample {
+            total,
+            written,
+            threads,
+        })
     }
 
     /// What was used since `before`, by group (`self` holds the last sample of every thread
     /// seen); what threads used after their last sample, before they ended, is "unattributed".
     fn since(&self, before: &CpuSample) -> ThreadCpu {
-        let mut cpu = ThreadCpu::default();
+        let mut cpu = ThreadCpu {
+            written: self
+                .written
+                .zip(before.written)
+                .map(|(now, then)| now.saturating_sub(then)),
+            ..ThreadCpu::default()
+        };
         let mut known = 0.0;
         for (tid, (group, seconds)) in &self.threads {
             let earlier = before.threads.get(tid).map_or(0.0, |(_, s)| *s);
@@ -853,6 +882,7 @@ async fn load(
                 tokio::time::sleep(Duration::from_millis(100).min(end - Instant::now())).await;
                 if let Some(sample) = CpuSample::take(pid) {
                     latest.total = sample.total;
+                    latest.written = sample.written.or(latest.written);
                     latest.threads.extend(sample.threads);
                 }
             }
