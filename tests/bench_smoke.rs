@@ -55,3 +55,32 @@ fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
     );
     assert!(stdout.contains("idle RSS"), "{stdout}");
 }
+
+/// `--against` runs the scenarios against two binaries in turn and prints their medians side
+/// by side (here the same binary twice: the ratio must be a number, whatever it is).
+#[test]
+fn the_benchmark_compares_two_builds_in_alternating_runs() {
+    let server = env!("CARGO_BIN_EXE_ingest-emulator");
+    let output = Command::new(env!("CARGO_BIN_EXE_ingest-bench"))
+        .args(["--seconds", "1", "--warmup", "0", "--only", "b1-c1"])
+        .args(["--server-bin", server, "--against", server, "--rounds", "1"])
+        .output()
+        .expect("run ingest-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "ingest-bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("== round 1, A:"), "{stdout}");
+    assert!(stdout.contains("== round 1, B:"), "{stdout}");
+    let row = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("medians of 1 rounds"))
+        .find(|l| l.starts_with("b1-c1 "))
+        .unwrap_or_else(|| panic!("no medians row in:\n{stdout}"));
+    // scenario, A req/s, B req/s, B/A, ...
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    let ratio: f64 = columns[3].trim_end_matches('x').parse().expect("B/A");
+    assert!(ratio > 0.0, "{row}");
+}

@@ -37,7 +37,7 @@ const APP_SECRET: &str = "dev-secret-value";
 const SCOPE: &str = "https://outlook.office365.com/.default";
 const SERVICE_PATH: &str = "/service/ThirdPartyIngestionService.svc";
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Ingestion benchmark of ingest-emulator, with a bare-hyper baseline")]
 struct Args {
     /// Seconds of load per measurement.
@@ -70,6 +70,15 @@ struct Args {
     /// (with a closed loop, a stall delays only the requests in flight).
     #[arg(long)]
     rate: Option<f64>,
+    /// Compare with this second server binary (B; A is `--server-bin`): the scenarios run
+    /// against A, then B, `--rounds` times in turn, without the baseline, and a last table
+    /// gives the medians and B/A. Alternating is what makes two builds comparable on a
+    /// machine whose speed drifts between runs.
+    #[arg(long, conflicts_with = "server")]
+    against: Option<PathBuf>,
+    /// Rounds of `--against`.
+    #[arg(long, default_value_t = 3, requires = "against")]
+    rounds: usize,
     /// Internal: run the bare baseline server and print its address.
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -161,10 +170,80 @@ fn main() {
         baseline_server();
         return;
     }
-    if let Err(e) = run(args) {
+    have_taskset(); // before this process pins itself (see there)
+    let outcome = match args.against.clone() {
+        Some(b) => compare(args, b),
+        None => run(args).map(|_| ()),
+    };
+    if let Err(e) = outcome {
         eprintln!("ingest-bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// `--against`: A and B in turn, `rounds` times, then the medians side by side.
+fn compare(args: Args, b: PathBuf) -> Result<(), String> {
+    let a = server_bin(&args);
+    // scenario -> per binary: (req/s, CPU µs per item) of each round
+    let mut runs: Vec<(&'static str, [Vec<(f64, f64)>; 2])> = Vec::new();
+    for round in 1..=args.rounds.max(1) {
+        for (side, bin) in [&a, &b].into_iter().enumerate() {
+            println!("== round {round}, {}: {}", ["A", "B"][side], bin.display());
+            let results = run(Args {
+                server_bin: Some(bin.clone()),
+                no_baseline: true,
+                against: None,
+                ..args.clone()
+            })?;
+            for (name, figures, batch) in results {
+                let per_item = figures.cpu.as_ref().map_or(f64::NAN, |cpu| {
+                    cpu.total() / (figures.rps * args.seconds.max(1) as f64 * batch as f64) * 1e6
+                });
+                let at = match runs.iter().position(|(n, _)| *n == name) {
+                    Some(at) => at,
+                    None => {
+                        runs.push((name, [Vec::new(), Vec::new()]));
+                        runs.len() - 1
+                    }
+                };
+                runs[at].1[side].push((figures.rps, per_item));
+            }
+            println!();
+        }
+    }
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    println!("A: {}\nB: {}", a.display(), b.display());
+    println!(
+        "medians of {} rounds, alternating A and B:",
+        args.rounds.max(1)
+    );
+    println!(
+        "{:<16} {:>10} {:>10} {:>7} {:>12} {:>12} {:>7}",
+        "scenario", "A req/s", "B req/s", "B/A", "A µs/item", "B µs/item", "B/A"
+    );
+    for (name, [ra, rb]) in runs {
+        let rps = |r: &[(f64, f64)]| median(r.iter().map(|x| x.0).collect());
+        let cpu = |r: &[(f64, f64)]| median(r.iter().map(|x| x.1).collect());
+        let (a_rps, b_rps, a_cpu, b_cpu) = (rps(&ra), rps(&rb), cpu(&ra), cpu(&rb));
+        println!(
+            "{:<16} {:>10.0} {:>10.0} {:>6.3}x {:>12.1} {:>12.1} {:>6.3}x",
+            name,
+            a_rps,
+            b_rps,
+            b_rps / a_rps,
+            a_cpu,
+            b_cpu,
+            b_cpu / a_cpu
+        );
+    }
+    Ok(())
 }
 
 /// A child process pinned to core 0 (when `taskset` is there), with its address from stdout.
@@ -193,14 +272,21 @@ impl Drop for Spawned {
     }
 }
 
+/// `taskset` is there and this process may run on two cores or more. Decided once, at the
+/// first call (`main` makes it before anything is pinned): once this process is pinned to
+/// core 1, it may run on one core only, and the servers it starts would then inherit core 1,
+/// the load generator's, instead of being pinned to core 0.
 fn have_taskset() -> bool {
-    Command::new("taskset")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-        && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+    static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAVE.get_or_init(|| {
+        Command::new("taskset")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+    })
 }
 
 fn spawn_pinned(program: &PathBuf, args: &[String]) -> Result<Spawned, String> {
@@ -271,7 +357,9 @@ fn server_bin(args: &Args) -> PathBuf {
     })
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// Runs the selected scenarios and prints their figures; returns them (name, figures,
+/// batch) for `--against`.
+fn run(args: Args) -> Result<Vec<(&'static str, Figures, usize)>, String> {
     let pinned = pin_self_to_core_1();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -460,11 +548,11 @@ fn run(args: Args) -> Result<(), String> {
                 took.as_secs_f64() * 1000.0
             );
         }
-        results.push((scenario.name, real, ratio, hwm));
+        results.push((scenario.name, real, ratio, hwm, scenario.batch));
     }
     println!();
     println!("targets (issue 6):");
-    for (name, real, ratio, hwm) in &results {
+    for (name, real, ratio, hwm, _) in &results {
         let line = match *name {
             "b1-c16" => Some(format!(
                 "batch 1, 16 connections: ratio {} (target >= 0.3x), p99 {:.2} ms (target < 5 ms)",
@@ -499,7 +587,10 @@ fn run(args: Args) -> Result<(), String> {
     }
     drop(server);
     drop(baseline);
-    Ok(())
+    Ok(results
+        .into_iter()
+        .map(|(name, real, _, _, batch)| (name, real, batch))
+        .collect())
 }
 
 /// Where the server's CPU went in a scenario: cores used, time per request and per item, and
