@@ -181,11 +181,13 @@ fn main() {
     }
 }
 
+/// (req/s, CPU µs per item) of each round of one scenario against one binary.
+type Rounds = Vec<(f64, f64)>;
+
 /// `--against`: A and B in turn, `rounds` times, then the medians side by side.
 fn compare(args: Args, b: PathBuf) -> Result<(), String> {
     let a = server_bin(&args);
-    // scenario -> per binary: (req/s, CPU µs per item) of each round
-    let mut runs: Vec<(&'static str, [Vec<(f64, f64)>; 2])> = Vec::new();
+    let mut runs: Vec<(&'static str, [Rounds; 2])> = Vec::new();
     for round in 1..=args.rounds.max(1) {
         for (side, bin) in [&a, &b].into_iter().enumerate() {
             println!("== round {round}, {}: {}", ["A", "B"][side], bin.display());
