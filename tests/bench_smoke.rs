@@ -5,26 +5,26 @@
 
 use std::process::Command;
 
-#[test]
-fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
+/// Runs `ingest-bench` for one second of scenario `b1-c1` with `extra` options; its stdout,
+/// once it succeeded.
+fn bench(extra: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_ingest-bench"))
-        .args([
-            "--seconds",
-            "1",
-            "--warmup",
-            "0",
-            "--only",
-            "b1-c1",
-            "--no-baseline",
-        ])
+        .args(["--seconds", "1", "--warmup", "0", "--only", "b1-c1"])
+        .args(extra)
         .output()
         .expect("run ingest-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "ingest-bench failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[test]
+fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
+    let stdout = bench(&["--no-baseline"]);
     let row = stdout
         .lines()
         .find(|l| l.starts_with("b1-c1 "))
@@ -61,17 +61,7 @@ fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
 #[test]
 fn the_benchmark_compares_two_builds_in_alternating_runs() {
     let server = env!("CARGO_BIN_EXE_ingest-emulator");
-    let output = Command::new(env!("CARGO_BIN_EXE_ingest-bench"))
-        .args(["--seconds", "1", "--warmup", "0", "--only", "b1-c1"])
-        .args(["--server-bin", server, "--against", server, "--rounds", "1"])
-        .output()
-        .expect("run ingest-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "ingest-bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = bench(&["--server-bin", server, "--against", server, "--rounds", "1"]);
     assert!(stdout.contains("== round 1, A:"), "{stdout}");
     assert!(stdout.contains("== round 1, B:"), "{stdout}");
     let row = stdout
