@@ -78,6 +78,7 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
     let logs = reader.join().unwrap();
 
     let mut request_lines = 0;
+    let mut answered_lines = 0;
     for line in logs.lines() {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
@@ -90,7 +91,16 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
                 "{line}"
             );
             request_lines += 1;
+            if value["fields"]["message"] == "EWS request answered" {
+                // The one info line of the request: who sent it and what came of it.
+                assert_eq!(value["span"]["tenant"], TENANT, "{line}");
+                assert_eq!(value["span"]["app"], APP_ID, "{line}");
+                assert_eq!(value["span"]["stored"], 1, "{line}");
+                assert_eq!(value["fields"]["outcome"], "Success", "{line}");
+                answered_lines += 1;
+            }
         }
     }
     assert!(request_lines >= 2, "the request logged its lines: {logs}");
+    assert_eq!(answered_lines, 1, "one 'answered' line: {logs}");
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use http_body_util::BodyExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::CorrelationId;
 use crate::app::AppState;
@@ -45,7 +45,15 @@ async fn endpoint(
             } else {
                 "Success"
             };
-            metrics.request(operation, outcome, started.elapsed());
+            let elapsed = started.elapsed();
+            metrics.request(operation, outcome, elapsed);
+            // The one line of an answered request (a refused one has its warning instead).
+            info!(
+                operation,
+                outcome,
+                micros = elapsed.as_micros() as u64,
+                "EWS request answered"
+            );
             let mut response = (StatusCode::OK, xml).into_response();
             let headers = response.headers_mut();
             headers.insert(
@@ -90,6 +98,9 @@ async fn handle(
     operation: &mut &'static str,
 ) -> Result<String, EndpointError> {
     let principal = crate::identity::authenticate(state, request.headers())?;
+    let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(principal.tenant));
+    span.record("app", tracing::field::display(principal.app_id));
     let limit = state.config.max_body_bytes;
     let (parts, body) = request.into_parts();
     let timeout = std::time::Duration::from_secs(state.config.body_timeout_secs.max(1));
@@ -97,7 +108,7 @@ async fn handle(
     let parsed = crate::ews::parse::parse_request(&body)?;
     let label = super::metrics::operation_label(&parsed.operation);
     *operation = label;
-    info!(tenant = %principal.tenant, app = %principal.app_id, bytes = body.len(), "EWS request");
+    debug!(bytes = body.len(), "EWS request");
     inject_faults(state, &principal, &parsed, label, correlation_id).await?;
     Ok(crate::ingest::execute(state, &principal, parsed, correlation_id).await?)
 }

@@ -94,7 +94,18 @@ async fn correlate(mut request: Request, next: Next) -> Response {
             request.headers_mut().insert(http::header::HOST, value);
         }
     }
-    let span = info_span!("request", correlation_id = %id, method = %request.method(), path = %request.uri().path());
+    // `tenant` and `app` are recorded once the request is authenticated (`ews::handle`), so
+    // every later line of the request names them too; `items` and `stored` by CreateItem.
+    let span = info_span!(
+        "request",
+        correlation_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        tenant = tracing::field::Empty,
+        app = tracing::field::Empty,
+        items = tracing::field::Empty,
+        stored = tracing::field::Empty,
+    );
     async move {
         let response = next.run(request).await;
         debug!(status = response.status().as_u16(), "answered");

@@ -5,7 +5,7 @@ pub mod route;
 pub mod validate;
 
 use chrono::Utc;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -201,10 +201,10 @@ async fn create_item(
         }
         None => store.commit_ingestion(commit).await?,
     }
-    info!(
-        items = results.len(),
-        stored, outcome, "CreateItem committed"
-    );
+    let span = tracing::Span::current();
+    span.record("items", results.len());
+    span.record("stored", stored);
+    debug!(outcome, "CreateItem committed");
     Ok(reply::create_item(&results))
 }
 
