@@ -450,6 +450,51 @@ fn syntax_errors_answer_400_with_the_position_and_what_was_expected() {
     }
 }
 
+/// A query nesting 100,000 parentheses or negations (2 MB of JSON is accepted) is a syntax error
+/// at the first level past the limit, not a stack overflow that aborts the server; so is a date
+/// at the end of the calendar, whose next day does not exist.
+#[test]
+fn hostile_queries_are_syntax_errors_and_the_server_stays_up() {
+    let server = Server::start(&[]);
+    let cases = [
+        (
+            "(".repeat(100_000) + "a",
+            "Syntax error at position 65: the query nests",
+        ),
+        (
+            "-".repeat(100_000) + "a",
+            "Syntax error at position 65: the query nests",
+        ),
+        (
+            "NOT ".repeat(100_000) + "a",
+            "Syntax error at position 257: the query nests",
+        ),
+        (
+            "sent:+262142-12-31".to_string(),
+            "Syntax error at position 6: expected a date",
+        ),
+    ];
+    for (query, expected) in &cases {
+        let response = server
+            .admin(Method::POST, &search_path())
+            .json(&json!({ "query": query }))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 400, "{}", &query[..20]);
+        let body: Value = response.json().unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(expected),
+            "{message:?} should start with {expected:?}"
+        );
+    }
+    let response = server
+        .admin(Method::GET, &format!("/api/tenants/{TENANT}"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "the server is still up");
+}
+
 #[test]
 fn an_item_is_searchable_as_soon_as_its_200_arrives() {
     let server = Server::start(&[]);

@@ -308,7 +308,11 @@ fn lex(input: &str) -> Result<Vec<Token>, SyntaxError> {
 /// Parses a KQL query. An empty query is [`Expr::All`].
 pub fn parse(input: &str) -> Result<Expr, SyntaxError> {
     let tokens = lex(input)?;
-    let mut parser = Parser { tokens, at: 0 };
+    let mut parser = Parser {
+        tokens,
+        at: 0,
+        depth: 0,
+    };
     if parser.peek().tok == Tok::End {
         return Ok(Expr::All);
     }
@@ -331,9 +335,16 @@ pub fn parse(input: &str) -> Result<Expr, SyntaxError> {
     Ok(expr)
 }
 
+/// How deep parentheses and negations may nest. The parser (and every walk of the tree it
+/// builds) recurses once per level, so without a bound a query of 100,000 `(` would overflow the
+/// stack and abort the whole server. Real queries nest a few levels.
+pub const MAX_NESTING: usize = 64;
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Parentheses and negations open around the current token.
+    depth: usize,
 }
 
 fn err<T>(pos: usize, message: impl Into<String>) -> Result<T, SyntaxError> {
@@ -344,6 +355,24 @@ fn err<T>(pos: usize, message: impl Into<String>) -> Result<T, SyntaxError> {
 }
 
 impl Parser {
+    /// Parses one nested level (a `(…)` or a negated term) with `parse`, within [`MAX_NESTING`].
+    fn nested<T>(
+        &mut self,
+        pos: usize,
+        parse: impl FnOnce(&mut Self) -> Result<T, SyntaxError>,
+    ) -> Result<T, SyntaxError> {
+        if self.depth >= MAX_NESTING {
+            return err(
+                pos,
+                format!("the query nests parentheses and negations more than {MAX_NESTING} deep"),
+            );
+        }
+        self.depth += 1;
+        let parsed = parse(self);
+        self.depth -= 1;
+        parsed
+    }
+
     fn peek(&self) -> &Token {
         &self.tokens[self.at]
     }
@@ -425,7 +454,8 @@ impl Parser {
                         ),
                     );
                 }
-                Ok(Expr::Not(Box::new(self.unary()?)))
+                let negated = self.nested(token.pos, Self::unary)?;
+                Ok(Expr::Not(Box::new(negated)))
             }
             Tok::Plus => {
                 self.next();
@@ -446,7 +476,7 @@ impl Parser {
                         "expected a search term inside the parentheses, found ')'",
                     );
                 }
-                let inner = self.or()?;
+                let inner = self.nested(token.pos, Self::or)?;
                 let close = self.peek().clone();
                 if close.tok != Tok::RParen {
                     return err(
@@ -641,7 +671,8 @@ fn date_span(text: &str) -> Option<(i64, i64)> {
         .ok();
     if let Some(day) = day {
         let start = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0)?);
-        let end = start + Duration::days(1);
+        // The last day chrono knows has no next midnight: not a date we can search.
+        let end = start.checked_add_signed(Duration::days(1))?;
         return Some((start.timestamp_micros(), end.timestamp_micros()));
     }
     let instant = DateTime::parse_from_rfc3339(text)
@@ -732,6 +763,35 @@ mod tests {
 
     fn error(q: &str) -> SyntaxError {
         parse(q).expect_err(q)
+    }
+
+    #[test]
+    fn nesting_is_bounded_not_a_stack_overflow() {
+        let at_limit = "(".repeat(MAX_NESTING) + "a" + &")".repeat(MAX_NESTING);
+        assert_eq!(parse(&at_limit).unwrap(), word("a"));
+        let negations = "-".repeat(MAX_NESTING) + "a";
+        assert!(parse(&negations).is_ok());
+        for deep in [
+            "(".repeat(MAX_NESTING + 1) + "a" + &")".repeat(MAX_NESTING + 1),
+            "(".repeat(100_000) + "a",
+            "-".repeat(100_000) + "a",
+            "NOT (".repeat(50_000) + "a",
+        ] {
+            let e = error(&deep);
+            assert!(e.message.contains("nests"), "{}", e.message);
+        }
+        assert_eq!(
+            error(&("(".repeat(100_000) + "a")).position,
+            MAX_NESTING + 1
+        );
+    }
+
+    #[test]
+    fn the_last_day_of_the_calendar_is_not_a_date() {
+        assert!(error("sent:+262142-12-31")
+            .message
+            .contains("expected a date"));
+        assert!(parse("sent:2024-02-29").is_ok());
     }
 
     #[test]
