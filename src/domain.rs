@@ -6,6 +6,10 @@ use uuid::Uuid;
 /// The largest item the service accepts, attachments included (Purview's documented 10 MB).
 pub const MAX_ITEM_BYTES: usize = 10 * 1024 * 1024;
 
+/// The longest retention of a tenant: a hundred years. Beyond some 96 million days "now minus
+/// the retention" is not a date, and the sweep could not compute its cutoff.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 /// A tenant, by its directory GUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(pub Uuid);

@@ -127,6 +127,14 @@ impl Fixture {
             path: path.to_string(),
             message,
         };
+        if let Some(days) = self.tenant.retention_days {
+            let max = crate::domain::MAX_RETENTION_DAYS;
+            if days > max {
+                return Err(invalid(format!(
+                    "retention_days {days} is over the maximum of {max} (a hundred years)"
+                )));
+            }
+        }
         let tenant = TenantId(self.tenant.id);
         store.put_tenant(&TenantRecord {
             id: self.tenant.id,
@@ -221,5 +229,18 @@ mod tests {
         assert_eq!(fixture.tenant.domains[0], "contoso.onmicrosoft.com");
         assert!(fixture.users.iter().any(|u| !u.mailbox_enabled));
         assert!(fixture.tenant.third_party_mailbox.is_some());
+    }
+
+    #[test]
+    fn a_retention_over_a_hundred_years_is_refused() {
+        let mut fixture = Fixture::parse(DEFAULT_FIXTURE, "contoso.toml").expect("parses");
+        fixture.tenant.retention_days = Some(crate::domain::MAX_RETENTION_DAYS + 1);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let e = fixture
+            .load_into(&store, "contoso.toml")
+            .expect_err("refused");
+        assert!(e.to_string().contains("retention_days"), "{e}");
+        assert!(store.tenant(TenantId(fixture.tenant.id)).unwrap().is_none());
     }
 }

@@ -281,6 +281,38 @@ fn tenants_are_created_read_changed_and_deleted() {
     assert_eq!(changed["displayName"], "Fabrikam Inc.");
     assert_eq!(changed["retentionDays"], 30);
     assert_eq!(changed["domains"].as_array().unwrap().len(), 2);
+    // A retention whose cutoff is not a date (it panicked the sweep) is refused, and kept out.
+    for days in [36_501u64, 4_000_000_000] {
+        let (status, body) = call(
+            &server,
+            Method::PATCH,
+            "/api/tenants/fabrikam.com",
+            Some(json!({"retentionDays": days})),
+        );
+        assert_graph_error(status, &body, 400, "Request_BadRequest");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("36500"),
+            "{body}"
+        );
+    }
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        "/api/tenants/fabrikam.com",
+        Some(json!({"retentionDays": 36_500})),
+    );
+    assert_eq!(
+        (status, &body["retentionDays"]),
+        (200, &json!(36_500)),
+        "{body}"
+    );
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/api/tenants/fabrikam.com/retention/sweep",
+        None,
+    );
+    assert_eq!(status, 200, "a hundred years' retention sweeps: {body}");
 
     // Delete: 204, then gone, and its domains are free again.
     let response = server

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::error::{Admin, ApiError, ApiResult, Body};
 use super::{durable, tenant_of, write_lock};
 use crate::app::AppState;
-use crate::domain::TenantId;
+use crate::domain::{TenantId, MAX_RETENTION_DAYS};
 use crate::store::model::{TenantRecord, UserRecord};
 
 // ----- validation -----
@@ -76,6 +76,16 @@ fn check_domains(domains: &[String]) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
+fn check_retention(days: Option<u32>) -> ApiResult<Option<u32>> {
+    match days {
+        Some(days) if days > MAX_RETENTION_DAYS => Err(ApiError::BadRequest(format!(
+            "Invalid value {days} for property 'retentionDays': at most {MAX_RETENTION_DAYS} \
+             days (a hundred years)."
+        ))),
+        _ => Ok(days),
+    }
+}
+
 fn non_empty(value: &str, property: &str) -> ApiResult<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -124,7 +134,7 @@ pub async fn create_tenant(
         display_name: non_empty(&body.display_name, "displayName")?,
         domains: check_domains(&body.domains)?,
         third_party_mailbox: body.third_party_mailbox,
-        retention_days: body.retention_days,
+        retention_days: check_retention(body.retention_days)?,
     };
     if let Some(mailbox) = &record.third_party_mailbox {
         check_address(mailbox, "thirdPartyMailbox")?;
@@ -171,7 +181,7 @@ pub async fn patch_tenant(
             record.third_party_mailbox = Some(mailbox);
         }
         if let Some(days) = patch.retention_days {
-            record.retention_days = Some(days);
+            record.retention_days = check_retention(Some(days))?;
         }
         state.store.put_tenant(&record)?;
         record

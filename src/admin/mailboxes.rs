@@ -663,8 +663,11 @@ fn run_sweep(
         .sweep_retention(tenant, cutoff, retention_days, trigger, Some(&on_change))?)
 }
 
+/// `days` before `now`; the beginning of time when that is before it (a retention from a
+/// fixture is not bounded by the API's check: this never panics).
 fn cutoff_for(days: u32, now: DateTime<Utc>) -> DateTime<Utc> {
-    now - chrono::Duration::days(i64::from(days))
+    now.checked_sub_signed(chrono::Duration::days(i64::from(days)))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// `POST retention/sweep[?olderThan=<RFC 3339>]`: sweeps now. Without `olderThan`, copies
@@ -837,4 +840,16 @@ async fn reset(
         "ingestionsRemoved": outcome.ingestions_removed,
         "fixturesRestored": all,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cutoff_before_the_beginning_of_time_is_the_beginning_of_time() {
+        let now = Utc::now();
+        assert_eq!(cutoff_for(u32::MAX, now), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(cutoff_for(1, now), now - chrono::Duration::days(1));
+    }
 }
