@@ -4,9 +4,12 @@
 //! - a chunked body that passes the limit: 413 `ErrorRequestTooLarge` as soon as the bytes read
 //!   pass the limit (the rest is never read).
 //! - a body shorter than its Content-Length, or a body trickled too slowly: 408
-//!   `ErrorTimeoutExpired` after `--body-timeout-secs` (default 30), connection closed.
-//! - a request head not complete within `--header-timeout-secs` (default 30), or a connection
-//!   that sends nothing: the connection is closed.
+//!   `ErrorTimeoutExpired` after `--body-timeout-secs` (default 30), connection closed; on every
+//!   other endpoint that reads a body, 408 with a text message, connection closed.
+//! - a request head not complete within `--header-timeout-secs` (default 30), a connection
+//!   that sends nothing, or one that starts HTTP/2 (a preface, part of one, or a TLS handshake
+//!   with ALPN `h2`) and asks nothing: the connection is closed. So is any connection that has
+//!   answered no request for that long.
 //! - more connections than `--max-connections` (default 4096): the extra ones wait in the
 //!   kernel's accept backlog and are served as soon as others close.
 //! - HTTP/1.1 and HTTP/2 are both served (ALPN on TLS; prior knowledge on plain HTTP).
@@ -367,4 +370,141 @@ fn http2_prior_knowledge_and_http1_are_both_served_on_plain_http() {
         reqwest::Version::HTTP_11,
     );
     assert_eq!(server.folder_count(&token, MAILBOX, FOLDER), 2);
+}
+
+/// Waits until the server closes `stream` (EOF or reset) or `limit` passes; how long it took.
+fn closed_within(stream: &mut impl Read, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue, // e.g. the server's HTTP/2 SETTINGS and pings
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue
+            }
+            Err(_) => break,
+        }
+    }
+    started.elapsed()
+}
+
+/// Connections that start HTTP/2 and then stall hold a connection slot: each is closed after
+/// the header timeout, like a stalled HTTP/1.1 request head. Before, the first byte of a
+/// preface alone (`P`), or a TLS connection that negotiated `h2` and sent nothing, was kept
+/// forever: a few thousand of them stopped the server from accepting anything.
+#[test]
+fn stalled_http2_prefaces_and_handshakes_are_closed_after_the_header_timeout() {
+    let plain = Server::start(&["--no-tls", "--header-timeout-secs", "2"]);
+    for (name, sent) in [
+        ("the first byte of a preface", &b"P"[..]),
+        ("half a preface", &b"PRI * HTTP/2.0\r\n"[..]),
+        ("a whole preface", &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]),
+    ] {
+        let mut stream = connect(&plain);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        stream.write_all(sent).unwrap();
+        let took = closed_within(&mut stream, Duration::from_secs(30));
+        assert!(
+            took < Duration::from_secs(15),
+            "{name}: open after {took:?}"
+        );
+    }
+    let token = plain.token();
+    still_serves(&plain, &token, 0);
+
+    // TLS: the handshake completes with ALPN h2, then the client sends nothing.
+    let tls = Server::start(&["--header-timeout-secs", "2"]);
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(tls.ca_cert.as_ref().expect("a CA")).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let socket = connect(&tls);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .expect("TLS handshake");
+    }
+    assert_eq!(stream.conn.alpn_protocol(), Some(&b"h2"[..]));
+    let took = closed_within(&mut stream, Duration::from_secs(30));
+    assert!(
+        took < Duration::from_secs(15),
+        "TLS h2 without a preface: open after {took:?}"
+    );
+    let token = tls.token();
+    still_serves(&tls, &token, 0);
+}
+
+/// Every other endpoint that reads a body (token, admin API, dashboard sign-in, consent) gives
+/// it the same `--body-timeout-secs`: a body announced and never sent is answered 408 and the
+/// connection closed. Before, only the ingestion endpoint had a body timeout, so such requests
+/// held their connection forever, unauthenticated on the token endpoint.
+#[test]
+fn a_body_that_never_arrives_times_out_on_every_endpoint() {
+    let server = Server::start(&["--no-tls", "--body-timeout-secs", "2"]);
+    let token = server.token();
+    for (what, request) in [
+        (
+            "token endpoint",
+            format!(
+                "POST /{TENANT}/oauth2/v2.0/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\ngrant_type=client_credentials"
+            ),
+        ),
+        (
+            "admin API",
+            format!(
+                "PATCH /api/tenants/{TENANT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"displayName\"",
+                server.admin_key
+            ),
+        ),
+        (
+            "dashboard sign-in",
+            "POST /signin HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nkey=".to_string(),
+        ),
+    ] {
+        let mut stream = connect(&server);
+        stream.write_all(request.as_bytes()).unwrap();
+        let started = Instant::now();
+        let answer = read_answer(&mut stream, Duration::from_secs(60));
+        let took = started.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer}");
+        assert!(answer.contains("did not arrive within 2 seconds"), "{what}: {answer}");
+        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(30), "{what}: {took:?}");
+        // Closed after the answer.
+        let rest = closed_within(&mut stream, Duration::from_secs(10));
+        assert!(rest < Duration::from_secs(10), "{what}: still open");
+    }
+    let response = server
+        .admin(reqwest::Method::GET, &format!("/api/tenants/{TENANT}"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the tenant was not changed and the server serves"
+    );
+    let body: serde_json::Value = response.json().unwrap();
+    assert_ne!(body["displayName"], "", "{body}");
+    still_serves(&server, &token, 0);
 }

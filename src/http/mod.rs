@@ -6,6 +6,7 @@ pub mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 use tracing::{debug, info_span, warn, Instrument};
 use uuid::Uuid;
 
@@ -73,9 +75,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::handler))
         .merge(ews::routes())
-        .merge(crate::admin::routes())
-        .merge(crate::identity::routes())
-        .merge(crate::dashboard::routes())
+        .merge(
+            // The ingestion endpoint reads its body against the same deadline itself, and
+            // answers the timeout as an EWS fault.
+            Router::new()
+                .merge(crate::admin::routes())
+                .merge(crate::identity::routes())
+                .merge(crate::dashboard::routes())
+                .layer(middleware::from_fn_with_state(state.clone(), body_deadline)),
+        )
         .layer(middleware::from_fn(correlate))
         .with_state(state)
 }
@@ -113,6 +121,87 @@ async fn correlate(mut request: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await
+}
+
+/// Gives the request's body `--body-timeout-secs` to arrive whole, counted from the request
+/// head: after that, reading it fails and the request is answered 408 (connection closed).
+/// Without it a client that announces a body and never sends it holds its connection (and a
+/// slot of `--max-connections`) forever: hyper's header timeout ends with the head.
+async fn body_deadline(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = Duration::from_secs(state.config.body_timeout_secs.max(1));
+    let expired = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        axum::body::Body::new(DeadlineBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            limit,
+            expired: expired.clone(),
+        })
+    });
+    let response = next.run(request).await;
+    if !expired.load(Ordering::Relaxed) {
+        return response;
+    }
+    warn!(seconds = limit.as_secs(), "request body timed out");
+    let mut response = (
+        http::StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "The request body did not arrive within {} seconds.",
+            limit.as_secs()
+        ),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// A request body that fails once its deadline passes (see [`body_deadline`]).
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+    expired: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0} seconds")]
+struct BodyTimedOut(u64);
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.expired.store(true, Ordering::Relaxed);
+            let e = BodyTimedOut(this.limit.as_secs());
+            return Poll::Ready(Some(Err(axum::Error::new(e))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
@@ -255,7 +344,20 @@ async fn serve_connection<I>(
         Protocol::Http2 => builder.http2_only(),
         Protocol::Sniff => builder,
     };
-    let service = TowerToHyperService::new(router);
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let answering = activity.begin();
+            let answer = router.clone().oneshot(request);
+            async move {
+                let response = answer.await;
+                drop(answering);
+                response
+            }
+        })
+    };
+    let service = TowerToHyperService::new(service);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     tokio::select! {
@@ -266,6 +368,83 @@ async fn serve_connection<I>(
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+        _ = activity.idle(limits.header_timeout) => {
+            if activity.answered_any() {
+                // HTTP/2 (HTTP/1.1's own header timeout closes it first): GOAWAY, then close.
+                debug!(%peer, "idle connection closed");
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            } else {
+                // Nothing ever asked: an HTTP/2 handshake or preface that never came (hyper
+                // has no timer for those). Nothing is in flight: just close.
+                debug!(%peer, "no request within the header timeout");
+            }
+        }
+    }
+}
+
+/// What a connection is doing, for its idle deadline: a connection that has answered no
+/// request for the header timeout is closed, whatever its protocol or state (HTTP/1.1 has its
+/// own header-read timeout; an HTTP/2 connection, its handshake, or a plain connection whose
+/// first bytes might be an HTTP/2 preface have none).
+struct Activity {
+    started: std::time::Instant,
+    /// Requests being answered.
+    in_flight: AtomicUsize,
+    /// Requests begun.
+    begun: AtomicUsize,
+    /// When (ms after `started`) a request last began or ended.
+    last_ms: AtomicU64,
+}
+
+/// One request being answered on a connection.
+struct Answering(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: std::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            begun: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn begin(self: &Arc<Self>) -> Answering {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        Answering(self.clone())
+    }
+
+    fn answered_any(&self) -> bool {
+        self.begun.load(Ordering::Relaxed) > 0
+    }
+
+    /// Resolves once no request has been in flight for `limit` (checked a few times per
+    /// `limit`, so it closes within 1.25 x `limit`).
+    async fn idle(&self, limit: Duration) {
+        let period = (limit / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(period).await;
+            let idle_ms = self
+                .now_ms()
+                .saturating_sub(self.last_ms.load(Ordering::Relaxed));
+            if self.in_flight.load(Ordering::SeqCst) == 0 && idle_ms >= limit.as_millis() as u64 {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
