@@ -44,6 +44,18 @@ pub enum EndpointError {
 pub const SERVER_BUSY_TEXT: &str =
     "The server cannot service this request right now. Try again later.";
 
+impl EndpointError {
+    /// A failure midway: the request may have been stored (see `StoreError::OutcomeUnknown`).
+    pub fn may_have_stored(&self) -> bool {
+        matches!(
+            self,
+            EndpointError::Ingest(IngestError::Store(
+                crate::store::StoreError::OutcomeUnknown(_)
+            ))
+        )
+    }
+}
+
 impl IntoResponse for EndpointError {
     fn into_response(self) -> Response {
         match self {
@@ -119,6 +131,18 @@ impl IntoResponse for EndpointError {
                 correlation_id,
                 ..
             } => injected(fault, operation, items, correlation_id),
+            EndpointError::Ingest(IngestError::Store(
+                error @ crate::store::StoreError::OutcomeUnknown(_),
+            )) => {
+                tracing::error!(error = %error, "store failure midway");
+                fault(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ErrorInternalServerError",
+                    "An internal server error occurred midway: the request may have been stored. \
+                     Look its x-IngestionCorrelationID up in the ingestion journal before \
+                     retrying it.",
+                )
+            }
             EndpointError::Ingest(IngestError::Store(error)) => {
                 tracing::error!(error = %error, "store failure");
                 fault(

@@ -22,4 +22,5 @@ pub mod identity;
 pub mod ingest;
 pub mod search;
 pub mod store;
+pub mod task;
 pub mod tls;

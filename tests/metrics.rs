@@ -26,6 +26,27 @@ fn metrics_count_requests_items_latency_and_connections() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply = server.ews(&token, &create_item(&[good.clone(), good]));
     assert_eq!(reply.status, 200);
+    // An item whose error message echoes client text shaped like a successful response
+    // message: counted as rejected all the same (the counts come from the results, not from
+    // scanning the reply).
+    let echoed = Msg {
+        class: Some("IPM.X ResponseMessage ResponseClass=\"Success".into()),
+        from: None,
+        ..Msg::default()
+    }
+    .xml();
+    let reply = server.ews(&token, &create_item(&[echoed]));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("<m:CreateItemResponseMessage ResponseClass=\"Error\">")
+            && !reply
+                .body
+                .contains("<m:CreateItemResponseMessage ResponseClass=\"Success\">"),
+        "{}",
+        reply.body
+    );
     let refused = server.ews("not-a-token", &create_item(&[Msg::default().xml()]));
     assert_eq!(refused.status, 401);
     let schema = server.ews(&token, "<nope/>");
@@ -43,6 +64,10 @@ fn metrics_count_requests_items_latency_and_connections() {
     let value = |name: &str| metric(&text, name).unwrap_or_else(|| panic!("{name} in {text}"));
     assert_eq!(
         value("ingest_requests_total{operation=\"CreateItem\",outcome=\"PartialSuccess\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("ingest_requests_total{operation=\"CreateItem\",outcome=\"Failed\"}"),
         1.0
     );
     assert_eq!(
@@ -65,12 +90,12 @@ fn metrics_count_requests_items_latency_and_connections() {
     assert_eq!(value("ingest_items_stored_total"), 3.0);
     assert_eq!(
         value("ingest_items_rejected_total{reason=\"ErrorItemSave\"}"),
-        1.0
+        2.0
     );
-    assert_eq!(value("ingest_request_duration_seconds_count"), 5.0);
+    assert_eq!(value("ingest_request_duration_seconds_count"), 6.0);
     assert_eq!(
         value("ingest_request_duration_seconds_bucket{le=\"+Inf\"}"),
-        5.0
+        6.0
     );
     assert!(value("ingest_request_duration_seconds_sum") > 0.0);
     assert!(

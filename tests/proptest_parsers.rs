@@ -1,6 +1,7 @@
 //! Property tests for every parser that takes client bytes: the SOAP request parser, the MIME
-//! parser and the Authorization header path (bearer JWT and Basic). Property: never panics, and
-//! always answers `Ok` or a typed error (whose wire mapping is total).
+//! parser, the Authorization header path (bearer JWT and Basic) and the KQL query parser (with
+//! the search that runs what it parsed). Property: never panics, and always answers `Ok` or a
+//! typed error (whose wire mapping is total).
 //!
 //! Default: 256 cases per property (proptest's default). A long session:
 //! `PROPTEST_CASES=100000 cargo test --release --test proptest_parsers`.
@@ -11,6 +12,7 @@ use ingest_emulator::app::AppState;
 use ingest_emulator::config::{Config, ServeArgs};
 use ingest_emulator::errors::EndpointError;
 use ingest_emulator::ews::{parse_mime, parse_request};
+use ingest_emulator::search::kql;
 use proptest::prelude::*;
 
 const ENVELOPE: &str = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -283,6 +285,109 @@ fn basic_never_panics_on_arbitrary_credentials() {
     });
 }
 
+/// A KQL token: operators, parentheses, properties with every operator, dates near the ends
+/// of the calendar, phrases, wildcards, and junk.
+fn kql_token() -> impl Strategy<Value = String> {
+    let fixed = prop::sample::select(vec![
+        "(",
+        ")",
+        "-",
+        "+",
+        "NOT",
+        "AND",
+        "OR",
+        "and",
+        "*",
+        "\"",
+        ":",
+        "..",
+        "<>",
+        ">=",
+        "<=",
+        "=",
+        "subject:",
+        "body:",
+        "from:",
+        "to:",
+        "participants:",
+        "itemclass:",
+        "kind:",
+        "hasattachment:",
+        "attachmentnames:",
+        "sent:",
+        "sent>=",
+        "sent<",
+        "received=",
+        "received<>",
+        "2024-01-31",
+        "01/31/2024",
+        "+262142-12-31",
+        "-262143-01-01",
+        "9999-12-31T23:59:59Z",
+        "2024-02-30",
+        "1970-01-01..2024-01-01",
+        "true",
+        "maybe",
+        "ipm.externaldata.twitter*",
+        "\"look great\"",
+        "repor*",
+        "é",
+        "\u{0}",
+        " ",
+    ]);
+    prop_oneof![
+        4 => fixed.prop_map(str::to_string),
+        1 => "\\PC{1,12}",
+    ]
+}
+
+fn kql(state: &AppState, query: &str) {
+    match kql::parse(query) {
+        Ok(expr) => {
+            // What parses, runs: building and running the query must not panic either.
+            let tenant = uuid::Uuid::nil();
+            let _ = state.search.search(tenant, &expr, &[], 0, 10);
+        }
+        Err(e) => {
+            let positions = query.chars().count() + 1;
+            assert!(
+                (1..=positions).contains(&e.position),
+                "position {} outside 1..={positions} for {query:?}: {}",
+                e.position,
+                e.message
+            );
+        }
+    }
+}
+
+#[test]
+fn kql_never_panics_on_token_soup() {
+    let (_dir, state) = state();
+    let soup = prop::collection::vec(kql_token(), 0..40)
+        .prop_flat_map(|tokens| {
+            let n = tokens.len();
+            (Just(tokens), prop::collection::vec(any::<bool>(), n))
+        })
+        .prop_map(|(tokens, spaces)| {
+            tokens
+                .iter()
+                .zip(spaces)
+                .map(|(t, space)| if space { format!("{t} ") } else { t.clone() })
+                .collect::<String>()
+        });
+    check(soup, |query| kql(&state, &query));
+}
+
+#[test]
+fn kql_never_panics_on_arbitrary_text_or_deep_nesting() {
+    let (_dir, state) = state();
+    check("\\PC{0,300}", |query| kql(&state, &query));
+    let opener = prop::sample::select(vec!["(", "-", "NOT ", "+", "(-", "NOT ("]);
+    check((opener, 0usize..200_000), |(opener, depth)| {
+        kql(&state, &(opener.repeat(depth) + "a"));
+    });
+}
+
 // ----- Regression tests (failures found by the properties above) -----
 
 #[test]
@@ -296,4 +401,13 @@ fn regression_empty_and_whitespace_bodies() {
     for value in [&b"Bearer"[..], b"Bearer ..", b"Basic", b"Basic ="] {
         authorization(&state, value);
     }
+}
+
+#[test]
+fn regression_kql_nesting_and_the_last_day_of_the_calendar() {
+    let (_dir, state) = state();
+    kql(&state, &"(".repeat(100_000));
+    kql(&state, &("-".repeat(100_000) + "a"));
+    kql(&state, "sent:+262142-12-31");
+    kql(&state, "received>=+262142-12-31");
 }

@@ -197,7 +197,7 @@ pub async fn delete_tenant(
 ) -> ApiResult<impl IntoResponse> {
     let record = tenant_of(&state, &tenant)?;
     let worker = state.clone();
-    tokio::task::spawn_blocking(move || -> ApiResult<()> {
+    crate::task::spawn_blocking(move || -> ApiResult<()> {
         let _guard = write_lock();
         let id = TenantId(record.id);
         // The apps registered in the tenant go with it (and every consent to them).

@@ -482,7 +482,7 @@ async fn delete_item(
     let tenant = tenant_of(&state, &tenant_name)?;
     let item = item_of(&state, &tenant, &id)?;
     let worker = state.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
+    let outcome = crate::task::spawn_blocking(move || {
         let _guard = write_lock();
         let on_change = crate::search::on_items_changed(&worker);
         worker
@@ -555,7 +555,7 @@ fn file_response(content_type: &str, name: &str, bytes: Vec<u8>) -> Response {
 async fn read_files<T: Send + 'static>(
     read: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::task::spawn_blocking(read).await.map_err(|e| {
+    crate::task::spawn_blocking(read).await.map_err(|e| {
         ApiError::Store(StoreError::Attachment(format!(
             "reading attachment files failed: {e}"
         )))
@@ -708,7 +708,7 @@ async fn sweep_now(
     let worker = state.clone();
     let id = TenantId(tenant.id);
     let outcome =
-        tokio::task::spawn_blocking(move || run_sweep(&worker, id, cutoff, days, "manual"))
+        crate::task::spawn_blocking(move || run_sweep(&worker, id, cutoff, days, "manual"))
             .await
             .map_err(|e| ApiError::Store(StoreError::Conflict(format!("sweep failed: {e}"))))??;
     durable(&state).await?;
@@ -759,7 +759,7 @@ pub fn spawn_retention(state: AppState, every: Duration) -> tokio::task::JoinHan
         loop {
             ticker.tick().await;
             let worker = state.clone();
-            match tokio::task::spawn_blocking(move || sweep_all(&worker)).await {
+            match crate::task::spawn_blocking(move || sweep_all(&worker)).await {
                 Ok(Ok(sweeps)) => {
                     for sweep in &sweeps {
                         let r = &sweep.record;
@@ -808,7 +808,7 @@ async fn reset(
         }
     };
     let worker = state.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+    let outcome = crate::task::spawn_blocking(move || -> ApiResult<_> {
         let _guard = write_lock();
         let on_change = crate::search::on_items_changed(&worker);
         let outcome = worker.store.reset(force, Some(&on_change))?;

@@ -234,7 +234,7 @@ fn key_views(state: &AppState) -> ApiResult<Vec<SigningKeyView>> {
 async fn list_keys(_: Admin, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     // A new store's first key may still be being generated: wait for it (off the workers).
     let worker = state.clone();
-    tokio::task::spawn_blocking(move || worker.keys.active_kid())
+    crate::task::spawn_blocking(move || worker.keys.active_kid())
         .await
         .map_err(|e| ApiError::Keys(e.to_string()))??;
     Ok(Json(json!({ "value": key_views(&state)? })))
@@ -243,7 +243,7 @@ async fn list_keys(_: Admin, State(state): State<AppState>) -> ApiResult<impl In
 async fn rotate_key(_: Admin, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     // Generating an RSA key takes a while: off the async workers.
     let worker = state.clone();
-    let kid = tokio::task::spawn_blocking(move || {
+    let kid = crate::task::spawn_blocking(move || {
         let _guard = write_lock();
         worker.keys.rotate(&worker.store)
     })
@@ -260,7 +260,7 @@ async fn delete_key(
     Path(kid): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let worker = state.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::task::spawn_blocking(move || {
         let _guard = write_lock();
         worker.keys.active_kid()?;
         let known = worker

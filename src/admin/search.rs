@@ -124,7 +124,7 @@ async fn run(
     top: usize,
 ) -> ApiResult<Results> {
     let index = state.search.clone();
-    tokio::task::spawn_blocking(move || index.search(tenant, &expr, &mailboxes, skip, top))
+    crate::task::spawn_blocking(move || index.search(tenant, &expr, &mailboxes, skip, top))
         .await
         .map_err(index_error)?
         .map_err(index_error)
@@ -274,7 +274,7 @@ async fn delete_matches(
     };
     let worker = state.clone();
     let tenant_id = tenant.id;
-    let outcome = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+    let outcome = crate::task::spawn_blocking(move || -> ApiResult<_> {
         let ids = worker
             .search
             .matching_items(tenant_id, &expr, &mailboxes)

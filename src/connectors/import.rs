@@ -412,6 +412,7 @@ impl<'a> Plan<'a> {
             seen: seen.into_iter().collect(),
             consumed,
             next_run: Some(next_run),
+            requires_connector: true,
         };
         (commit, import)
     }

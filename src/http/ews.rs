@@ -39,11 +39,13 @@ async fn endpoint(
     let result = handle(&state, correlation_id, request, &mut operation).await;
     let metrics = &super::metrics::METRICS;
     match result {
-        Ok(xml) => {
-            let outcome = if operation == "CreateItem" {
-                metrics.create_item_reply(&xml)
-            } else {
-                "Success"
+        Ok(crate::ingest::Answer { xml, items }) => {
+            let outcome = match &items {
+                Some(tally) => {
+                    metrics.create_items(tally);
+                    tally.outcome()
+                }
+                None => "Success",
             };
             let elapsed = started.elapsed();
             metrics.request(operation, outcome, elapsed);
@@ -55,22 +57,32 @@ async fn endpoint(
                 "EWS request answered"
             );
             let mut response = (StatusCode::OK, xml).into_response();
-            let headers = response.headers_mut();
-            headers.insert(
+            response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/xml; charset=utf-8"),
             );
-            if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
-                headers.insert("x-IngestionCorrelationID", value);
-            }
-            response
+            with_correlation_id(response, correlation_id)
         }
         Err(error) => {
             metrics.request(operation, error_outcome(&error), started.elapsed());
             warn!(error = %error, "request refused");
-            error.into_response()
+            if error.may_have_stored() {
+                // The client must look the request up before retrying: name it.
+                with_correlation_id(error.into_response(), correlation_id)
+            } else {
+                error.into_response()
+            }
         }
     }
+}
+
+fn with_correlation_id(mut response: Response, correlation_id: uuid::Uuid) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+        response
+            .headers_mut()
+            .insert("x-IngestionCorrelationID", value);
+    }
+    response
 }
 
 /// The metrics label of a refused request.
@@ -96,7 +108,7 @@ async fn handle(
     correlation_id: uuid::Uuid,
     request: Request,
     operation: &mut &'static str,
-) -> Result<String, EndpointError> {
+) -> Result<crate::ingest::Answer, EndpointError> {
     let principal = crate::identity::authenticate(state, request.headers())?;
     let span = tracing::Span::current();
     span.record("tenant", tracing::field::display(principal.tenant));

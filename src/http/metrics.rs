@@ -64,31 +64,16 @@ impl Metrics {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Counts the items of a CreateItem reply: stored, or rejected by response code. Returns the
-    /// request's outcome (`Success`, `PartialSuccess`, `Failed`).
-    pub fn create_item_reply(&self, xml: &str) -> &'static str {
-        let (mut stored, mut rejected) = (0u64, 0u64);
-        for part in xml.split("ResponseMessage ResponseClass=\"").skip(1) {
-            if part.starts_with("Success") {
-                stored += 1;
-            } else {
-                rejected += 1;
-                let code = part
-                    .split("ResponseCode>")
-                    .nth(1)
-                    .and_then(|rest| rest.split('<').next())
-                    .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
-                    .unwrap_or("Unknown");
-                if let Ok(mut map) = self.items_rejected.lock() {
-                    *map.entry(code.to_string()).or_default() += 1;
-                }
-            }
+    /// Counts the items of a CreateItem request: stored, or rejected by response code.
+    pub fn create_items(&self, tally: &crate::ingest::ItemTally) {
+        self.items_stored.fetch_add(tally.stored, Ordering::Relaxed);
+        if tally.rejected.is_empty() {
+            return;
         }
-        self.items_stored.fetch_add(stored, Ordering::Relaxed);
-        match (stored, rejected) {
-            (_, 0) => "Success",
-            (0, _) => "Failed",
-            _ => "PartialSuccess",
+        if let Ok(mut map) = self.items_rejected.lock() {
+            for code in &tally.rejected {
+                *map.entry(code.clone()).or_default() += 1;
+            }
         }
     }
 
@@ -201,7 +186,7 @@ pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>
     // Bytes of the store's files on disk (sled, its write-ahead log, attachment files: walked
     // at the first scrape, then counted as they change), on a blocking thread.
     let store = state.store.clone();
-    let size = tokio::task::spawn_blocking(move || store.size_on_disk())
+    let size = crate::task::spawn_blocking(move || store.size_on_disk())
         .await
         .ok()
         .and_then(Result::ok);

@@ -208,7 +208,7 @@ async fn jwks(
     }
     // The first call on a new store may wait for the key being generated: off the workers.
     let keys = state.keys.clone();
-    match tokio::task::spawn_blocking(move || keys.jwks()).await {
+    match crate::task::spawn_blocking(move || keys.jwks()).await {
         Ok(document) => json_response(document),
         Err(_) => transient().into_response_for(&headers),
     }
@@ -301,7 +301,7 @@ async fn token(
 ) -> Response {
     let request_headers = headers.clone();
     // Signing (and on a new store, waiting for the first key) is CPU work: off the workers.
-    let outcome = tokio::task::spawn_blocking(move || {
+    let outcome = crate::task::spawn_blocking(move || {
         let base = crate::http::base_url(&state, &headers);
         token_request(
             &state,

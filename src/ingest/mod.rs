@@ -36,27 +36,53 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
-/// Executes one parsed EWS request and returns the SOAP reply body.
+/// The answer to one EWS request: its SOAP body and, for CreateItem, what came of each item.
+pub struct Answer {
+    pub xml: String,
+    pub items: Option<ItemTally>,
+}
+
+/// What came of the items of a CreateItem request (for the metrics and the log).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ItemTally {
+    pub stored: u64,
+    /// The response code of each rejected item.
+    pub rejected: Vec<String>,
+}
+
+impl ItemTally {
+    /// `Success`, `PartialSuccess` or `Failed`, as the reply's response classes add up.
+    pub fn outcome(&self) -> &'static str {
+        match (self.stored, self.rejected.len()) {
+            (_, 0) => "Success",
+            (0, _) => "Failed",
+            _ => "PartialSuccess",
+        }
+    }
+}
+
+/// Executes one parsed EWS request and returns its answer.
 pub async fn execute(
     state: &AppState,
     principal: &Principal,
     request: EwsRequest,
     correlation_id: Uuid,
-) -> Result<String, IngestError> {
-    match request.operation {
+) -> Result<Answer, IngestError> {
+    let xml = match request.operation {
         Operation::CreateItem(create) => {
-            create_item(state, principal, create, correlation_id).await
+            return create_item(state, principal, create, correlation_id).await
         }
         Operation::GetFolder(get) => get_folder(
             state,
             principal,
             &request.header.impersonated_smtp,
             &get.folders,
-        ),
-        Operation::ConvertId => Ok(reply::convert_id_error()),
-        Operation::CreateAttachment(create) => create_attachment(state, principal, create).await,
-        Operation::Unsupported(name) => Err(IngestError::UnsupportedOperation(name)),
-    }
+        )?,
+        Operation::ConvertId => reply::convert_id_error(),
+        Operation::CreateAttachment(create) => create_attachment(state, principal, create).await?,
+        Operation::Unsupported(name) => return Err(IngestError::UnsupportedOperation(name)),
+    };
+    Ok(Answer { xml, items: None })
 }
 
 async fn create_item(
@@ -64,7 +90,7 @@ async fn create_item(
     principal: &Principal,
     create: CreateItem,
     correlation_id: Uuid,
-) -> Result<String, IngestError> {
+) -> Result<Answer, IngestError> {
     let max = state.config.max_items_per_request;
     if create.items.len() > max {
         return Err(IngestError::TooManyItems {
@@ -194,6 +220,7 @@ async fn create_item(
                 seen: Vec::new(),
                 consumed: Vec::new(),
                 next_run: None,
+                requires_connector: false,
             };
             if !store.commit_import(commit).await? {
                 warn!(connector = %c.id, "the connector was deleted meanwhile: no import recorded");
@@ -205,7 +232,20 @@ async fn create_item(
     span.record("items", results.len());
     span.record("stored", stored);
     debug!(outcome, "CreateItem committed");
-    Ok(reply::create_item(&results))
+    let tally = ItemTally {
+        stored: stored as u64,
+        rejected: results
+            .iter()
+            .filter_map(|r| match r {
+                ItemResult::Failed { code, .. } => Some(code.clone()),
+                ItemResult::Created { .. } => None,
+            })
+            .collect(),
+    };
+    Ok(Answer {
+        xml: reply::create_item(&results),
+        items: Some(tally),
+    })
 }
 
 /// Journals a CreateItem request refused whole: nothing of it is stored, the journal still
@@ -464,7 +504,25 @@ async fn create_attachment(
             }),
             Err(e) => {
                 warn!(error = %e, "CreateAttachment failed");
-                return Err(e.into());
+                let stored_before = results
+                    .iter()
+                    .any(|r| matches!(r, AttachmentResult::Created { .. }));
+                if !stored_before {
+                    // Nothing of the request is stored (or, OutcomeUnknown, it says so).
+                    return Err(e.into());
+                }
+                // Earlier attachments are stored: the reply must say so, attachment by
+                // attachment, as EWS answers CreateAttachment; this one failed.
+                let message = match e {
+                    StoreError::OutcomeUnknown(_) => {
+                        "An internal server error occurred midway: the attachment may have been added."
+                    }
+                    _ => "An internal server error occurred: the attachment was not added.",
+                };
+                results.push(AttachmentResult::Failed {
+                    code: "ErrorInternalServerError".into(),
+                    message: message.into(),
+                });
             }
         }
     }

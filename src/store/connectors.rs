@@ -528,6 +528,10 @@ pub struct ImportCommit {
     pub consumed: Vec<Vec<u8>>,
     /// The connector's next scheduled run (native connectors; also sets the last run).
     pub next_run: Option<DateTime<Utc>>,
+    /// Store the items only while the connector exists (a native import: when it was deleted
+    /// meanwhile, nothing is stored and the run answers 404). An EWS request of a partner
+    /// connector stores its items all the same: the partner sent them.
+    pub requires_connector: bool,
 }
 
 fn prefixed(connector: Uuid, rest: &[u8]) -> Vec<u8> {
@@ -644,6 +648,7 @@ impl Store {
         let seen: Vec<Vec<u8>> = commit.seen.iter().map(|k| prefixed(connector, k)).collect();
         let consumed = commit.consumed;
         let next_run = commit.next_run;
+        let requires_connector = commit.requires_connector;
         let store = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Box::new(move || {
@@ -662,9 +667,13 @@ impl Store {
             );
             let updated = trees.transaction(
                 |(items, copies, ingestions, journal, connectors, history, staging, seen_tree)| {
+                    let existing = connectors.get(connector.as_bytes())?;
+                    if existing.is_none() && requires_connector {
+                        return Ok((false, None));
+                    }
                     prepared.write([items, copies, ingestions, journal])?;
-                    let Some(bytes) = connectors.get(connector.as_bytes())? else {
-                        return Ok(None);
+                    let Some(bytes) = existing else {
+                        return Ok((true, None));
                     };
                     let mut record: ConnectorRecord = decode(&bytes).map_err(abort)?;
                     add_to_totals(&mut record.totals, &import);
@@ -681,11 +690,14 @@ impl Store {
                     for key in &consumed {
                         staging.remove(key.as_slice())?;
                     }
-                    Ok::<_, ConflictableTransactionError<StoreError>>(Some(record))
+                    Ok::<_, ConflictableTransactionError<StoreError>>((true, Some(record)))
                 },
             )?;
+            let (wrote_items, updated) = updated;
             let mut payload = super::wal::Payload::default();
-            prepared.log(&mut payload);
+            if wrote_items {
+                prepared.log(&mut payload);
+            }
             if let Some(record) = &updated {
                 payload.insert(CONNECTORS_TREE, connector.as_bytes(), record);
                 payload.insert(HISTORY_TREE, &history_entry.0, &history_entry.1);
@@ -698,6 +710,7 @@ impl Store {
             }
             let _ = tx.send(updated.is_some());
             let records = prepared.records;
+            let after = after.filter(|_| wrote_items);
             Ok(super::Logged::Applied {
                 payload,
                 after: after.map(|after| -> super::Hook { Box::new(move || after(records)) }),
@@ -726,7 +739,7 @@ fn add_to_totals(t: &mut ConnectorTotals, import: &ImportRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::CopyRecord;
+    use crate::store::model::{CopyRecord, IngestionRecord};
 
     fn connector(tenant: Uuid, name: &str, app: Option<Uuid>) -> ConnectorRecord {
         ConnectorRecord {
@@ -807,6 +820,53 @@ mod tests {
         );
         store.reset_connectors(true).expect("reset");
         assert!(find(t1, feeds[3].app_id.expect("app")).is_none(), "reset");
+    }
+
+    /// A native import whose connector was deleted meanwhile stores nothing (its run answers
+    /// 404, so nothing may be stored); an EWS request of a deleted partner connector stores
+    /// its items all the same (the partner sent them), without an import record.
+    #[tokio::test]
+    async fn an_import_of_a_deleted_connector() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let tenant = Uuid::new_v4();
+        let gone = connector(tenant, "Gone", None);
+        for requires_connector in [true, false] {
+            let item = crate::store::mailbox::tests::item(tenant, &["a@x"], Utc::now());
+            let record = IngestionRecord {
+                correlation_id: item.correlation_id,
+                tenant,
+                app_id: None,
+                received: item.received,
+                operation: "Import".into(),
+                http_status: 200,
+                outcome: "Success".into(),
+                items: vec![],
+                error: None,
+            };
+            let id = item.id;
+            let commit = ImportCommit {
+                ingestion: super::super::IngestionCommit {
+                    record,
+                    items: vec![(item, vec![])],
+                    after: None,
+                },
+                import: ImportRecord::partner(gone.id, Uuid::new_v4(), &[]),
+                seen: vec![],
+                consumed: vec![],
+                next_run: None,
+                requires_connector,
+            };
+            assert!(
+                !store.commit_import(commit).await.expect("commit"),
+                "no import recorded"
+            );
+            assert_eq!(
+                store.item(id).expect("read").is_some(),
+                !requires_connector,
+                "stored only for an EWS request (requires_connector {requires_connector})"
+            );
+        }
     }
 
     #[test]

@@ -686,7 +686,7 @@ fn held_copy(item: &ItemRecord, held: &HashSet<String>) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::IngestionCommit;
     use super::*;
 
@@ -777,7 +777,11 @@ mod tests {
         assert_eq!(decode::<IngestionRecord>(&json).unwrap(), record);
     }
 
-    fn item(tenant: Uuid, mailboxes: &[&str], received: DateTime<Utc>) -> ItemRecord {
+    pub(in crate::store) fn item(
+        tenant: Uuid,
+        mailboxes: &[&str],
+        received: DateTime<Utc>,
+    ) -> ItemRecord {
         let address = AddressRecord {
             name: None,
             address: "x@example.com".into(),

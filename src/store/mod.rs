@@ -55,6 +55,11 @@ pub enum StoreError {
     Log(String),
     #[error("an attachment file could not be read or written: {0}")]
     Attachment(String),
+    /// A write that failed after part of it took effect: applied to sled but not logged (the
+    /// log could not be written), or logged but not applied whole (a restart's replay completes
+    /// it). Either way it may exist; the client must not be told nothing was stored.
+    #[error("the write failed midway and may have been stored: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -305,7 +310,7 @@ impl Store {
     /// Waits until everything written so far is on disk (a checkpoint, on a blocking thread).
     pub async fn durable(&self) -> Result<()> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.flush())
+        crate::task::spawn_blocking(move || store.flush())
             .await
             .map_err(|_| StoreError::Closed)?
     }
@@ -317,7 +322,11 @@ impl Store {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
             .committer
-            .send(Job { write, reply })
+            .send(Job {
+                write,
+                reply,
+                span: tracing::Span::current(),
+            })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -357,7 +366,11 @@ impl Store {
         });
         self.inner
             .committer
-            .send(Job { write: job, reply })
+            .send(Job {
+                write: job,
+                reply,
+                span: tracing::Span::current(),
+            })
             .map_err(|_| StoreError::Closed)?;
         answer.blocking_recv().map_err(|_| StoreError::Closed)??;
         let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -1097,6 +1110,9 @@ pub(crate) type Hook = Box<dyn FnOnce() + Send>;
 struct Job {
     write: WriteJob,
     reply: tokio::sync::oneshot::Sender<Result<()>>,
+    /// The span of the request it writes for: the committer logs inside it, so its lines
+    /// carry the request's correlation id.
+    span: tracing::Span,
 }
 
 /// The committer: applies every write queued while it was busy, one after the other, appends
@@ -1119,41 +1135,59 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                 let prepared: Vec<_> = batch
                     .into_iter()
                     .map(|job| {
+                        let entered = job.span.enter();
                         let outcome = (job.write)().map(|logged| match logged {
                             Logged::Applied { payload, after } => {
                                 payload.frame_into(&mut framed);
-                                after.map(|after| -> Box<dyn FnOnce() -> Result<()> + Send> {
+                                let after = after.map(|after| -> Box<dyn FnOnce() -> Result<()> + Send> {
                                     Box::new(move || {
                                         after();
                                         Ok(())
                                     })
-                                })
+                                });
+                                (true, after)
                             }
                             Logged::Deferred { payload, apply } => {
                                 payload.frame_into(&mut framed);
-                                Some(apply)
+                                (false, Some(apply))
                             }
                         });
-                        (outcome, job.reply)
+                        drop(entered);
+                        (outcome, job.reply, job.span)
                     })
                     .collect();
                 let appended = segment.append(&framed);
                 wal.current.store(segment.seq(), Ordering::SeqCst);
                 let answers: Vec<_> = prepared
                     .into_iter()
-                    .map(|(outcome, reply)| {
+                    .map(|(outcome, reply, span)| {
+                        let _entered = span.enter();
                         let answer = match (outcome, &appended) {
                             (Err(e), _) => Err(e),
-                            (Ok(deferred), Ok(())) => {
-                                let applied = deferred.map_or(Ok(()), |apply| apply());
-                                if let Err(e) = &applied {
+                            (Ok((_, then)), Ok(())) => {
+                                let applied = then.map_or(Ok(()), |then| then());
+                                applied.map_err(|e| {
                                     // Logged but maybe half applied: the log must stay live.
                                     wal.apply_failed.store(true, Ordering::SeqCst);
                                     tracing::error!(error = %e, "a logged write could not be applied: the log is kept until a restart replays it");
-                                }
-                                applied
+                                    StoreError::OutcomeUnknown(format!(
+                                        "logged, not applied ({e}); a restart completes it"
+                                    ))
+                                })
                             }
-                            (Ok(_), Err(e)) => Err(StoreError::Log(e.to_string())),
+                            (Ok((true, after)), Err(e)) => {
+                                // In sled already (its transaction committed) but not in the
+                                // log: the next checkpoint keeps it. Index it too, so the
+                                // search index agrees with the store, and say so.
+                                tracing::error!(error = %e, "a write applied to the store could not be logged");
+                                if let Some(after) = after {
+                                    let _ = after();
+                                }
+                                Err(StoreError::OutcomeUnknown(format!(
+                                    "applied, not logged ({e})"
+                                )))
+                            }
+                            (Ok((false, _)), Err(e)) => Err(StoreError::Log(e.to_string())),
                         };
                         (answer, reply)
                     })
@@ -1269,6 +1303,7 @@ fn spawn_orphan_sweep(inner: Weak<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     /// Checkpoints asked for by several threads at once (the periodic one, `durable()` of
     /// admin writes) and index commits pruning retired segments meanwhile never fail on a
@@ -1301,6 +1336,45 @@ mod tests {
                 .expect("thread")
                 .expect("no checkpoint failed");
         }
+    }
+
+    /// A write applied in sled whose log append fails (a full disk) is answered as one that
+    /// may be stored, not as one that stored nothing, and its hook (the search index's) still
+    /// runs, so the index agrees with sled; the log then goes on in a new segment.
+    #[test]
+    fn an_applied_write_the_log_refuses_may_be_stored() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_with(dir.path(), false, true).expect("store");
+        let before = store.log_segment();
+        store.inner.wal.lock().fail_writes();
+        let hooked = Arc::new(AtomicBool::new(false));
+        let write = |key: &'static [u8], hooked: Arc<AtomicBool>| {
+            let db = store.inner.db.clone();
+            move || -> Result<((), wal::Payload, Option<Hook>)> {
+                db.open_tree("markers")?.insert(key, b"1")?;
+                let mut payload = wal::Payload::default();
+                payload.insert("markers", key, b"1");
+                let hook: Hook = Box::new(move || hooked.store(true, Ordering::SeqCst));
+                Ok(((), payload, Some(hook)))
+            }
+        };
+        let refused = store
+            .apply_logged(write(b"first", hooked.clone()))
+            .expect_err("the log refused it");
+        assert!(
+            matches!(refused, StoreError::OutcomeUnknown(_)),
+            "{refused:?}"
+        );
+        assert!(hooked.load(Ordering::SeqCst), "the hook ran");
+        let markers = store.inner.db.open_tree("markers").expect("tree");
+        assert!(
+            markers.get(b"first").expect("read").is_some(),
+            "it is in sled"
+        );
+        store
+            .apply_logged(write(b"second", Arc::new(AtomicBool::new(false))))
+            .expect("the next write is logged, in a new segment");
+        assert!(store.log_segment() > before);
     }
 
     fn store_marker(key: &[u8]) -> Result<((), wal::Payload, Option<Hook>)> {

@@ -395,6 +395,16 @@ impl Segment {
         }
     }
 
+    /// Makes the next writes fail as on a full disk (they go to `/dev/full`, which cannot be
+    /// cut back either): for tests of what a failed append answers.
+    #[cfg(test)]
+    pub fn fail_writes(&mut self) {
+        self.file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+    }
+
     /// Whether this log syncs to the disk (`--fsync`).
     pub fn fsync(&self) -> bool {
         self.fsync
