@@ -403,7 +403,10 @@ impl Faults {
             }
             match rule.fault {
                 Fault::Latency { milliseconds } => {
-                    injection.delay += Duration::from_millis(milliseconds);
+                    // Latency rules that match together add up, to the most one rule may ask:
+                    // 1,000 rules of 120 s would otherwise hold a request for 33 hours.
+                    injection.delay = (injection.delay + Duration::from_millis(milliseconds))
+                        .min(Duration::from_millis(MAX_LATENCY_MS));
                 }
                 fault => {
                     injection.fault = Some((rule.id.clone(), fault));
@@ -499,6 +502,16 @@ mod tests {
         }
         assert_eq!(faults.pick(t, a, "CreateItem", 1).fault, None);
         assert_eq!(faults.list().len(), 1);
+        // Latency rules add up, to the most one rule may ask.
+        for _ in 0..3 {
+            faults
+                .add(input(r#"{"fault":{"kind":"latency","milliseconds":120000}}"#).unwrap())
+                .unwrap();
+        }
+        assert_eq!(
+            faults.pick(t, a, "CreateItem", 1).delay,
+            Duration::from_millis(MAX_LATENCY_MS)
+        );
     }
 
     #[test]

@@ -89,6 +89,30 @@ fn server_busy_is_a_soap_fault_with_back_off_stores_nothing_and_is_journaled() {
     assert_eq!(stored(&server, &token), before + 1);
 }
 
+/// An oversized batch is refused as such (500 `ErrorInvalidRequest`, too many items) before
+/// any fault rule sees it: a per-item fault would answer one message per item, a reply a
+/// hundred times the request's size.
+#[test]
+fn a_batch_over_the_limit_is_refused_before_faults_apply() {
+    let server = Server::start(&["--max-items-per-request", "3"]);
+    let token = server.token();
+    add_rule(
+        &server,
+        json!({"operation": "CreateItem", "fault": {"kind": "itemServerBusy"}}),
+    );
+    let reply = server.ews(&token, &create_item(&vec![Msg::default().xml(); 4]));
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert!(reply.body.contains("at most 3 items"), "{}", reply.body);
+    assert!(!reply.body.contains("ErrorServerBusy"), "{}", reply.body);
+    let faults: Value = server
+        .admin(Method::GET, "/api/faults")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(faults["value"][0]["injected"], 0, "{faults}");
+}
+
 #[test]
 fn item_server_busy_fails_every_item_in_a_200_reply() {
     let server = Server::start(&[]);

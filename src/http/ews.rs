@@ -121,6 +121,9 @@ async fn handle(
     let label = super::metrics::operation_label(&parsed.operation);
     *operation = label;
     debug!(bytes = body.len(), "EWS request");
+    // An oversized batch is refused as such before any fault rule sees it (an injected
+    // per-item fault would answer one message per item).
+    crate::ingest::check_limits(state, &parsed)?;
     inject_faults(state, &principal, &parsed, label, correlation_id).await?;
     Ok(crate::ingest::execute(state, &principal, parsed, correlation_id).await?)
 }

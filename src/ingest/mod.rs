@@ -61,6 +61,21 @@ impl ItemTally {
     }
 }
 
+/// The request-size rule (at most `max_items_per_request` items in a CreateItem): checked
+/// before anything else looks at the items, fault injection included.
+pub fn check_limits(state: &AppState, request: &EwsRequest) -> Result<(), IngestError> {
+    let max = state.config.max_items_per_request;
+    match &request.operation {
+        Operation::CreateItem(create) if create.items.len() > max => {
+            Err(IngestError::TooManyItems {
+                count: create.items.len(),
+                max,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Executes one parsed EWS request and returns its answer.
 pub async fn execute(
     state: &AppState,
@@ -68,6 +83,7 @@ pub async fn execute(
     request: EwsRequest,
     correlation_id: Uuid,
 ) -> Result<Answer, IngestError> {
+    check_limits(state, &request)?;
     let xml = match request.operation {
         Operation::CreateItem(create) => {
             return create_item(state, principal, create, correlation_id).await
@@ -91,13 +107,6 @@ async fn create_item(
     create: CreateItem,
     correlation_id: Uuid,
 ) -> Result<Answer, IngestError> {
-    let max = state.config.max_items_per_request;
-    if create.items.len() > max {
-        return Err(IngestError::TooManyItems {
-            count: create.items.len(),
-            max,
-        });
-    }
     let store = &state.store;
     let tenant = store
         .tenant(principal.tenant)?
