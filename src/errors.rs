@@ -108,7 +108,9 @@ impl IntoResponse for EndpointError {
                 SENDER_NOT_ACTIVE_TEXT,
             ),
             EndpointError::Ingest(
-                error @ (IngestError::TooManyItems { .. } | IngestError::UnsupportedOperation(_)),
+                error @ (IngestError::TooManyItems { .. }
+                | IngestError::TooManyFolders { .. }
+                | IngestError::UnsupportedOperation(_)),
             ) => fault(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ErrorInvalidRequest",

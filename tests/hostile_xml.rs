@@ -19,6 +19,8 @@
 //! - 100,000 recipients: accepted (Exchange has no recipient limit on ingestion): one item, one
 //!   copy per tenant mailbox, answered within seconds.
 //! - a batch over the item limit: `ErrorInvalidRequest` naming the limit, nothing stored.
+//! - a GetFolder naming more than 100 folders: `ErrorInvalidRequest` naming the limit (each
+//!   folder costs a count of its items); a folder named several times is counted once.
 
 mod common;
 
@@ -409,5 +411,27 @@ fn a_batch_over_the_default_item_limit_of_1000_is_refused_whole() {
         500,
         "ErrorInvalidRequest",
         "1000",
+    );
+}
+
+#[test]
+fn a_get_folder_naming_more_than_100_folders_is_refused() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let with_ids = |n: usize| {
+        get_folder(MAILBOX, "inbox").replace(
+            "<t:DistinguishedFolderId Id=\"inbox\"/>",
+            &"<t:DistinguishedFolderId Id=\"inbox\"/>".repeat(n),
+        )
+    };
+    let reply = server.ews(&token, &with_ids(100));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body.matches("TotalCount>0<").count(), 100);
+    refused(
+        &server,
+        with_ids(101).into_bytes(),
+        500,
+        "ErrorInvalidRequest",
+        "at most 100 folders",
     );
 }

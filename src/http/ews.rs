@@ -96,6 +96,7 @@ fn error_outcome(error: &EndpointError) -> &'static str {
         EndpointError::Parse(e) => e.response_code(),
         EndpointError::Ingest(IngestError::SenderNotActive { .. }) => "SenderNotActive",
         EndpointError::Ingest(IngestError::TooManyItems { .. }) => "TooManyItems",
+        EndpointError::Ingest(IngestError::TooManyFolders { .. }) => "TooManyFolders",
         EndpointError::Ingest(IngestError::Store(_)) => "StoreError",
         EndpointError::Ingest(IngestError::ConnectorPaused { .. }) => "ConnectorPaused",
         EndpointError::Ingest(_) => "Refused",

@@ -25,6 +25,8 @@ pub enum IngestError {
     SenderNotActive { address: String },
     #[error("The request contains {count} items; at most {max} items are accepted in one CreateItem request.")]
     TooManyItems { count: usize, max: usize },
+    #[error("The request names {count} folders; at most {MAX_FOLDER_IDS} folders are accepted in one GetFolder request.")]
+    TooManyFolders { count: usize },
     #[error("The operation {0} is not supported by the third-party ingestion service; it accepts CreateItem (and GetFolder, ConvertId, CreateAttachment for client compatibility).")]
     UnsupportedOperation(String),
     #[error("the token's tenant {0} does not exist")]
@@ -61,8 +63,13 @@ impl ItemTally {
     }
 }
 
-/// The request-size rule (at most `max_items_per_request` items in a CreateItem): checked
-/// before anything else looks at the items, fault injection included.
+/// Most folders one GetFolder request may name (clients ask for one to a few; each costs a
+/// count of the folder's items).
+pub const MAX_FOLDER_IDS: usize = 100;
+
+/// The request-size rules (at most `max_items_per_request` items in a CreateItem, at most
+/// [`MAX_FOLDER_IDS`] folders in a GetFolder): checked before anything else looks at the
+/// request, fault injection included.
 pub fn check_limits(state: &AppState, request: &EwsRequest) -> Result<(), IngestError> {
     let max = state.config.max_items_per_request;
     match &request.operation {
@@ -70,6 +77,11 @@ pub fn check_limits(state: &AppState, request: &EwsRequest) -> Result<(), Ingest
             Err(IngestError::TooManyItems {
                 count: create.items.len(),
                 max,
+            })
+        }
+        Operation::GetFolder(get) if get.folders.len() > MAX_FOLDER_IDS => {
+            Err(IngestError::TooManyFolders {
+                count: get.folders.len(),
             })
         }
         _ => Ok(()),
@@ -403,11 +415,21 @@ fn get_folder(
     folders: &[FolderRef],
 ) -> Result<String, IngestError> {
     let mut results = Vec::with_capacity(folders.len());
+    // A folder named twice is counted once.
+    let mut described = std::collections::HashMap::new();
     for folder in folders {
         results.push(match folder {
             FolderRef::Distinguished { id, mailbox } => {
                 let mailbox = mailbox.clone().or_else(|| impersonated.clone());
-                describe_folder(state, principal, id, mailbox.as_deref())?
+                let key = (id.to_ascii_lowercase(), mailbox.clone());
+                match described.get(&key) {
+                    Some(result) => FolderResult::clone(result),
+                    None => {
+                        let result = describe_folder(state, principal, id, mailbox.as_deref())?;
+                        described.insert(key, result.clone());
+                        result
+                    }
+                }
             }
             FolderRef::Id(_) => FolderResult::Failed {
                 code: "ErrorFolderNotFound".into(),
