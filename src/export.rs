@@ -5,10 +5,11 @@
 use std::borrow::Cow;
 
 use base64::Engine;
+use chrono::Datelike;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
-use mail_builder::headers::date::Date;
 use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
@@ -35,7 +36,14 @@ pub fn to_eml(item: &ItemRecord, attachments: &[Vec<u8>]) -> std::io::Result<Vec
             message = message.header(header, Address::new_list(addresses));
         }
     }
-    message = message.date(Date::new(item.sent.timestamp()));
+    // Written by chrono: mail-builder's `Date` gets dates before 1970 wrong (negative
+    // seconds). Years outside 1..=9999 (not accepted since) are clamped into the format.
+    let date = match item.sent.year() {
+        ..=0 => "Mon, 1 Jan 0001 00:00:00 +0000".to_string(),
+        1..=9999 => item.sent.to_rfc2822(),
+        _ => "Fri, 31 Dec 9999 23:59:59 +0000".to_string(),
+    };
+    message = message.header("Date", Raw::new(date));
     if let Some(subject) = &item.subject {
         message = message.subject(Text::new(clean(subject)));
     }
@@ -257,6 +265,33 @@ mod tests {
         assert!(text.contains("X-Item-Class: IPM.NOTE.Twitter.Tweet\r\n"));
         assert!(!text.contains("\r\nBcc: evil"));
         assert!(!text.contains("\r\nX: y"));
+    }
+
+    /// The Date header of a message sent before 1970 names its day (mail-builder's own
+    /// formatting gave `00:00:-1` and the wrong day); years past 9999 are clamped.
+    #[test]
+    fn dates_before_1970_and_after_9999() {
+        let mut item = item();
+        for (sent, header) in [
+            (
+                "1969-12-31T23:59:59Z",
+                "Date: Wed, 31 Dec 1969 23:59:59 +0000\r\n",
+            ),
+            (
+                "0001-01-01T00:00:00Z",
+                "Date: Mon, 1 Jan 0001 00:00:00 +0000\r\n",
+            ),
+        ] {
+            item.sent = chrono::DateTime::parse_from_rfc3339(sent).unwrap().into();
+            let eml = String::from_utf8(to_eml(&item, &[vec![]]).expect("eml")).unwrap();
+            assert!(eml.contains(header), "{sent}: {eml}");
+        }
+        item.sent = "+12345-01-01T00:00:00Z".parse().unwrap();
+        let eml = String::from_utf8(to_eml(&item, &[vec![]]).expect("eml")).unwrap();
+        assert!(
+            eml.contains("Date: Fri, 31 Dec 9999 23:59:59 +0000\r\n"),
+            "{eml}"
+        );
     }
 
     #[test]

@@ -737,13 +737,19 @@ pub fn sweep_all(state: &AppState) -> ApiResult<Vec<SweepOutcome>> {
     let mut out = Vec::new();
     for tenant in state.store.tenants()? {
         if let Some(days) = tenant.retention_days {
-            out.push(run_sweep(
+            // One tenant's failure does not keep the others from their sweep.
+            match run_sweep(
                 state,
                 TenantId(tenant.id),
                 cutoff_for(days, now),
                 Some(days),
                 "scheduled",
-            )?);
+            ) {
+                Ok(sweep) => out.push(sweep),
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.id, error = %e, "retention sweep failed")
+                }
+            }
         }
     }
     Ok(out)

@@ -27,6 +27,9 @@ use crate::store::{IngestionCommit, StoreError};
 
 /// Staged items imported by one run at most (the rest wait for the next run).
 pub const MAX_ITEMS_PER_RUN: usize = 10_000;
+/// Staged bytes one run reads at most (the rest wait for the next run; a run always takes at
+/// least one item): a run holds what it reads in memory, and staging has no total limit.
+pub const MAX_BYTES_PER_RUN: usize = 64 * 1024 * 1024;
 
 /// Imports never run concurrently (a manual run and the scheduler, or two manual runs).
 static IMPORTS: Mutex<()> = Mutex::const_new(());
@@ -79,7 +82,7 @@ pub async fn run(
     }
     let now = Utc::now();
     let next_run = now + chrono::Duration::minutes(i64::from(c.interval_minutes));
-    let staged = store.staged(c.id, MAX_ITEMS_PER_RUN)?;
+    let staged = store.staged(c.id, MAX_ITEMS_PER_RUN, MAX_BYTES_PER_RUN)?;
     if staged.is_empty() {
         store.schedule_run(c.id, Some(now), next_run)?;
         store.durable().await?;

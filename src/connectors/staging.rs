@@ -6,7 +6,7 @@
 //! attachments the source could not supply) becomes a failed or partially imported item then.
 
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -139,11 +139,14 @@ fn dedup_key(source_id: Option<&str>, content: &[u8]) -> Vec<u8> {
     }
 }
 
+/// The addresses in order, without blanks and repeats (compared case-insensitively), in
+/// linear time: a delivery may name millions.
 fn participants(addresses: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<String> = Vec::new();
     for address in addresses {
         let address = address.trim().to_string();
-        if !address.is_empty() && !out.iter().any(|a| a.eq_ignore_ascii_case(&address)) {
+        if !address.is_empty() && seen.insert(address.to_ascii_lowercase()) {
             out.push(address);
         }
     }
@@ -169,6 +172,13 @@ fn from_json(value: &serde_json::Value, source: &str) -> Result<NativeItem, Stri
     let participants = participants(json.email.iter().cloned());
     if participants.is_empty() {
         return Err("property 'email' (the participants) is empty: nobody to import it for".into());
+    }
+    // As EWS dates: four-digit years (an export writes the date into an RFC 5322 header).
+    if !(1..=9999).contains(&json.date.year()) {
+        return Err(format!(
+            "property 'date' ({}) is out of range: years 0001 to 9999",
+            json.date.to_rfc3339()
+        ));
     }
     let format = match json.body_type.as_deref() {
         None => BodyFormat::Text,
@@ -309,6 +319,31 @@ fn from_eml(bytes: &[u8], source: &str) -> Result<NativeItem, StagingError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Participants are deduplicated in linear time: 200,000 distinct addresses (a
+    /// quadratic scan took minutes), repeats in any case dropped, order kept.
+    #[test]
+    fn many_participants_are_deduplicated_in_order() {
+        let addresses: Vec<String> = (0..200_000)
+            .flat_map(|n| [format!("user{n}@x.example"), format!("USER{n}@X.example")])
+            .collect();
+        let out = participants(addresses);
+        assert_eq!(out.len(), 200_000);
+        assert_eq!(out[1], "user1@x.example");
+        assert_eq!(
+            participants(vec![" ".into(), "b@x".into(), "a@x".into(), "B@X".into()]),
+            ["b@x", "a@x"]
+        );
+    }
+
+    #[test]
+    fn dates_outside_four_digit_years_are_refused() {
+        for date in ["+12345-01-01T00:00:00Z", "-0001-01-01T00:00:00Z"] {
+            let item = json!({"from": "a@x.example", "date": date, "email": ["a@x.example"]});
+            let e = check_json(item).expect_err(date).to_string();
+            assert!(e.contains("out of range"), "{date}: {e}");
+        }
+    }
 
     #[test]
     fn json_items_are_checked_whole() {

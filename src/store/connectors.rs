@@ -588,18 +588,22 @@ impl Store {
     }
 
     /// The staged items of a connector, oldest first, at most `max`.
-    pub fn staged(&self, connector: Uuid, max: usize) -> Result<Vec<Staged>> {
-        self.staging_tree()?
-            .scan_prefix(connector.as_bytes())
-            .take(max)
-            .map(|entry| {
-                let (key, value) = entry?;
-                Ok(Staged {
-                    key: key.to_vec(),
-                    record: decode(&value)?,
-                })
-            })
-            .collect()
+    pub fn staged(&self, connector: Uuid, max: usize, max_bytes: usize) -> Result<Vec<Staged>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for entry in self.staging_tree()?.scan_prefix(connector.as_bytes()) {
+            let (key, value) = entry?;
+            bytes = bytes.saturating_add(value.len());
+            // At least one, so a run always makes progress.
+            if out.len() >= max || (!out.is_empty() && bytes > max_bytes) {
+                break;
+            }
+            out.push(Staged {
+                key: key.to_vec(),
+                record: decode(&value)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Whether `connector` already imported an item with this dedup key.
@@ -867,6 +871,28 @@ mod tests {
                 "stored only for an EWS request (requires_connector {requires_connector})"
             );
         }
+    }
+
+    /// A run reads staged items up to a count and a byte budget, and at least one.
+    #[tokio::test]
+    async fn a_run_reads_staged_items_within_its_budgets() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let c = connector(Uuid::new_v4(), "Pivot", None);
+        store.put_connector(&c).expect("put");
+        let record = StagedRecord {
+            staged: Utc::now(),
+            payload: StagedPayload::Eml {
+                base64: "x".repeat(1000),
+            },
+        };
+        let records = vec![record.clone(), record.clone(), record];
+        assert_eq!(store.stage(c.id, &records).await.expect("stage"), Some(3));
+        let count = |max, bytes| store.staged(c.id, max, bytes).expect("staged").len();
+        assert_eq!(count(10, usize::MAX), 3);
+        assert_eq!(count(2, usize::MAX), 2);
+        assert_eq!(count(10, 2500), 2, "two fit in 2,500 bytes");
+        assert_eq!(count(10, 0), 1, "at least one");
     }
 
     #[test]
