@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::error::{Admin, ApiError, ApiResult, Body};
 use super::registry::Routes;
-use super::tenant_of;
+use super::{tenant_of, write_lock};
 use crate::app::AppState;
 use crate::domain::TenantId;
 use crate::search::kql::{self, Expr};
@@ -275,6 +275,9 @@ async fn delete_matches(
     let worker = state.clone();
     let tenant_id = tenant.id;
     let outcome = crate::task::spawn_blocking(move || -> ApiResult<_> {
+        // Like every other removal: a hold answered before this delete reads the holds is
+        // honoured (without the lock, a hold set meanwhile was not).
+        let _guard = write_lock();
         let ids = worker
             .search
             .matching_items(tenant_id, &expr, &mailboxes)

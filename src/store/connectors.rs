@@ -718,6 +718,7 @@ impl Store {
             Ok(super::Logged::Applied {
                 payload,
                 after: after.map(|after| -> super::Hook { Box::new(move || after(records)) }),
+                if_logged: None,
             })
         }))
         .await?;

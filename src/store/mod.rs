@@ -348,21 +348,20 @@ impl Store {
             *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
             // Attachment files go once the removal of what names them is in the log.
             let doomed = payload.removed(BLOBS);
-            let after = if doomed.is_empty() {
-                after
-            } else {
-                Some(Box::new(move || {
+            let if_logged = (!doomed.is_empty()).then(|| {
+                Box::new(move || {
                     for key in &doomed {
                         if let Err(e) = inner.files.remove(key) {
                             tracing::warn!(error = %e, "an attachment file of a removed item stays (unused)");
                         }
                     }
-                    if let Some(after) = after {
-                        after();
-                    }
-                }) as Hook)
-            };
-            Ok(Logged::Applied { payload, after })
+                }) as Hook
+            });
+            Ok(Logged::Applied {
+                payload,
+                after,
+                if_logged,
+            })
         });
         self.inner
             .committer
@@ -960,6 +959,7 @@ impl Store {
             Ok(Logged::Applied {
                 payload,
                 after: on_change.map(|on_change| -> Hook { Box::new(move || on_change(&[id])) }),
+                if_logged: None,
             })
         }))
         .await?;
@@ -1089,10 +1089,14 @@ enum Logged {
     /// Already applied by the job, in a sled transaction (writes that read what they update,
     /// such as a connector's totals, and must not lose a concurrent admin update); the payload
     /// is what it wrote; `after` (the search index's hook) runs once the payload is appended,
-    /// so the index never has a change the log lacks.
+    /// so the index never has a change the log lacks, and also when the append fails (the
+    /// change is in sled: the index follows the store). `if_logged` (deleting the attachment
+    /// files of removed items) runs only once the log holds the write: a crash before the
+    /// next checkpoint could bring the items back, and their files must still be there.
     Applied {
         payload: wal::Payload,
         after: Option<Hook>,
+        if_logged: Option<Hook>,
     },
     /// Applied by the committer with plain inserts after the payload is appended to the log:
     /// the log record, whole or torn, decides whether the write exists after a crash (replay
@@ -1101,6 +1105,17 @@ enum Logged {
         payload: wal::Payload,
         apply: Box<dyn FnOnce() -> Result<()> + Send>,
     },
+}
+
+/// What the committer does with a write once its group is appended (or not) to the log.
+enum Then {
+    /// Already in sled: run its hooks (see [`Logged::Applied`]).
+    Applied {
+        after: Option<Hook>,
+        if_logged: Option<Hook>,
+    },
+    /// Apply it with this, if the log has it.
+    Deferred(Box<dyn FnOnce() -> Result<()> + Send>),
 }
 
 /// What runs after a [`Logged::Applied`] write is appended to the log, before later writes.
@@ -1137,19 +1152,17 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                     .map(|job| {
                         let entered = job.span.enter();
                         let outcome = (job.write)().map(|logged| match logged {
-                            Logged::Applied { payload, after } => {
+                            Logged::Applied {
+                                payload,
+                                after,
+                                if_logged,
+                            } => {
                                 payload.frame_into(&mut framed);
-                                let after = after.map(|after| -> Box<dyn FnOnce() -> Result<()> + Send> {
-                                    Box::new(move || {
-                                        after();
-                                        Ok(())
-                                    })
-                                });
-                                (true, after)
+                                Then::Applied { after, if_logged }
                             }
                             Logged::Deferred { payload, apply } => {
                                 payload.frame_into(&mut framed);
-                                (false, Some(apply))
+                                Then::Deferred(apply)
                             }
                         });
                         drop(entered);
@@ -1164,9 +1177,17 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                         let _entered = span.enter();
                         let answer = match (outcome, &appended) {
                             (Err(e), _) => Err(e),
-                            (Ok((_, then)), Ok(())) => {
-                                let applied = then.map_or(Ok(()), |then| then());
-                                applied.map_err(|e| {
+                            (Ok(Then::Applied { after, if_logged }), Ok(())) => {
+                                if let Some(if_logged) = if_logged {
+                                    if_logged();
+                                }
+                                if let Some(after) = after {
+                                    after();
+                                }
+                                Ok(())
+                            }
+                            (Ok(Then::Deferred(apply)), Ok(())) => {
+                                apply().map_err(|e| {
                                     // Logged but maybe half applied: the log must stay live.
                                     wal.apply_failed.store(true, Ordering::SeqCst);
                                     tracing::error!(error = %e, "a logged write could not be applied: the log is kept until a restart replays it");
@@ -1175,19 +1196,19 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                                     ))
                                 })
                             }
-                            (Ok((true, after)), Err(e)) => {
+                            (Ok(Then::Applied { after, .. }), Err(e)) => {
                                 // In sled already (its transaction committed) but not in the
                                 // log: the next checkpoint keeps it. Index it too, so the
                                 // search index agrees with the store, and say so.
                                 tracing::error!(error = %e, "a write applied to the store could not be logged");
                                 if let Some(after) = after {
-                                    let _ = after();
+                                    after();
                                 }
                                 Err(StoreError::OutcomeUnknown(format!(
                                     "applied, not logged ({e})"
                                 )))
                             }
-                            (Ok((false, _)), Err(e)) => Err(StoreError::Log(e.to_string())),
+                            (Ok(Then::Deferred(_)), Err(e)) => Err(StoreError::Log(e.to_string())),
                         };
                         (answer, reply)
                     })
@@ -1375,6 +1396,34 @@ mod tests {
             .apply_logged(write(b"second", Arc::new(AtomicBool::new(false))))
             .expect("the next write is logged, in a new segment");
         assert!(store.log_segment() > before);
+    }
+
+    /// The attachment files of a removal go only once the log has the removal: when the
+    /// append fails, a crash before the next checkpoint could bring the item back.
+    #[test]
+    fn attachment_files_of_a_removal_the_log_refuses_stay() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_with(dir.path(), false, true).expect("store");
+        let remove = |key: &'static [u8]| {
+            move || -> Result<((), wal::Payload, Option<Hook>)> {
+                let mut payload = wal::Payload::default();
+                payload.remove(BLOBS, key);
+                Ok(((), payload, None))
+            }
+        };
+        for key in [&b"kept"[..], b"gone"] {
+            store
+                .inner
+                .files
+                .put_synced([(key, &b"content"[..])])
+                .expect("file");
+        }
+        store.inner.wal.lock().fail_writes();
+        let refused = store.apply_logged(remove(b"kept")).expect_err("refused");
+        assert!(matches!(refused, StoreError::OutcomeUnknown(_)), "{refused:?}");
+        assert!(store.inner.files.get(b"kept").expect("read").is_some(), "kept");
+        store.apply_logged(remove(b"gone")).expect("logged");
+        assert!(store.inner.files.get(b"gone").expect("read").is_none(), "removed");
     }
 
     fn store_marker(key: &[u8]) -> Result<((), wal::Payload, Option<Hook>)> {
