@@ -313,9 +313,10 @@ impl Store {
         }
     }
 
-    /// Creates or replaces a connector. A name already used by another connector of the tenant,
-    /// or an app already served by another partner connector of the tenant, is a conflict.
-    /// The caller serialises writes (check-then-write). Not flushed.
+    /// Creates or changes a connector; a change keeps the stored totals and last run (only
+    /// imports and reset change those). A name already used by another connector of the
+    /// tenant, or an app already served by another partner connector of the tenant, is a
+    /// conflict. The caller serialises writes (check-then-write). Not flushed.
     pub fn put_connector(&self, connector: &ConnectorRecord) -> Result<()> {
         let _changing = self.directory_write();
         for other in self.connectors()? {
@@ -338,10 +339,18 @@ impl Store {
                 )));
             }
         }
-        let record = encode(connector)?;
         let key = partner_key(connector);
         (&self.connectors_tree()?, &self.partner_apps_tree()?).transaction(
             |(connectors, partner_apps)| {
+                // What imports keep (totals, last run) is theirs: an admin change read before
+                // an import committed must not write the import's figures back to stale ones.
+                let mut connector = connector.clone();
+                if let Some(bytes) = connectors.get(connector.id.as_bytes())? {
+                    let current: ConnectorRecord = decode(&bytes).map_err(abort)?;
+                    connector.totals = current.totals;
+                    connector.last_run = current.last_run;
+                }
+                let record = encode(&connector).map_err(abort)?;
                 connectors.insert(connector.id.as_bytes(), record.as_slice())?;
                 if let Some(key) = &key {
                     partner_apps.insert(key.as_slice(), connector.id.as_bytes())?;
@@ -872,6 +881,30 @@ mod tests {
                 "stored only for an EWS request (requires_connector {requires_connector})"
             );
         }
+    }
+
+    /// An admin change read before an import committed keeps the import's totals and last
+    /// run (it wrote the stale ones back before).
+    #[test]
+    fn a_change_read_before_an_import_keeps_its_totals() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let c = connector(Uuid::new_v4(), "Feed", Some(Uuid::new_v4()));
+        store.put_connector(&c).expect("put");
+        let mut stale = store.connector(c.id).expect("read").expect("there");
+        let outcomes = vec![ItemOutcomeRecord::Stored {
+            index: 0,
+            item_id: Uuid::new_v4(),
+            copies: vec![copy("a@x")],
+        }];
+        assert!(store
+            .record_import(&ImportRecord::partner(c.id, Uuid::new_v4(), &outcomes))
+            .expect("record"));
+        stale.name = "Renamed".into();
+        store.put_connector(&stale).expect("put");
+        let now = store.connector(c.id).expect("read").expect("there");
+        assert_eq!(now.name, "Renamed");
+        assert_eq!((now.totals.imports, now.totals.imported), (1, 1));
     }
 
     /// A run reads staged items up to a count and a byte budget, and at least one.

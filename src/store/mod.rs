@@ -1420,10 +1420,19 @@ mod tests {
         }
         store.inner.wal.lock().fail_writes();
         let refused = store.apply_logged(remove(b"kept")).expect_err("refused");
-        assert!(matches!(refused, StoreError::OutcomeUnknown(_)), "{refused:?}");
-        assert!(store.inner.files.get(b"kept").expect("read").is_some(), "kept");
+        assert!(
+            matches!(refused, StoreError::OutcomeUnknown(_)),
+            "{refused:?}"
+        );
+        assert!(
+            store.inner.files.get(b"kept").expect("read").is_some(),
+            "kept"
+        );
         store.apply_logged(remove(b"gone")).expect("logged");
-        assert!(store.inner.files.get(b"gone").expect("read").is_none(), "removed");
+        assert!(
+            store.inner.files.get(b"gone").expect("read").is_none(),
+            "removed"
+        );
     }
 
     fn store_marker(key: &[u8]) -> Result<((), wal::Payload, Option<Hook>)> {
