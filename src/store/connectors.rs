@@ -651,6 +651,7 @@ impl Store {
     /// items and journal are still written (they were accepted) and the answer is false.
     pub async fn commit_import(&self, mut commit: ImportCommit) -> Result<bool> {
         let after = commit.ingestion.after.take();
+        let tenant = commit.ingestion.record.tenant;
         let prepared = self.prepare_ingestion(commit.ingestion)?;
         let connector = commit.import.connector;
         let import = commit.import;
@@ -665,6 +666,7 @@ impl Store {
         let store = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Box::new(move || {
+            store.check_tenant_not_gone(tenant)?;
             let i = &store.inner;
             let journal = store.journal_tree()?;
             prepared.write_files(&i.files, true)?;

@@ -106,6 +106,10 @@ struct Inner {
     wal: Arc<WalState>,
     /// Memoised directory reads; every directory write takes [`Store::directory_write`].
     cache: cache::DirectoryCache,
+    /// Tenants deleted (or being deleted) since start: the committer refuses their writes.
+    gone_tenants: Mutex<std::collections::HashSet<Uuid>>,
+    /// Whether `gone_tenants` has any (the committer's check is then one load).
+    any_gone: std::sync::atomic::AtomicBool,
 }
 
 /// The write-ahead log's current segment, shared by the committer (appends) and checkpoints
@@ -257,6 +261,8 @@ impl Store {
             committer,
             wal,
             cache: cache::DirectoryCache::new(),
+            gone_tenants: Mutex::new(std::collections::HashSet::new()),
+            any_gone: std::sync::atomic::AtomicBool::new(false),
             db,
         };
         let inner = Arc::new(inner);
@@ -470,6 +476,8 @@ impl Store {
 
     pub fn put_tenant(&self, tenant: &TenantRecord) -> Result<()> {
         let _changing = self.directory_write();
+        // A tenant created again with the id of a deleted one takes requests again.
+        self.unfence_tenant(tenant.id);
         let i = &self.inner;
         (&i.tenants, &i.domains).transaction(|(tenants, domains)| {
             for domain in &tenant.domains {
@@ -550,6 +558,24 @@ impl Store {
         let Some(tenant) = self.tenant(id)? else {
             return Ok(false);
         };
+        // A request that passed its tenant check before this may still be on its way to the
+        // committer: from the fence on, the committer refuses the tenant's writes, and every
+        // write it took before the fence is in sled for the removals below to find.
+        self.fence_tenant(id.0)?;
+        let deleted = self.delete_tenant_data(id, &tenant, on_change);
+        if deleted.is_err() {
+            // The tenant is still there (its record goes last): let it work again.
+            self.unfence_tenant(id.0);
+        }
+        deleted
+    }
+
+    fn delete_tenant_data(
+        &self,
+        id: TenantId,
+        tenant: &TenantRecord,
+        on_change: Option<&OnItemsChanged>,
+    ) -> Result<bool> {
         let i = &self.inner;
         for domain in &tenant.domains {
             i.domains.remove(domain.to_lowercase().as_bytes())?;
@@ -572,6 +598,46 @@ impl Store {
         self.delete_connectors_of(id)?;
         i.tenants.remove(id.0.as_bytes())?;
         Ok(true)
+    }
+
+    /// From when this returns, the committer refuses writes of `tenant`'s requests, and every
+    /// write it took before is applied (a no-op job is queued behind them and waited for).
+    fn fence_tenant(&self, tenant: Uuid) -> Result<()> {
+        let i = &self.inner;
+        i.gone_tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant);
+        i.any_gone.store(true, Ordering::SeqCst);
+        self.apply_logged(|| Ok(((), wal::Payload::default(), None)))
+    }
+
+    fn unfence_tenant(&self, tenant: Uuid) {
+        let mut gone = self
+            .inner
+            .gone_tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        gone.remove(&tenant);
+        self.inner
+            .any_gone
+            .store(!gone.is_empty(), Ordering::SeqCst);
+    }
+
+    /// Refuses (on the committer) a write for a tenant deleted since its request was checked.
+    fn check_tenant_not_gone(&self, tenant: Uuid) -> Result<()> {
+        let i = &self.inner;
+        if i.any_gone.load(Ordering::SeqCst)
+            && i.gone_tenants
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&tenant)
+        {
+            return Err(StoreError::NotFound(format!(
+                "tenant {tenant} (deleted while the request was answered)"
+            )));
+        }
+        Ok(())
     }
 
     fn items_of_tenant(&self, id: TenantId) -> Result<Vec<ItemRecord>> {
@@ -801,9 +867,11 @@ impl Store {
     /// they are durable.
     pub async fn commit_ingestion(&self, mut commit: IngestionCommit) -> Result<()> {
         let after = commit.after.take();
+        let tenant = commit.record.tenant;
         let prepared = self.prepare_ingestion(commit)?;
         let store = self.clone();
         self.submit(Box::new(move || {
+            store.check_tenant_not_gone(tenant)?;
             let mut payload = wal::Payload::with_capacity(prepared.log_size());
             prepared.log(&mut payload);
             Ok(Logged::Deferred {
@@ -1433,6 +1501,64 @@ mod tests {
             store.inner.files.get(b"gone").expect("read").is_none(),
             "removed"
         );
+    }
+
+    /// A request that passed its tenant check before the tenant was deleted is refused by the
+    /// committer, not stored for a tenant that no longer exists; a tenant created again with
+    /// that id takes requests again.
+    #[test]
+    fn a_write_for_a_tenant_deleted_meanwhile_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let tenant = TenantRecord {
+            id: Uuid::new_v4(),
+            display_name: "Gone".into(),
+            domains: vec!["gone.example".into()],
+            third_party_mailbox: None,
+            retention_days: None,
+        };
+        let commit = || {
+            let item = mailbox::tests::item(tenant.id, &["a@gone.example"], Utc::now());
+            let id = item.id;
+            let record = IngestionRecord {
+                correlation_id: item.correlation_id,
+                tenant: tenant.id,
+                app_id: None,
+                received: item.received,
+                operation: "CreateItem".into(),
+                http_status: 200,
+                outcome: "Success".into(),
+                items: vec![],
+                error: None,
+            };
+            let commit = IngestionCommit {
+                record,
+                items: vec![(item, vec![])],
+                after: None,
+            };
+            (id, runtime.block_on(store.commit_ingestion(commit)))
+        };
+        store.put_tenant(&tenant).expect("tenant");
+        let (before, stored) = commit();
+        stored.expect("stored while the tenant exists");
+        assert!(store
+            .delete_tenant(TenantId(tenant.id), None)
+            .expect("delete"));
+        assert!(
+            store.item(before).expect("read").is_none(),
+            "removed with the tenant"
+        );
+        let (after, refused) = commit();
+        assert!(
+            matches!(refused, Err(StoreError::NotFound(_))),
+            "{refused:?}"
+        );
+        assert!(store.item(after).expect("read").is_none(), "nothing stored");
+        store.put_tenant(&tenant).expect("created again");
+        let (again, stored) = commit();
+        stored.expect("stored again");
+        assert!(store.item(again).expect("read").is_some());
     }
 
     fn store_marker(key: &[u8]) -> Result<((), wal::Payload, Option<Hook>)> {
