@@ -817,17 +817,20 @@ async fn reset(
     let outcome = crate::task::spawn_blocking(move || -> ApiResult<_> {
         let _guard = write_lock();
         let on_change = crate::search::on_items_changed(&worker);
-        let outcome = worker.store.reset(force, Some(&on_change))?;
-        worker.store.reset_connectors(all)?;
-        if all {
-            worker.store.wipe_directory()?;
-            crate::app::seed(&worker.store, &worker.config.fixtures).map_err(|e| {
-                ApiError::Store(StoreError::Conflict(format!(
-                    "Restoring the fixtures failed: {e}"
-                )))
-            })?;
-        }
-        Ok(outcome)
+        // A request answered meanwhile is wholly reset or refused, never half removed.
+        worker.store.with_ingestion_fenced(|| -> ApiResult<_> {
+            let outcome = worker.store.reset(force, Some(&on_change))?;
+            worker.store.reset_connectors(all)?;
+            if all {
+                worker.store.wipe_directory()?;
+                crate::app::seed(&worker.store, &worker.config.fixtures).map_err(|e| {
+                    ApiError::Store(StoreError::Conflict(format!(
+                        "Restoring the fixtures failed: {e}"
+                    )))
+                })?;
+            }
+            Ok(outcome)
+        })
     })
     .await
     .map_err(|e| ApiError::Store(StoreError::Conflict(format!("reset failed: {e}"))))??;

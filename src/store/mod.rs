@@ -110,6 +110,8 @@ struct Inner {
     gone_tenants: Mutex<std::collections::HashSet<Uuid>>,
     /// Whether `gone_tenants` has any (the committer's check is then one load).
     any_gone: std::sync::atomic::AtomicBool,
+    /// A reset is running: the committer refuses every ingestion and import.
+    all_fenced: std::sync::atomic::AtomicBool,
 }
 
 /// The write-ahead log's current segment, shared by the committer (appends) and checkpoints
@@ -263,6 +265,7 @@ impl Store {
             cache: cache::DirectoryCache::new(),
             gone_tenants: Mutex::new(std::collections::HashSet::new()),
             any_gone: std::sync::atomic::AtomicBool::new(false),
+            all_fenced: std::sync::atomic::AtomicBool::new(false),
             db,
         };
         let inner = Arc::new(inner);
@@ -624,9 +627,34 @@ impl Store {
             .store(!gone.is_empty(), Ordering::SeqCst);
     }
 
-    /// Refuses (on the committer) a write for a tenant deleted since its request was checked.
+    /// Runs `f` (a reset) with every ingestion and import refused by the committer, and every
+    /// one it took before applied: a request is then wholly before the reset (and reset with
+    /// the rest) or refused, never half removed. Blocking: not from an async task.
+    pub fn with_ingestion_fenced<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        struct Lift<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Lift<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        self.inner.all_fenced.store(true, Ordering::SeqCst);
+        let _lift = Lift(&self.inner.all_fenced);
+        self.apply_logged(|| Ok(((), wal::Payload::default(), None)))?;
+        f()
+    }
+
+    /// Refuses (on the committer) a write for a tenant deleted since its request was checked,
+    /// or any while a reset runs.
     fn check_tenant_not_gone(&self, tenant: Uuid) -> Result<()> {
         let i = &self.inner;
+        if i.all_fenced.load(Ordering::SeqCst) {
+            return Err(StoreError::Conflict(
+                "the store was being reset: the request was refused".into(),
+            ));
+        }
         if i.any_gone.load(Ordering::SeqCst)
             && i.gone_tenants
                 .lock()
@@ -1505,7 +1533,7 @@ mod tests {
 
     /// A request that passed its tenant check before the tenant was deleted is refused by the
     /// committer, not stored for a tenant that no longer exists; a tenant created again with
-    /// that id takes requests again.
+    /// that id takes requests again. So is every request while a reset runs.
     #[test]
     fn a_write_for_a_tenant_deleted_meanwhile_is_refused() {
         let dir = tempfile::tempdir().expect("dir");
@@ -1559,6 +1587,23 @@ mod tests {
         let (again, stored) = commit();
         stored.expect("stored again");
         assert!(store.item(again).expect("read").is_some());
+
+        // While a reset runs, every ingestion is refused; after it, they are taken again.
+        let during = store
+            .with_ingestion_fenced(|| -> Result<_> { Ok(commit()) })
+            .expect("fenced");
+        assert!(
+            matches!(during.1, Err(StoreError::Conflict(_))),
+            "{:?}",
+            during.1
+        );
+        assert!(
+            store.item(during.0).expect("read").is_none(),
+            "nothing stored"
+        );
+        let (after_reset, stored) = commit();
+        stored.expect("taken again after the reset");
+        assert!(store.item(after_reset).expect("read").is_some());
     }
 
     fn store_marker(key: &[u8]) -> Result<((), wal::Payload, Option<Hook>)> {
