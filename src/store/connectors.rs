@@ -755,7 +755,7 @@ fn add_to_totals(t: &mut ConnectorTotals, import: &ImportRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::{CopyRecord, IngestionRecord};
+    use crate::store::model::CopyRecord;
 
     fn connector(tenant: Uuid, name: &str, app: Option<Uuid>) -> ConnectorRecord {
         ConnectorRecord {
@@ -849,21 +849,10 @@ mod tests {
         let gone = connector(tenant, "Gone", None);
         for requires_connector in [true, false] {
             let item = crate::store::mailbox::tests::item(tenant, &["a@x"], Utc::now());
-            let record = IngestionRecord {
-                correlation_id: item.correlation_id,
-                tenant,
-                app_id: None,
-                received: item.received,
-                operation: "Import".into(),
-                http_status: 200,
-                outcome: "Success".into(),
-                items: vec![],
-                error: None,
-            };
             let id = item.id;
             let commit = ImportCommit {
                 ingestion: super::super::IngestionCommit {
-                    record,
+                    record: crate::store::mailbox::tests::record_of(&item),
                     items: vec![(item, vec![])],
                     after: None,
                 },

@@ -828,8 +828,9 @@ pub(super) mod tests {
         }
     }
 
-    fn commit(store: &Store, item: &ItemRecord) {
-        let record = IngestionRecord {
+    /// The ingestion record of a request that stored `item` (its items' outcomes left out).
+    pub(in crate::store) fn record_of(item: &ItemRecord) -> IngestionRecord {
+        IngestionRecord {
             correlation_id: item.correlation_id,
             tenant: item.tenant,
             app_id: None,
@@ -839,7 +840,11 @@ pub(super) mod tests {
             outcome: "Success".into(),
             items: vec![],
             error: None,
-        };
+        }
+    }
+
+    fn commit(store: &Store, item: &ItemRecord) {
+        let record = record_of(item);
         let prepared = store
             .prepare_ingestion(IngestionCommit {
                 record,

@@ -1549,19 +1549,8 @@ mod tests {
         let commit = || {
             let item = mailbox::tests::item(tenant.id, &["a@gone.example"], Utc::now());
             let id = item.id;
-            let record = IngestionRecord {
-                correlation_id: item.correlation_id,
-                tenant: tenant.id,
-                app_id: None,
-                received: item.received,
-                operation: "CreateItem".into(),
-                http_status: 200,
-                outcome: "Success".into(),
-                items: vec![],
-                error: None,
-            };
             let commit = IngestionCommit {
-                record,
+                record: mailbox::tests::record_of(&item),
                 items: vec![(item, vec![])],
                 after: None,
             };
