@@ -70,6 +70,53 @@ fn survives_sigkill(extra: &[&str]) {
     );
 }
 
+/// The journal entries of requests that stored nothing (an injected fault, a refusal by the
+/// sender rule) are logged like stored ones: killed right after the answers, before any
+/// checkpoint, the server still has them after a restart.
+#[test]
+fn journal_entries_of_faulted_and_refused_requests_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &[]);
+    let token = server.token();
+    let rule = serde_json::json!({"operation": "CreateItem", "count": 1,
+        "fault": {"kind": "serverBusy", "backOffMilliseconds": 500}});
+    let added = server
+        .admin(reqwest::Method::POST, "/api/faults")
+        .json(&rule)
+        .send()
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let faulted = server.ews(&token, &create_item(&[Msg::default().xml()]));
+    assert_eq!(faulted.status, 500, "{}", faulted.body);
+    let faulted = faulted.correlation_id().expect("correlation id");
+    let refused = Msg {
+        from: Some("nobody@contoso.com".into()),
+        ..Msg::default()
+    };
+    let reply = server.ews(&token, &create_item(&[refused.xml()]));
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    server.kill();
+
+    let server = Server::start_in(dir.path(), &[]);
+    assert_eq!(server.ingestion(&faulted)["outcome"], "Faulted");
+    let journal: serde_json::Value = server
+        .admin(
+            reqwest::Method::GET,
+            &format!("/api/tenants/{TENANT}/ingestions?top=5"),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let outcomes: Vec<&str> = journal["value"]
+        .as_array()
+        .expect("journal entries")
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(outcomes, ["Refused", "Faulted"], "{journal}");
+}
+
 /// Attachment bytes of request `n`, item `i` (16 KB, distinct per item).
 fn attachment(n: usize, i: usize) -> Vec<u8> {
     (0..16 * 1024)

@@ -177,7 +177,7 @@ async fn inject_faults(
         items: Vec::new(),
         error: Some(error.to_string()),
     };
-    if let Err(e) = state.store.record_ingestion(&record) {
+    if let Err(e) = state.store.record_ingestion(&record).await {
         warn!(error = %e, "could not record the injected fault in the ingestion journal");
     }
     Err(error)

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -72,7 +72,7 @@ pub struct CorrelationId(pub Uuid);
 pub fn router(state: AppState) -> Router {
     let _ = CONFIGURED_LIMITS.set(ConnectionLimits::from_config(&state.config));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics::handler))
         .merge(ews::routes())
         .merge(
@@ -86,6 +86,15 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(middleware::from_fn(correlate))
         .with_state(state)
+}
+
+/// `GET /healthz`: 200 `ok`, or 503 with the reason while the store cannot take writes as it
+/// should (see [`crate::store::Store::health`]; also logged as an error when it happened).
+async fn health(State(state): State<AppState>) -> Response {
+    match state.store.health() {
+        Ok(()) => "ok".into_response(),
+        Err(reason) => (http::StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
 }
 
 /// Gives each request a correlation id and a tracing span that carries it.

@@ -130,7 +130,7 @@ async fn create_item(
                 "the data connector '{}' ({}) is paused: whole request refused",
                 c.name, c.id
             );
-            journal_refusal(store, principal, correlation_id, 403, reason)?;
+            journal_refusal(store, principal, correlation_id, 403, reason).await;
             return Err(IngestError::ConnectorPaused {
                 name: c.name.clone(),
                 id: c.id,
@@ -146,7 +146,7 @@ async fn create_item(
             let reason = format!(
                 "the sender {address} has no active mailbox in the tenant: whole request refused"
             );
-            journal_refusal(store, principal, correlation_id, 401, reason)?;
+            journal_refusal(store, principal, correlation_id, 401, reason).await;
             return Err(IngestError::SenderNotActive { address });
         }
     }
@@ -270,15 +270,16 @@ async fn create_item(
 }
 
 /// Journals a CreateItem request refused whole: nothing of it is stored, the journal still
-/// tells what happened.
-fn journal_refusal(
+/// tells what happened. A journal write that fails is logged; the client still gets the
+/// refusal, which is what happened to its request.
+async fn journal_refusal(
     store: &crate::store::Store,
     principal: &Principal,
     correlation_id: Uuid,
     http_status: u16,
     reason: String,
-) -> Result<(), StoreError> {
-    store.record_ingestion(&IngestionRecord {
+) {
+    let record = IngestionRecord {
         correlation_id,
         tenant: principal.tenant.0,
         app_id: Some(principal.app_id.0),
@@ -288,7 +289,10 @@ fn journal_refusal(
         outcome: "Refused".into(),
         items: Vec::new(),
         error: Some(reason),
-    })
+    };
+    if let Err(e) = store.record_ingestion(&record).await {
+        tracing::warn!(error = %e, "could not record the refusal in the ingestion journal");
+    }
 }
 
 /// The storage record of a validated item with its destinations (one copy each).

@@ -127,9 +127,13 @@ struct WalState {
     index_needs: AtomicU64,
     /// Held by a checkpoint from rotation to retiring: checkpoints run one at a time.
     checkpointing: Mutex<()>,
-    /// A logged write failed to apply to sled (an I/O error): from then on checkpoints keep
-    /// every log segment live, so the next start replays that write whole.
-    apply_failed: std::sync::atomic::AtomicBool,
+    /// The oldest segment holding a logged write that failed to apply to sled (an I/O
+    /// error), `u64::MAX` when none did: checkpoints keep it and every later segment live, so
+    /// the next start replays that write whole, and the search index never commits past it
+    /// ([`Store::log_segment`]), so that start also re-indexes what it replays.
+    failed_from: AtomicU64,
+    /// The last append to the log failed (a full disk): writes fail until one succeeds.
+    append_failing: std::sync::atomic::AtomicBool,
 }
 
 impl WalState {
@@ -242,7 +246,8 @@ impl Store {
             current: AtomicU64::new(next),
             index_needs: AtomicU64::new(keep_from),
             checkpointing: Mutex::new(()),
-            apply_failed: std::sync::atomic::AtomicBool::new(false),
+            failed_from: AtomicU64::new(u64::MAX),
+            append_failing: std::sync::atomic::AtomicBool::new(false),
             dir: wal_dir,
         });
         let committer = spawn_committer(wal.clone());
@@ -386,9 +391,28 @@ impl Store {
     }
 
     /// The number of the log segment being written. Every write the committer applied (and
-    /// handed to its [`AfterApply`]) before this segment started is in an older one.
+    /// handed to its [`AfterApply`]) before this segment started is in an older one. After a
+    /// logged write failed to apply, it stays the number of that write's segment: the write
+    /// is not in sled (nor in the search index) until a restart replays it.
     pub fn log_segment(&self) -> u64 {
-        self.inner.wal.current.load(Ordering::SeqCst)
+        let current = self.inner.wal.current.load(Ordering::SeqCst);
+        current.min(self.inner.wal.failed_from.load(Ordering::SeqCst))
+    }
+
+    /// Whether the store takes writes as it should: `Err` with the reason after a logged
+    /// write failed to apply (it is applied by the next start) or while the log cannot be
+    /// written (a full disk). Served by `/healthz`.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        let failed = self.inner.wal.failed_from.load(Ordering::SeqCst);
+        if failed != u64::MAX {
+            return Err(format!(
+                "a logged write could not be applied to the store (log segment {failed}): it is kept in the log and applied at the next start; restart the server"
+            ));
+        }
+        if self.inner.wal.append_failing.load(Ordering::SeqCst) {
+            return Err("the write-ahead log cannot be written (is the disk full?): writes fail while it lasts".into());
+        }
+        Ok(())
     }
 
     /// The search index committed everything logged before segment `first_needed`: older
@@ -968,18 +992,30 @@ impl Store {
         Ok(())
     }
 
-    /// Records a request that stored nothing (refused or faulted), for the journal.
-    pub fn record_ingestion(&self, record: &IngestionRecord) -> Result<()> {
+    /// Records a request that stored nothing (refused or faulted), for the journal: logged by
+    /// the committer like an ingestion, so a `kill -9` after the answer keeps it.
+    pub async fn record_ingestion(&self, record: &IngestionRecord) -> Result<()> {
         let mut key = record.tenant.as_bytes().to_vec();
         key.extend_from_slice(record.correlation_id.as_bytes());
         let value = encode_compact(record)?;
         let journal_key = mailbox::journal_key(record);
-        (&self.inner.ingestions, &self.journal_tree()?).transaction(|(ingestions, journal)| {
-            ingestions.insert(key.as_slice(), value.as_slice())?;
-            journal.insert(journal_key.as_slice(), &[])?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
-        Ok(())
+        let tenant = record.tenant;
+        let store = self.clone();
+        self.submit(Box::new(move || {
+            store.check_tenant_not_gone(tenant)?;
+            let mut payload = wal::Payload::with_capacity(key.len() + value.len() + 64);
+            payload.insert(INGESTIONS, &key, &value);
+            payload.insert(mailbox::JOURNAL_TREE, &journal_key, &[]);
+            Ok(Logged::Deferred {
+                payload,
+                apply: Box::new(move || {
+                    store.inner.ingestions.insert(key, value)?;
+                    store.inner.journal.insert(journal_key, &[])?;
+                    Ok(())
+                }),
+            })
+        }))
+        .await
     }
 
     pub fn ingestion(
@@ -1266,7 +1302,11 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                     })
                     .collect();
                 let appended = segment.append(&framed);
-                wal.current.store(segment.seq(), Ordering::SeqCst);
+                let seq = segment.seq();
+                wal.current.store(seq, Ordering::SeqCst);
+                if !framed.is_empty() {
+                    wal.append_failing.store(appended.is_err(), Ordering::SeqCst);
+                }
                 let answers: Vec<_> = prepared
                     .into_iter()
                     .map(|(outcome, reply, span)| {
@@ -1285,7 +1325,7 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                             (Ok(Then::Deferred(apply)), Ok(())) => {
                                 apply().map_err(|e| {
                                     // Logged but maybe half applied: the log must stay live.
-                                    wal.apply_failed.store(true, Ordering::SeqCst);
+                                    wal.failed_from.fetch_min(seq, Ordering::SeqCst);
                                     tracing::error!(error = %e, "a logged write could not be applied: the log is kept until a restart replays it");
                                     StoreError::OutcomeUnknown(format!(
                                         "logged, not applied ({e}); a restart completes it"
@@ -1345,11 +1385,13 @@ fn checkpoint(inner: &Inner) -> Result<()> {
         // The attachment files the covered segments wrote must outlive them.
         inner.files.sync()?;
     }
-    if inner.wal.apply_failed.load(Ordering::SeqCst) {
-        // Sled is flushed; the segments stay live (replayed whole at the next start).
-        return Ok(());
-    }
-    if let Some(seq) = covered {
+    // After a failed apply, the segments from that write's on stay live (replayed whole at
+    // the next start); sled has everything older.
+    let failed_from = inner.wal.failed_from.load(Ordering::SeqCst);
+    if let Some(seq) = covered
+        .filter(|_| failed_from > 0)
+        .map(|seq| seq.min(failed_from - 1))
+    {
         let keep_from = inner.wal.index_needs.load(Ordering::SeqCst);
         wal::retire_up_to(&inner.wal.dir, seq, keep_from)?;
         if fsync {
@@ -1483,6 +1525,10 @@ mod tests {
             "{refused:?}"
         );
         assert!(hooked.load(Ordering::SeqCst), "the hook ran");
+        assert!(
+            store.health().is_err(),
+            "unhealthy while the log cannot be written"
+        );
         let markers = store.inner.db.open_tree("markers").expect("tree");
         assert!(
             markers.get(b"first").expect("read").is_some(),
@@ -1492,6 +1538,61 @@ mod tests {
             .apply_logged(write(b"second", Arc::new(AtomicBool::new(false))))
             .expect("the next write is logged, in a new segment");
         assert!(store.log_segment() > before);
+        assert!(store.health().is_ok(), "healthy again");
+    }
+
+    /// A logged write that fails to apply to sled (an I/O error) is answered as one that may
+    /// be stored, makes the store unhealthy, and stays in the log: later checkpoints keep its
+    /// segment live and the search index never commits past it, so the next start applies it
+    /// and re-indexes it.
+    #[test]
+    fn a_logged_write_that_fails_to_apply_is_applied_and_indexed_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let item = mailbox::tests::item(Uuid::new_v4(), &["a@failed.example"], Utc::now());
+        let id = item.id;
+        let failed_in = {
+            let store = Store::open_with(dir.path(), false, true).expect("store");
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            let bytes = encode_compact(&item).expect("encoded");
+            let failing: WriteJob = Box::new(move || {
+                let mut payload = wal::Payload::default();
+                payload.insert(ITEMS, id.as_bytes(), &bytes);
+                Ok(Logged::Deferred {
+                    payload,
+                    apply: Box::new(|| Err(StoreError::Log("injected I/O error".into()))),
+                })
+            });
+            let answer = runtime.block_on(store.submit(failing));
+            assert!(
+                matches!(answer, Err(StoreError::OutcomeUnknown(_))),
+                "{answer:?}"
+            );
+            assert!(store.health().is_err(), "unhealthy");
+            let failed_in = store.log_segment();
+            for key in [&b"later"[..], b"later still"] {
+                store
+                    .apply_logged(move || store_marker(key))
+                    .expect("logged");
+                store.flush().expect("checkpoint");
+            }
+            assert!(
+                store.inner.wal.current.load(Ordering::SeqCst) > failed_in,
+                "the log went on"
+            );
+            assert_eq!(store.log_segment(), failed_in, "the index must not pass it");
+            store.index_committed(store.log_segment()).expect("index");
+            assert!(store.item(id).expect("read").is_none(), "not applied");
+            failed_in
+        };
+        let store = Store::open_with(dir.path(), false, true).expect("reopened");
+        assert!(store.item(id).expect("read").is_some(), "applied by replay");
+        assert!(store.health().is_ok());
+        let named = store
+            .logged_item_ids(failed_in, u64::MAX)
+            .expect("logged ids");
+        assert!(named.contains(&id), "the next catch-up re-indexes it");
+        let markers = store.inner.db.open_tree("markers").expect("tree");
+        assert!(markers.get(b"later still").expect("read").is_some());
     }
 
     /// The attachment files of a removal go only once the log has the removal: when the
