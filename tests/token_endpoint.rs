@@ -222,7 +222,7 @@ fn each_token_error_has_its_aadsts_code() {
             ],
             401,
             "invalid_client",
-            7000218,
+            7000216,
         ),
         (
             "unknown app",

@@ -2,7 +2,7 @@
 //! token endpoints (client credentials with a secret, HTTP Basic, or a certificate assertion).
 //!
 //! Checks of the token endpoint, in Entra's order: tenant (90002), grant type (900144/70003),
-//! client id (900144), application (700016), credential (7000218, 7000215, 7000222, assertion
+//! client id (900144), application (700016), credential (7000216, 7000215, 7000222, assertion
 //! codes), resource or scope (900144, 1002012, 70011, 500011), service principal of the app in
 //! the tenant (700016 when absent, 7000112 when disabled).
 
@@ -575,8 +575,8 @@ pub fn token_request(
     let assertion = field(&form, "client_assertion");
     if secret.is_none() && assertion.is_none() {
         return Err(EntraError::invalid_client(
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            7000216,
+            "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
         ));
     }
     let mut appidacr = "1";
@@ -934,7 +934,7 @@ mod tests {
                 ],
                 401,
                 "invalid_client",
-                7000218,
+                7000216,
             ),
             (
                 TENANT,

@@ -323,7 +323,7 @@ def folder_total_count(srv: Server, token: str, folder_id: str, mailbox: str) ->
 
 # The OAuth `error` Entra pairs with each AADSTS code.
 AADSTS_ERROR = {
-    7000215: "invalid_client", 7000222: "invalid_client", 7000218: "invalid_client",
+    7000215: "invalid_client", 7000222: "invalid_client", 7000216: "invalid_client",
     700027: "invalid_client", 700024: "invalid_client", 700023: "invalid_client",
     700016: "unauthorized_client", 7000112: "unauthorized_client", 90002: "invalid_tenant",
     900144: "invalid_request", 1002012: "invalid_scope", 500011: "invalid_resource",

@@ -140,7 +140,7 @@ def expectation(req: dict, skewed: bool) -> Expect:
         credential_ok = True
         cred_why = "right secret"
     else:
-        return Expect("token-error", (401,), (7000218,), "no credential")
+        return Expect("token-error", (401,), (7000216,), "no credential")
     assert credential_ok
     if client_id in UNCONSENTED:
         return Expect("token-error", (400,), (700016,), "app not consented")
@@ -293,7 +293,7 @@ def test_v1_token_endpoint_with_resource(shared_server):
 
 @pytest.mark.parametrize("form,code", [
     ({"grant_type": "client_credentials", "client_id": APP_ID,
-      "scope": "https://outlook.office365.com/.default"}, 7000218),
+      "scope": "https://outlook.office365.com/.default"}, 7000216),
     ({"grant_type": "client_credentials", "client_secret": "dev-secret-value",
       "scope": "https://outlook.office365.com/.default"}, 900144),
     ({"grant_type": "password", "client_id": APP_ID, "client_secret": "dev-secret-value",
