@@ -97,10 +97,19 @@ impl IntoResponse for EndpointError {
                 "ErrorInvalidRequest",
                 &format!("The request body could not be read: {message}"),
             ),
+            EndpointError::Parse(error) if error.response_code() == "ErrorSchemaValidation" => {
+                soap(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    reply::schema_fault(
+                        &error.violation(),
+                        error.position().map(|p| (p.line, p.column)),
+                    ),
+                )
+            }
             EndpointError::Parse(error) => fault(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 error.response_code(),
-                &format!("The request failed schema validation: {error}"),
+                &error.to_string(),
             ),
             EndpointError::Ingest(IngestError::SenderNotActive { .. }) => fault(
                 StatusCode::UNAUTHORIZED,

@@ -86,8 +86,32 @@ fn refused(server: &Server, body: Vec<u8>, status: u16, code: &str, detail: &str
     reply
 }
 
-fn schema_refused(server: &Server, body: impl Into<Vec<u8>>, detail: &str) {
-    refused(server, body.into(), 500, "ErrorSchemaValidation", detail);
+/// Refused as Exchange refuses a schema violation: the violation once in `faultstring` after
+/// "The request failed schema validation: ", `e:Message` exactly "The request failed schema
+/// validation." and the violation again in `t:MessageXml/t:Violation` (exchangelib builds its
+/// error text from those).
+fn schema_refused(server: &Server, body: impl Into<Vec<u8>>, detail: &str) -> EwsReply {
+    let reply = refused(server, body.into(), 500, "ErrorSchemaValidation", detail);
+    let faultstring = between(
+        &reply.body,
+        "<faultstring xml:lang=\"en-US\">",
+        "</faultstring>",
+    )
+    .expect("faultstring");
+    assert!(
+        faultstring.starts_with("The request failed schema validation: ")
+            && faultstring.matches("schema validation").count() == 1,
+        "{faultstring}"
+    );
+    assert!(reply
+        .body
+        .contains(">The request failed schema validation.</e:Message>"));
+    let violation = between(&reply.body, "<t:Violation>", "</t:Violation>").expect("t:Violation");
+    assert!(
+        faultstring.ends_with(&violation),
+        "{faultstring} / {violation}"
+    );
+    reply
 }
 
 fn envelope_with(message_inner: &str) -> String {
@@ -258,11 +282,18 @@ fn two_root_elements_are_refused() {
 #[test]
 fn invalid_base64_in_mime_content_is_refused() {
     let server = Server::start(&[]);
-    schema_refused(
+    let reply = schema_refused(
         &server,
         envelope_with("<t:MimeContent>!!!not*base64$$</t:MimeContent>"),
         "MimeContent",
     );
+    // Where: the line and column of the element, as Exchange gives them.
+    let number = |name: &str| -> u64 {
+        between(&reply.body, &format!("<t:{name}>"), &format!("</t:{name}>"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("t:{name} in {}", reply.body))
+    };
+    assert!(number("LineNumber") >= 1 && number("LinePosition") > 1);
 }
 
 #[test]

@@ -80,13 +80,13 @@ pub enum ParseError {
     EmptyBody,
     #[error("The SOAP Body contains the element '{name}' in namespace '{namespace}', which is not an operation of this service (operations are in http://schemas.microsoft.com/exchange/services/2006/messages).")]
     UnknownOperation { namespace: String, name: String },
-    #[error("The request failed schema validation: {message}")]
-    Schema { message: String },
-    #[error("The request failed schema validation: XML elements are nested more than {MAX_DEPTH} levels deep.")]
+    #[error("{message} (line {}, position {})", position.line, position.column)]
+    Schema { message: String, position: Position },
+    #[error("XML elements are nested more than {MAX_DEPTH} levels deep.")]
     TooDeep,
-    #[error("The request failed schema validation: an XML element has more than {MAX_ATTRIBUTES} attributes.")]
+    #[error("An XML element has more than {MAX_ATTRIBUTES} attributes.")]
     TooManyAttributes,
-    #[error("The request failed schema validation: the request has more than {MAX_ELEMENTS} XML elements.")]
+    #[error("The request has more than {MAX_ELEMENTS} XML elements.")]
     TooManyElements,
 }
 
@@ -105,6 +105,27 @@ impl ParseError {
             | ParseError::TooDeep
             | ParseError::TooManyAttributes
             | ParseError::TooManyElements => "ErrorSchemaValidation",
+        }
+    }
+
+    /// Where in the request the error is, when known (1-based line and column).
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            ParseError::Malformed { position, .. } | ParseError::Schema { position, .. } => {
+                Some(*position)
+            }
+            _ => None,
+        }
+    }
+
+    /// What the request violates, without its position (EWS's `t:Violation`).
+    pub fn violation(&self) -> String {
+        match self {
+            ParseError::Schema { message, .. } => message.clone(),
+            ParseError::Malformed { message, .. } => {
+                format!("The request is not well-formed XML: {message}")
+            }
+            other => other.to_string(),
         }
     }
 }
@@ -259,15 +280,10 @@ impl<'i> Parser<'i> {
         }
     }
 
-    fn schema(&self, message: impl AsRef<str>) -> ParseError {
-        let pos = self.position();
+    fn schema(&self, message: impl Into<String>) -> ParseError {
         ParseError::Schema {
-            message: format!(
-                "{} (line {}, position {})",
-                message.as_ref(),
-                pos.line,
-                pos.column
-            ),
+            message: message.into(),
+            position: self.position(),
         }
     }
 
@@ -1517,7 +1533,7 @@ bG8=</t:Content></t:FileAttachment></m:Attachments></m:CreateAttachment></s:Body
     fn base64_errors() {
         let e = one_message("<t:MimeContent>!!!notbase64</t:MimeContent>").unwrap_err();
         assert!(
-            matches!(&e, ParseError::Schema { message } if message.contains("t:MimeContent")),
+            matches!(&e, ParseError::Schema { message, .. } if message.contains("t:MimeContent")),
             "{e}"
         );
         let m = one_message(

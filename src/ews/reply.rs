@@ -305,18 +305,61 @@ pub fn error_message(operation: &str, code: &str, message: &str) -> String {
     out
 }
 
-/// A SOAP 1.1 fault shaped like Exchange's (ErrorSchemaValidation, ErrorServerBusy, ...).
-/// `message_xml` pairs become `t:MessageXml/t:Value[@Name]`, e.g.
-/// `[("BackOffMilliseconds", "297749".into())]`.
+/// A SOAP fault (`s:Fault` with `e:ResponseCode`, `e:Message` and, if any, `t:MessageXml` of
+/// `t:Value` elements, as Exchange sends for `ErrorServerBusy`'s `BackOffMilliseconds`);
+/// `faultstring` and `e:Message` are both `message`.
 pub fn fault(code: &str, message: &str, message_xml: &[(&str, String)]) -> String {
-    let mut out = String::with_capacity(ENVELOPE_OPEN.len() + 800 + 2 * message.len());
+    fault_parts(code, message, message, |out| {
+        for (name, value) in message_xml {
+            out.push_str(r#"<t:Value Name=""#);
+            push_attr(out, name);
+            out.push_str(r#"">"#);
+            push_text(out, value);
+            out.push_str("</t:Value>");
+        }
+    })
+}
+
+/// An `ErrorSchemaValidation` fault as Exchange sends it: `faultstring` "The request failed
+/// schema validation: {violation}", `e:Message` "The request failed schema validation." and
+/// `t:MessageXml` with `t:LineNumber` and `t:LinePosition` (when known) and `t:Violation`.
+pub fn schema_fault(violation: &str, line_column: Option<(u64, u64)>) -> String {
+    const PREAMBLE: &str = "The request failed schema validation";
+    let faultstring = format!("{PREAMBLE}: {violation}");
+    fault_parts(
+        "ErrorSchemaValidation",
+        &faultstring,
+        &format!("{PREAMBLE}."),
+        |out| {
+            if let Some((line, column)) = line_column {
+                out.push_str(&format!(
+                    "<t:LineNumber>{line}</t:LineNumber><t:LinePosition>{column}</t:LinePosition>"
+                ));
+            }
+            out.push_str("<t:Violation>");
+            push_text(out, violation);
+            out.push_str("</t:Violation>");
+        },
+    )
+}
+
+/// The envelope of a fault; `message_xml` writes the children of `t:MessageXml` (none: no
+/// `t:MessageXml`).
+fn fault_parts(
+    code: &str,
+    faultstring: &str,
+    message: &str,
+    message_xml: impl FnOnce(&mut String),
+) -> String {
+    let mut out =
+        String::with_capacity(ENVELOPE_OPEN.len() + 800 + faultstring.len() + message.len());
     out.push_str(ENVELOPE_OPEN);
     out.push_str(r#"<s:Body><s:Fault><faultcode xmlns:a=""#);
     out.push_str(NS_TYPES);
     out.push_str(r#"">a:"#);
     push_text(&mut out, code);
     out.push_str(r#"</faultcode><faultstring xml:lang="en-US">"#);
-    push_text(&mut out, message);
+    push_text(&mut out, faultstring);
     out.push_str(r#"</faultstring><detail><e:ResponseCode xmlns:e=""#);
     out.push_str(NS_ERRORS);
     out.push_str(r#"">"#);
@@ -326,17 +369,15 @@ pub fn fault(code: &str, message: &str, message_xml: &[(&str, String)]) -> Strin
     out.push_str(r#"">"#);
     push_text(&mut out, message);
     out.push_str("</e:Message>");
-    if !message_xml.is_empty() {
-        out.push_str(r#"<t:MessageXml xmlns:t=""#);
-        out.push_str(NS_TYPES);
-        out.push_str(r#"">"#);
-        for (name, value) in message_xml {
-            out.push_str(r#"<t:Value Name=""#);
-            push_attr(&mut out, name);
-            out.push_str(r#"">"#);
-            push_text(&mut out, value);
-            out.push_str("</t:Value>");
-        }
+    let opened = out.len();
+    out.push_str(r#"<t:MessageXml xmlns:t=""#);
+    out.push_str(NS_TYPES);
+    out.push_str(r#"">"#);
+    let children = out.len();
+    message_xml(&mut out);
+    if out.len() == children {
+        out.truncate(opened);
+    } else {
         out.push_str("</t:MessageXml>");
     }
     out.push_str("</detail></s:Fault>");
