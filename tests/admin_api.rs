@@ -741,6 +741,9 @@ fn certificates_are_uploaded_as_json_or_pem_and_checked() {
     assert_eq!(key["customKeyIdentifier"], x5t.as_str());
     assert_eq!(key["thumbprint"].as_str().unwrap().len(), 40);
     assert_eq!(key["x5t#S256"].as_str().unwrap().len(), 43);
+    // The certificate's validity period (the fixture's: 2026-11-22 for ten years).
+    assert_eq!(key["startDateTime"], "2026-11-22T13:13:51Z", "{key}");
+    assert_eq!(key["endDateTime"], "2036-11-20T13:13:51Z", "{key}");
     assert!(key["displayName"]
         .as_str()
         .unwrap()

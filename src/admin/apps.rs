@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,9 @@ use super::error::{parse_guid, parse_json, Admin, ApiError, ApiResult, Body};
 use super::{durable, tenant_of, write_lock};
 use crate::app::AppState;
 use crate::domain::TenantId;
-use crate::identity::credentials::{certificate_record, generate_secret, secret_record};
+use crate::identity::credentials::{
+    certificate_record, certificate_validity, generate_secret, secret_record,
+};
 use crate::store::model::{
     AppRecord, CertificateRecord, SecretRecord, ServicePrincipalRecord, TenantRecord,
 };
@@ -64,6 +66,9 @@ pub struct KeyCredentialView {
     x5t_s256: String,
     /// The SHA-1 thumbprint in hex, as the Entra portal shows it.
     thumbprint: String,
+    /// The certificate's validity period (notBefore, notAfter).
+    start_date_time: Option<DateTime<Utc>>,
+    end_date_time: Option<DateTime<Utc>>,
 }
 
 impl From<&CertificateRecord> for KeyCredentialView {
@@ -72,7 +77,13 @@ impl From<&CertificateRecord> for KeyCredentialView {
             .decode(&c.x5t)
             .map(|bytes| bytes.iter().map(|b| format!("{b:02X}")).collect())
             .unwrap_or_default();
+        let validity = STANDARD
+            .decode(&c.der_base64)
+            .ok()
+            .and_then(|der| certificate_validity(&der).ok());
         KeyCredentialView {
+            start_date_time: validity.map(|(start, _)| start),
+            end_date_time: validity.map(|(_, end)| end),
             key_id: c.key_id,
             custom_key_identifier: c.x5t.clone(),
             display_name: c.subject.clone(),

@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use super::credentials::{decode_thumbprint, rsa_public_key_der};
+use super::credentials::{certificate_validity, decode_thumbprint, rsa_public_key_der};
 use super::errors::EntraError;
 use crate::store::model::{AppRecord, CertificateRecord};
 
@@ -37,7 +37,8 @@ pub struct VerifiedAssertion {
 
 /// Verifies `assertion` for `app` (whose id is `client_id`, as sent). `audience_ok` tells
 /// whether an `aud` value names this token endpoint. Errors are Entra's (all `invalid_client`,
-/// 401): 50027 malformed, 700027 unknown certificate or bad signature, 700021 `iss`/`sub` not the
+/// 401): 50027 malformed, 700027 unknown certificate, bad signature or a certificate outside its
+/// validity period, 700021 `iss`/`sub` not the
 /// client id, 700024 outside the validity period (with `skew_secs`), 700023 wrong audience.
 pub fn verify_client_assertion(
     assertion: &str,
@@ -69,7 +70,7 @@ pub fn verify_client_assertion(
             return Err(EntraError::invalid_client(
                 700027,
                 format!(
-                    "Client assertion failed signature validation. [Reason - The signing \
+                    "Client assertion contains an invalid signature. [Reason - The signing \
                      algorithm '{}' is not supported; use RS256 or PS256.] {CERT_DOC}",
                     other.unwrap_or("")
                 ),
@@ -93,19 +94,44 @@ pub fn verify_client_assertion(
         )
     })?;
 
-    let bad_signature = || {
+    let der = STANDARD.decode(&certificate.der_base64).unwrap_or_default();
+    // Entra names the key's validity period in every signature error.
+    let validity = certificate_validity(&der).ok();
+    let found_key = validity
+        .map(|(start, end)| {
+            format!(
+                ", Found key 'Start={}, End={}'",
+                start.format("%m/%d/%Y %H:%M:%S"),
+                end.format("%m/%d/%Y %H:%M:%S")
+            )
+        })
+        .unwrap_or_default();
+    let invalid_signature = |reason: &str| {
         EntraError::invalid_client(
             700027,
             format!(
-                "Client assertion failed signature validation. [Reason - The provided signature \
-                 value did not match the expected signature value., Thumbprint of key used by \
-                 client: '{shown_thumbprint}'] {CERT_DOC}"
+                "Client assertion contains an invalid signature. [Reason - {reason}, Thumbprint \
+                 of key used by client: '{shown_thumbprint}'{found_key}, Please visit the Azure \
+                 Portal, Graph Explorer or directly use MS Graph to see configured keys for app \
+                 Id '{}'.] {CERT_DOC}",
+                app.app_id
             ),
         )
     };
-    let der = STANDARD
-        .decode(&certificate.der_base64)
-        .map_err(|_| bad_signature())?;
+    let bad_signature = || {
+        invalid_signature(
+            "The provided signature value did not match the expected signature value.",
+        )
+    };
+    // A certificate outside its validity period signs nothing, whatever the signature.
+    match validity {
+        Some((_, end)) if now > end => return Err(invalid_signature("The key used is expired.")),
+        Some((start, _)) if now < start => {
+            return Err(invalid_signature("The key used is not yet valid."))
+        }
+        Some(_) => {}
+        None => return Err(bad_signature()),
+    }
     let public_key = rsa_public_key_der(&der).map_err(|_| bad_signature())?;
     let key = DecodingKey::from_rsa_der(&public_key);
     let message = format!("{header_b64}.{payload_b64}");
@@ -303,6 +329,14 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn test_cert(cn: &str) -> TestCert {
+        test_cert_valid(cn, None)
+    }
+
+    /// A certificate valid `from`..`until` (rcgen's default period without one).
+    pub(crate) fn test_cert_valid(
+        cn: &str,
+        period: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+    ) -> TestCert {
         let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
         let pem = private.to_pkcs8_pem(LineEnding::LF).unwrap();
         let key_pair =
@@ -311,6 +345,10 @@ pub(crate) mod tests {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
+        if let Some((from, until)) = period {
+            params.not_before = from;
+            params.not_after = until;
+        }
         let cert = params.self_signed(&key_pair).unwrap();
         let der = cert.der().as_ref().to_vec();
         TestCert {
@@ -491,6 +529,51 @@ pub(crate) mod tests {
         // Garbage.
         assert_eq!(verify("not-a-jwt", &app, 300).unwrap_err().code, 50027);
         assert_eq!(verify("a.b.c", &app, 300).unwrap_err().code, 50027);
+    }
+
+    /// A certificate outside its validity period is refused as Entra refuses it (700027, "The
+    /// key used is expired." / "not yet valid", with the period), even with a good signature;
+    /// a bad signature names the period too.
+    #[test]
+    fn refuses_certificates_outside_their_validity_period() {
+        let day = time::Duration::days(1);
+        let now = time::OffsetDateTime::now_utc();
+        let expired = test_cert_valid("expired", Some((now - 400 * day, now - day)));
+        let early = test_cert_valid("early", Some((now + day, now + 400 * day)));
+        for (cert, reason) in [
+            (&expired, "The key used is expired."),
+            (&early, "The key used is not yet valid."),
+        ] {
+            let app = app_with(vec![cert.record.clone()]);
+            let signed = sign(
+                cert,
+                Algorithm::RS256,
+                serde_json::json!({"x5t": cert.record.x5t}),
+                claims(AUD, 600.0),
+            );
+            let e = verify(&signed, &app, 300).unwrap_err();
+            assert_eq!((e.code, e.status.as_u16()), (700027, 401), "{e}");
+            assert!(
+                e.message.starts_with(&format!(
+                    "Client assertion contains an invalid signature. [Reason - {reason}, \
+                     Thumbprint of key used by client: '"
+                )),
+                "{e}"
+            );
+            assert!(e.message.contains(", Found key 'Start="), "{e}");
+        }
+        let valid = test_cert("valid");
+        let app = app_with(vec![valid.record.clone()]);
+        let other = test_cert("other");
+        let forged = sign(
+            &other,
+            Algorithm::RS256,
+            serde_json::json!({"x5t": valid.record.x5t}),
+            claims(AUD, 600.0),
+        );
+        let e = verify(&forged, &app, 300).unwrap_err();
+        assert!(e.message.contains("[Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '"), "{e}");
+        assert!(e.message.contains(", Found key 'Start="), "{e}");
     }
 
     #[test]

@@ -85,6 +85,21 @@ pub fn certificate_record_der(der: &[u8]) -> Result<CertificateRecord, Certifica
     })
 }
 
+/// A certificate's validity period (notBefore, notAfter), as Entra keeps it for a key
+/// credential (`startDateTime`, `endDateTime`).
+pub fn certificate_validity(
+    cert_der: &[u8],
+) -> Result<(DateTime<Utc>, DateTime<Utc>), CertificateError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| CertificateError::Invalid(e.to_string()))?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        DateTime::<Utc>::from_timestamp(t.timestamp(), 0)
+            .ok_or_else(|| CertificateError::Invalid("a validity date is out of range".into()))
+    };
+    let validity = cert.validity();
+    Ok((at(validity.not_before)?, at(validity.not_after)?))
+}
+
 /// The PKCS#1 RSAPublicKey DER inside a certificate.
 pub fn rsa_public_key_der(cert_der: &[u8]) -> Result<Vec<u8>, CertificateError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
