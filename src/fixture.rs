@@ -94,6 +94,9 @@ pub struct FixtureApp {
     pub consented: bool,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Where the admin consent page may send the administrator back.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -192,7 +195,18 @@ impl Fixture {
                 secrets: Vec::new(),
                 certificates: Vec::new(),
                 created: Utc::now(),
+                redirect_uris: app.redirect_uris.clone(),
             };
+            if let Some(bad) = app
+                .redirect_uris
+                .iter()
+                .find(|uri| !crate::identity::consent::valid_redirect(uri))
+            {
+                return Err(invalid(format!(
+                    "app {}: redirect URI '{bad}' is not an absolute http or https URL without a fragment",
+                    app.app_id
+                )));
+            }
             for secret in &app.secrets {
                 record
                     .secrets

@@ -519,6 +519,111 @@ fn the_consent_page_creates_the_service_principal_on_accept() {
     assert_eq!(reply.status, 200);
 }
 
+/// The consent page redirects only to a redirect URI registered on the app, as Entra does:
+/// any other is refused with AADSTS50011 and never redirected to, on the page and on its
+/// form, cancel included (which needs no admin key: otherwise any site could bounce a
+/// visitor through the emulator to any address). Loopback URIs match on any port.
+#[test]
+fn the_consent_page_redirects_only_to_registered_redirect_uris() {
+    let server = Server::start(&[]);
+    let unconsented = "33333333-3333-3333-3333-333333333333";
+    for foreign in [
+        "https://evil.example/steal",
+        "https://partner.example/done/../other",
+        "https://partner.example/done?x=1",
+        "http://partner.example/done",
+    ] {
+        let page = server
+            .get(&format!("/{TENANT_DOMAIN}/adminconsent"))
+            .query(&[("client_id", unconsented), ("redirect_uri", foreign)])
+            .send()
+            .unwrap();
+        assert_eq!(page.status(), 400, "{foreign}");
+        let html = page.text().unwrap();
+        assert!(html.contains("AADSTS50011"), "{foreign}: {html}");
+        for (key, action) in [("", "cancel"), (server.admin_key.as_str(), "accept")] {
+            let response = server
+                .post(&format!("/{TENANT_DOMAIN}/adminconsent"))
+                .form(&[
+                    ("client_id", unconsented),
+                    ("redirect_uri", foreign),
+                    ("admin_key", key),
+                    ("action", action),
+                ])
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 400, "{foreign} {action}");
+            assert!(response.headers().get("location").is_none());
+        }
+    }
+    let (status, _) = token_request(
+        &server,
+        TENANT,
+        &secret_form(unconsented, "unconsented-secret"),
+    );
+    assert_eq!(status, 400, "nothing was consented");
+
+    // The fixture registers http://localhost/consent: any port matches, the path must.
+    for (uri, registered) in [
+        ("http://localhost:53117/consent", true),
+        ("http://localhost/consent", true),
+        ("http://localhost:53117/other", false),
+    ] {
+        let response = server
+            .post(&format!("/{TENANT_DOMAIN}/adminconsent"))
+            .form(&[
+                ("client_id", unconsented),
+                ("redirect_uri", uri),
+                ("action", "cancel"),
+            ])
+            .send()
+            .unwrap();
+        let expected = if registered { 302 } else { 400 };
+        assert_eq!(response.status(), expected, "{uri}");
+    }
+
+    // An admin registers another one through the admin API; the page then redirects to it.
+    let app = format!("/api/tenants/{TENANT}/applications/{unconsented}");
+    let (status, body) = call(
+        &server,
+        reqwest::Method::PATCH,
+        &app,
+        Some(serde_json::json!({"redirectUris": ["https://connector.example/consented"]})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["redirectUris"],
+        serde_json::json!(["https://connector.example/consented"])
+    );
+    let response = server
+        .post(&format!("/{TENANT_DOMAIN}/adminconsent"))
+        .form(&[
+            ("client_id", unconsented),
+            ("redirect_uri", "https://connector.example/consented"),
+            ("action", "cancel"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    // The list was replaced: the fixture's URI no longer redirects.
+    let response = server
+        .post(&format!("/{TENANT_DOMAIN}/adminconsent"))
+        .form(&consent_form("", "cancel", unconsented))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    for bad in [
+        serde_json::json!({"redirectUris": ["not a url"]}),
+        serde_json::json!({"redirectUris": ["https://x.example/#fragment"]}),
+        serde_json::json!({"redirectUris": ["ftp://x.example/"]}),
+        serde_json::json!({"displayName": " "}),
+        serde_json::json!({"requiredRoles": ["x"]}),
+    ] {
+        let (status, body) = call(&server, reqwest::Method::PATCH, &app, Some(bad.clone()));
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
 #[test]
 fn legacy_basic_auth_is_off_by_default_and_accepts_the_third_party_mailbox_when_on() {
     let dir = tempfile::tempdir().unwrap();

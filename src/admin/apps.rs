@@ -17,6 +17,7 @@ use super::error::{parse_guid, parse_json, Admin, ApiError, ApiResult, Body};
 use super::{durable, tenant_of, write_lock};
 use crate::app::AppState;
 use crate::domain::TenantId;
+use crate::identity::consent::valid_redirect;
 use crate::identity::credentials::{
     certificate_record, certificate_validity, generate_secret, secret_record,
 };
@@ -130,6 +131,8 @@ pub struct ApplicationView {
     required_roles: Vec<String>,
     password_credentials: Vec<PasswordCredentialView>,
     key_credentials: Vec<KeyCredentialView>,
+    /// Where the admin consent page may redirect (any other `redirect_uri` is refused).
+    redirect_uris: Vec<String>,
     created_date_time: DateTime<Utc>,
     /// Whether the tenant's admin consented (a service principal exists in the tenant).
     consented: bool,
@@ -147,6 +150,7 @@ fn app_view(state: &AppState, tenant: TenantId, app: &AppRecord) -> ApiResult<Ap
         required_roles: app.required_roles.clone(),
         password_credentials: app.secrets.iter().map(Into::into).collect(),
         key_credentials: app.certificates.iter().map(Into::into).collect(),
+        redirect_uris: app.redirect_uris.clone(),
         created_date_time: app.created,
         consented: sp.is_some(),
         service_principal: sp.as_ref().map(|sp| sp_view(sp, Some(app))),
@@ -189,6 +193,56 @@ pub struct NewApplication {
     display_name: String,
     required_roles: Option<Vec<String>>,
     secret_end_date_time: Option<DateTime<Utc>>,
+    redirect_uris: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplicationPatch {
+    display_name: Option<String>,
+    redirect_uris: Option<Vec<String>>,
+}
+
+/// Most redirect URIs of an application, and longest one (Entra's limits).
+const MAX_REDIRECT_URIS: usize = 256;
+const MAX_REDIRECT_URI_LENGTH: usize = 256;
+
+/// The redirect URIs as given, checked (absolute http or https URLs without a fragment, within
+/// Entra's limits) and without repeats.
+fn redirect_uris(uris: Vec<String>) -> ApiResult<Vec<String>> {
+    if uris.len() > MAX_REDIRECT_URIS {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid value specified for property 'redirectUris': at most {MAX_REDIRECT_URIS} URIs."
+        )));
+    }
+    let mut checked: Vec<String> = Vec::with_capacity(uris.len());
+    for uri in uris {
+        let uri = uri.trim().to_string();
+        if uri.len() > MAX_REDIRECT_URI_LENGTH || !valid_redirect(&uri) {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid value specified for property 'redirectUris': '{}' is not an absolute \
+                 http or https URL without a fragment, of at most {MAX_REDIRECT_URI_LENGTH} \
+                 characters.",
+                uri.chars()
+                    .take(MAX_REDIRECT_URI_LENGTH)
+                    .collect::<String>()
+            )));
+        }
+        if !checked.contains(&uri) {
+            checked.push(uri);
+        }
+    }
+    Ok(checked)
+}
+
+fn display_name(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Property 'displayName' must not be empty.".into(),
+        ));
+    }
+    Ok(name.to_string())
 }
 
 pub async fn list_apps(
@@ -213,12 +267,8 @@ pub async fn create_app(
     Path(tenant): Path<String>,
     Body(body): Body<NewApplication>,
 ) -> ApiResult<impl IntoResponse> {
-    let display_name = body.display_name.trim().to_string();
-    if display_name.is_empty() {
-        return Err(ApiError::BadRequest(
-            "Property 'displayName' must not be empty.".into(),
-        ));
-    }
+    let display_name = display_name(&body.display_name)?;
+    let redirect_uris = redirect_uris(body.redirect_uris.unwrap_or_default())?;
     let roles = body
         .required_roles
         .unwrap_or_else(|| vec![DEFAULT_ROLE.to_string()]);
@@ -240,6 +290,7 @@ pub async fn create_app(
             secrets: vec![secret_record(&secret, Some(end))],
             certificates: Vec::new(),
             created: Utc::now(),
+            redirect_uris,
         };
         state.store.put_app(&app)?;
         (tenant, app)
@@ -262,6 +313,36 @@ pub async fn get_app(
 ) -> ApiResult<impl IntoResponse> {
     let tenant = tenant_of(&state, &tenant)?;
     let app = home_app(&state, &tenant, &app_id)?;
+    Ok(Json(app_view(&state, TenantId(tenant.id), &app)?))
+}
+
+/// `PATCH` an application: its display name and redirect URIs (a list replaces the list).
+pub async fn patch_app(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((tenant, app_id)): Path<(String, String)>,
+    Body(patch): Body<ApplicationPatch>,
+) -> ApiResult<impl IntoResponse> {
+    let display_name = patch
+        .display_name
+        .as_deref()
+        .map(display_name)
+        .transpose()?;
+    let redirect_uris = patch.redirect_uris.map(redirect_uris).transpose()?;
+    let (tenant, app) = {
+        let _guard = write_lock();
+        let tenant = tenant_of(&state, &tenant)?;
+        let mut app = home_app(&state, &tenant, &app_id)?;
+        if let Some(name) = display_name {
+            app.display_name = name;
+        }
+        if let Some(uris) = redirect_uris {
+            app.redirect_uris = uris;
+        }
+        state.store.put_app(&app)?;
+        (tenant, app)
+    };
+    durable(&state).await?;
     Ok(Json(app_view(&state, TenantId(tenant.id), &app)?))
 }
 

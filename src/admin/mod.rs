@@ -71,6 +71,7 @@ fn admin_routes() -> Routes {
         .get(&format!("{T}/applications"), list_apps)
         .post(&format!("{T}/applications"), create_app)
         .get(&app, get_app)
+        .patch(&app, patch_app)
         .delete(&app, delete_app)
         .post(&format!("{app}/secrets"), add_secret)
         .delete(&format!("{app}/secrets/{{key_id}}"), delete_secret)

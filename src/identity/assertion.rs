@@ -367,6 +367,7 @@ pub(crate) mod tests {
             secrets: vec![],
             certificates: certs,
             created: Utc::now(),
+            redirect_uris: Vec::new(),
         }
     }
 

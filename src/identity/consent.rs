@@ -64,16 +64,40 @@ fn consent_tenant(state: &AppState, name: &str) -> Result<TenantRecord, EntraErr
     resolve_tenant(state, name)?.ok_or_else(|| EntraError::unknown_tenant(name))
 }
 
-/// A redirect URI must be an absolute http(s) URL.
-fn valid_redirect(uri: &str) -> bool {
+/// A redirect URI must be an absolute http(s) URL without a fragment.
+pub fn valid_redirect(uri: &str) -> bool {
     match uri.parse::<Uri>() {
         Ok(parsed) => {
             matches!(parsed.scheme_str(), Some("https") | Some("http"))
                 && parsed.authority().is_some()
+                && !uri.contains('#')
                 && !uri.chars().any(|c| c.is_control() || c.is_whitespace())
         }
         Err(_) => false,
     }
+}
+
+/// Whether `requested` is one of `app`'s redirect URIs: the same string, except that for an
+/// `http` loopback address (`localhost`, `127.0.0.1`, `[::1]`) the port is not compared, as
+/// Entra does (a native client listens on whatever port is free).
+fn registered_redirect(app: &AppRecord, requested: &str) -> bool {
+    let loopback = |uri: &str| -> Option<(String, String)> {
+        let parsed: Uri = uri.parse().ok()?;
+        let host = parsed.host()?.to_ascii_lowercase();
+        (parsed.scheme_str() == Some("http")
+            && ["localhost", "127.0.0.1", "[::1]"].contains(&host.as_str()))
+        .then(|| {
+            let rest = parsed
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            (host, rest)
+        })
+    };
+    app.redirect_uris.iter().any(|registered| {
+        registered == requested
+            || matches!((loopback(registered), loopback(requested)), (Some(a), Some(b)) if a == b)
+    })
 }
 
 struct Request {
@@ -116,12 +140,15 @@ fn load_request(
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
     if let Some(uri) = &redirect_uri {
-        if !valid_redirect(uri) {
+        if !registered_redirect(&app, uri) {
             return Err(EntraError::invalid_request(
                 50011,
                 format!(
-                    "The redirect URI '{uri}' specified in the request is not valid: it must be an \
-                     absolute http or https URL."
+                    "The redirect URI '{uri}' specified in the request does not match the \
+                     redirect URIs configured for the application '{}'. Make sure the redirect \
+                     URI sent in the request matches one added to your application in the \
+                     emulator's admin API (redirectUris of the application).",
+                    app.app_id
                 ),
             ));
         }

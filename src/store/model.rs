@@ -95,6 +95,10 @@ pub struct AppRecord {
     #[serde(default)]
     pub certificates: Vec<CertificateRecord>,
     pub created: DateTime<Utc>,
+    /// Where the admin consent page may send the administrator back (Entra's web redirect
+    /// URIs): any other `redirect_uri` is refused (AADSTS50011), never redirected to.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
 }
 
 /// A service principal: an admin's consent to an app in a tenant.
