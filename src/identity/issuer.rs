@@ -368,11 +368,27 @@ fn app_not_found(client_id: &str, tenant: &TenantRecord) -> EntraError {
     )
 }
 
+/// Token service hosts of Microsoft's clouds. `base` comes from the request's `Host`, which the
+/// client chooses: an assertion made for real Entra ID must not pass by a request that claims
+/// to be for one of them.
+const MICROSOFT_LOGIN_HOSTS: [&str; 9] = [
+    "login.microsoftonline.com",
+    "login.microsoft.com",
+    "login.windows.net",
+    "sts.windows.net",
+    "login.microsoftonline.us",
+    "login.microsoftonline.de",
+    "login.chinacloudapi.cn",
+    "login.partner.microsoftonline.cn",
+    "login.windows-ppe.net",
+];
+
 /// Whether an assertion `aud` names this token endpoint as the client reached it: our host and
 /// port (case-insensitive, default port implied; either scheme, so a TLS terminator in front of
 /// the emulator does not break assertions), path `/{tenant}/oauth2/v2.0/token` or
 /// `/{tenant}/oauth2/token` with the tenant of the request as GUID or any of its domains. An
-/// assertion made for another host or port (such as login.microsoftonline.com) is refused.
+/// assertion made for another host or port is refused, and one made for a Microsoft token
+/// service (such as login.microsoftonline.com) always, whatever `Host` the request sent.
 pub fn audience_names_token_endpoint(aud: &str, base: &str, tenant: &TenantRecord) -> bool {
     let parse = |url: &str| -> Option<(String, String)> {
         let uri: Uri = url.trim().parse().ok()?;
@@ -391,6 +407,12 @@ pub fn audience_names_token_endpoint(aud: &str, base: &str, tenant: &TenantRecor
         return false;
     };
     if aud_host != our_host {
+        return false;
+    }
+    let name = aud_host
+        .rsplit_once(':')
+        .map_or(aud_host.as_str(), |(name, _)| name);
+    if MICROSOFT_LOGIN_HOSTS.contains(&name.trim_end_matches('.')) {
         return false;
     }
     let path = aud_path.trim_end_matches('/');
@@ -1146,6 +1168,29 @@ mod tests {
         ] {
             assert!(!audience_names_token_endpoint(aud, BASE, &tenant), "{aud}");
         }
+        // A request that claims (by its Host) to be for Entra ID does not make an assertion
+        // made for Entra ID valid here.
+        for (aud, base) in [
+            (
+                "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111/oauth2/v2.0/token",
+                "https://login.microsoftonline.com",
+            ),
+            (
+                "https://LOGIN.microsoftonline.com./contoso.com/oauth2/token",
+                "https://login.microsoftonline.com.",
+            ),
+            (
+                "https://login.microsoftonline.us:443/contoso.com/oauth2/token",
+                "https://login.microsoftonline.us",
+            ),
+        ] {
+            assert!(!audience_names_token_endpoint(aud, base, &tenant), "{aud}");
+        }
+        assert!(audience_names_token_endpoint(
+            "https://ingest.test/contoso.com/oauth2/token",
+            "https://ingest.test",
+            &tenant
+        ));
     }
 
     async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
