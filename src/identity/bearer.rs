@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -463,7 +463,13 @@ fn issuer_tenant(iss: &str) -> Option<Uuid> {
     Uuid::parse_str(segment).ok()
 }
 
-type JwksCache = HashMap<PathBuf, (Option<SystemTime>, Vec<(String, DecodingKey)>)>;
+/// Per JWKS file: its modification time when read (`None`: unreadable), when it was read, and
+/// its keys.
+type JwksCache = HashMap<PathBuf, (Option<SystemTime>, Instant, Vec<(String, DecodingKey)>)>;
+
+/// How long an unreadable JWKS file is not read again: tokens with an unknown `kid` arrive at
+/// request rate, and each would re-read it and log a warning.
+const UNREADABLE_JWKS_RETRY: Duration = Duration::from_secs(5);
 
 fn jwks_cache() -> &'static Mutex<JwksCache> {
     static CACHE: OnceLock<Mutex<JwksCache>> = OnceLock::new();
@@ -481,12 +487,16 @@ fn external_key<'a>(
             .and_then(|m| m.modified())
             .ok();
         let mut cache = jwks_cache().lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = matches!(cache.get(&issuer.jwks_file), Some((m, _)) if *m == modified && modified.is_some());
+        let fresh = match cache.get(&issuer.jwks_file) {
+            Some((read, _, _)) if modified.is_some() => *read == modified,
+            Some((None, at, _)) => at.elapsed() < UNREADABLE_JWKS_RETRY,
+            _ => false,
+        };
         if !fresh {
             let keys = load_jwks_file(&issuer.jwks_file);
-            cache.insert(issuer.jwks_file.clone(), (modified, keys));
+            cache.insert(issuer.jwks_file.clone(), (modified, Instant::now(), keys));
         }
-        if let Some((_, keys)) = cache.get(&issuer.jwks_file) {
+        if let Some((_, _, keys)) = cache.get(&issuer.jwks_file) {
             if let Some((_, key)) = keys.iter().find(|(k, _)| k == kid) {
                 return Some((key.clone(), KeySource::External(issuer)));
             }
@@ -517,7 +527,12 @@ fn load_jwks_file(path: &std::path::Path) -> Vec<(String, DecodingKey)> {
         .into_iter()
         .flatten()
     {
-        if key.get("kty").and_then(Value::as_str) != Some("RSA") {
+        if key.get("kty").and_then(Value::as_str) != Some("RSA")
+            || key
+                .get("use")
+                .and_then(Value::as_str)
+                .is_some_and(|u| u != "sig")
+        {
             continue;
         }
         let (Some(n), Some(e)) = (
@@ -983,5 +998,48 @@ pub(crate) mod tests {
             AuthError::Expired.diagnostics(),
             "2000014;reason=\"The token has expired.\";error_category=\"invalid_token\""
         );
+    }
+    /// Keys of a trusted issuer's JWKS file: encryption keys are not signature keys; an
+    /// unreadable file is read again after a pause, not once per token (each would log).
+    #[test]
+    fn trusted_issuer_keys_skip_encryption_keys_and_unreadable_files_wait() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use rsa::traits::PublicKeyParts;
+        let dir = tempfile::tempdir().unwrap();
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 1024).unwrap();
+        let jwk = |kid: &str, usage: &str| {
+            serde_json::json!({"kty": "RSA", "use": usage, "kid": kid,
+                "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+                "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be())})
+        };
+        let file = dir.path().join("jwks.json");
+        let document =
+            serde_json::json!({"keys": [jwk("signing", "sig"), jwk("encrypting", "enc")]});
+        std::fs::write(&file, document.to_string()).unwrap();
+        let issuers = [TrustedIssuer {
+            issuer: "https://sts.windows.net/x/".into(),
+            jwks_file: file,
+        }];
+        assert!(external_key(&issuers, "signing").is_some());
+        assert!(external_key(&issuers, "encrypting").is_none());
+
+        let missing = [TrustedIssuer {
+            issuer: "https://sts.windows.net/x/".into(),
+            jwks_file: dir.path().join("missing.json"),
+        }];
+        let read_at = || {
+            jwks_cache()
+                .lock()
+                .unwrap()
+                .get(&missing[0].jwks_file)
+                .map(|(_, at, _)| *at)
+        };
+        assert!(external_key(&missing, "signing").is_none());
+        let first = read_at().expect("cached as unreadable");
+        for _ in 0..100 {
+            assert!(external_key(&missing, "signing").is_none());
+        }
+        assert_eq!(read_at(), Some(first), "not read again at once");
     }
 }
