@@ -98,3 +98,69 @@ fn a_sender_outside_the_tenant_domains_is_an_ordinary_participant() {
         vec![purges("carol@contoso.com")]
     );
 }
+
+/// GetFolder by a `t:FolderId` this service answered resolves it again (what
+/// `folder.refresh()` of exchangelib or `Folder.Bind` of the EWS Managed API send): same
+/// folder, same count, no impersonation needed. A malformed id is `ErrorInvalidIdMalformed`; a
+/// well-formed id of a folder the service does not serve (the Purges folder's parent) is
+/// `ErrorFolderNotFound`; an id of a mailbox of another tenant is `ErrorNonExistentMailbox`.
+#[test]
+fn get_folder_resolves_the_folder_ids_it_answered() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let reply = server.ews(&token, &create_item(&[Msg::default().xml()]));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let first = server.ews(
+        &token,
+        &get_folder("alice@contoso.com", "recoverableitemspurges"),
+    );
+    let id = between(&first.body, "<t:FolderId Id=\"", "\"").expect("FolderId");
+    let parent = between(&first.body, "<t:ParentFolderId Id=\"", "\"").expect("ParentFolderId");
+    let count = between(&first.body, "TotalCount>", "<").expect("count");
+    assert_eq!(count, "1");
+    let by_ids = |ids: &[&str]| {
+        let ids: String = ids
+            .iter()
+            .map(|id| format!(r#"<t:FolderId Id="{id}" ChangeKey="AQAAAA=="/>"#))
+            .collect();
+        server.ews(
+            &token,
+            &format!(
+                r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><s:Header><t:RequestServerVersion Version="Exchange2016"/></s:Header><s:Body><m:GetFolder><m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape><m:FolderIds>{ids}</m:FolderIds></m:GetFolder></s:Body></s:Envelope>"#
+            ),
+        )
+    };
+    use base64::Engine;
+    let foreign = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode("someone@fabrikam.example/recoverableitemspurges");
+    let reply = by_ids(&[&id, "not an id!", &parent, &foreign]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let messages: Vec<&str> = reply
+        .body
+        .split("<m:GetFolderResponseMessage ")
+        .skip(1)
+        .collect();
+    assert_eq!(messages.len(), 4, "{}", reply.body);
+    assert!(
+        messages[0].contains("ResponseClass=\"Success\""),
+        "{}",
+        messages[0]
+    );
+    assert!(messages[0].contains(&format!("<t:FolderId Id=\"{id}\"")));
+    assert!(messages[0].contains("TotalCount>1<"), "{}", messages[0]);
+    assert!(
+        messages[1].contains(">ErrorInvalidIdMalformed<"),
+        "{}",
+        messages[1]
+    );
+    assert!(
+        messages[2].contains(">ErrorFolderNotFound<"),
+        "{}",
+        messages[2]
+    );
+    assert!(
+        messages[3].contains(">ErrorNonExistentMailbox<"),
+        "{}",
+        messages[3]
+    );
+}

@@ -412,6 +412,17 @@ fn folder_id(mailbox: &str, distinguished_id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{mailbox}/{distinguished_id}"))
 }
 
+/// The mailbox and distinguished folder of an id made by [`folder_id`].
+fn parse_folder_id(id: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id.trim().trim_end_matches('='))
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (mailbox, folder) = text.rsplit_once('/')?;
+    (!mailbox.is_empty() && !folder.is_empty()).then(|| (mailbox.to_string(), folder.to_string()))
+}
+
 fn get_folder(
     state: &AppState,
     principal: &Principal,
@@ -435,9 +446,24 @@ fn get_folder(
                     }
                 }
             }
-            FolderRef::Id(_) => FolderResult::Failed {
-                code: "ErrorFolderNotFound".into(),
-                message: "The specified folder could not be found in the store.".into(),
+            // One of the ids this service answered: the mailbox and the distinguished folder.
+            FolderRef::Id(id) => match parse_folder_id(id) {
+                Some((mailbox, distinguished)) => {
+                    let key = (distinguished.to_ascii_lowercase(), Some(mailbox.clone()));
+                    match described.get(&key) {
+                        Some(result) => FolderResult::clone(result),
+                        None => {
+                            let result =
+                                describe_folder(state, principal, &distinguished, Some(&mailbox))?;
+                            described.insert(key, result.clone());
+                            result
+                        }
+                    }
+                }
+                None => FolderResult::Failed {
+                    code: "ErrorInvalidIdMalformed".into(),
+                    message: "Id is malformed.".into(),
+                },
             },
         });
     }

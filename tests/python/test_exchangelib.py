@@ -124,6 +124,20 @@ def test_folders(server, monkeypatch, pinned):
         assert account.version.build >= Build(15, 0), account.version
 
 
+def test_folder_bound_by_its_id(server, monkeypatch):
+    """A folder found once is fetched again by its FolderId (no DistinguishedFolderId, as
+    for any folder a connector stored the id of): the same folder, the same count."""
+    from exchangelib.folders import Folder
+    account = make_account(server, monkeypatch, pinned=True)
+    purges = account.recoverable_items_purges
+    tweet(account).save()
+    purges.refresh()
+    by_id = Folder(root=account.root, id=purges.id, changekey=purges.changekey)
+    by_id.refresh()
+    assert by_id.id == purges.id
+    assert by_id.total_count == purges.total_count >= 1
+
+
 @PINNED
 def test_save_one_message(server, monkeypatch, pinned):
     account = make_account(server, monkeypatch, pinned)
