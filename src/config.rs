@@ -82,7 +82,8 @@ pub struct ServeArgs {
     /// Time a client has to send its request head (and its first bytes), in seconds (default 30).
     #[arg(long, env = "INGEST_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
-    /// Time a client has to send a whole request body, in seconds (default 30).
+    /// Time a client has to send a request body, in seconds (default 30), plus one per 64 KiB
+    /// received.
     #[arg(long, env = "INGEST_BODY_TIMEOUT_SECS")]
     pub body_timeout_secs: Option<u64>,
     /// Most connections served at once; more wait in the kernel's accept queue (default 4096).

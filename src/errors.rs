@@ -85,7 +85,11 @@ impl IntoResponse for EndpointError {
                 let mut response = fault(
                     StatusCode::REQUEST_TIMEOUT,
                     "ErrorTimeoutExpired",
-                    &format!("The request body was not received within {seconds} seconds."),
+                    &format!(
+                        "The request body was not received within {seconds} seconds (and one \
+                         more for every {} KiB received).",
+                        crate::http::MIN_BODY_BYTES_PER_SEC / 1024
+                    ),
                 );
                 response
                     .headers_mut()

@@ -4,8 +4,9 @@
 //! - a chunked body that passes the limit: 413 `ErrorRequestTooLarge` as soon as the bytes read
 //!   pass the limit (the rest is never read).
 //! - a body shorter than its Content-Length, or a body trickled too slowly: 408
-//!   `ErrorTimeoutExpired` after `--body-timeout-secs` (default 30), connection closed; on every
-//!   other endpoint that reads a body, 408 with a text message, connection closed.
+//!   `ErrorTimeoutExpired` after `--body-timeout-secs` (default 30) plus a second per 64 KiB
+//!   received, connection closed; on every other endpoint that reads a body, 408 with a text
+//!   message, connection closed. A body arriving at 64 KiB/s or more is never cut.
 //! - a request head not complete within `--header-timeout-secs` (default 30), a connection
 //!   that sends nothing, or one that starts HTTP/2 (a preface, part of one, or a TLS handshake
 //!   with ALPN `h2`) and asks nothing: the connection is closed. So is any connection that has
@@ -506,4 +507,69 @@ fn a_body_that_never_arrives_times_out_on_every_endpoint() {
     let body: serde_json::Value = response.json().unwrap();
     assert_ne!(body["displayName"], "", "{body}");
     still_serves(&server, &token, 0);
+}
+
+/// The body timeout is a minimum rate, not a cap on the upload: each 64 KiB received buys
+/// another second, so a large body arriving steadily on a slow link is read whole, on the
+/// ingestion endpoint and on the other routes (a staging delivery of the admin API), while
+/// the trickles above are still cut.
+#[test]
+fn a_large_body_arriving_steadily_is_not_cut_by_the_body_timeout() {
+    let server = Server::start(&["--no-tls", "--body-timeout-secs", "1"]);
+    let token = server.token();
+    let steadily = |head: String, body: &[u8]| -> (String, Duration) {
+        let mut stream = connect(&server);
+        stream.write_all(head.as_bytes()).unwrap();
+        let started = Instant::now();
+        // About 250 KB/s: six pieces 400 ms apart, 2.4 s in all.
+        for piece in body.chunks(body.len().div_ceil(6)) {
+            stream.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        (
+            read_answer(&mut stream, Duration::from_secs(30)),
+            started.elapsed(),
+        )
+    };
+    let body = create_item(&[Msg {
+        attachments: vec![("big.bin".into(), vec![7u8; 450_000])],
+        ..Msg::default()
+    }
+    .xml()]);
+    let (answer, took) = steadily(
+        head(
+            &token,
+            &format!("Content-Length: {}\r\nConnection: close\r\n", body.len()),
+        ),
+        body.as_bytes(),
+    );
+    assert!(took > Duration::from_secs(2), "{took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(600)]
+    );
+    assert!(answer.contains("ResponseClass=\"Success\""));
+
+    let json = serde_json::json!({"displayName": "x".repeat(600_000)}).to_string();
+    let (answer, _) = steadily(
+        format!(
+            "PATCH /api/tenants/{TENANT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            server.admin_key,
+            json.len()
+        ),
+        json.as_bytes(),
+    );
+    assert!(
+        !answer.starts_with("HTTP/1.1 408"),
+        "{}",
+        &answer[..answer.len().min(600)]
+    );
+    // Read whole, and the change made.
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(600)]
+    );
+    still_serves(&server, &token, 1);
 }

@@ -185,7 +185,8 @@ async fn inject_faults(
 
 /// Reads the body, refusing one over `limit` without reading it whole: at once when its
 /// Content-Length says so, else as soon as the bytes read pass the limit. A body not received
-/// whole within `timeout` (a slow client, or fewer bytes than its Content-Length) is refused.
+/// whole within `timeout`, plus a second per [`crate::http::MIN_BODY_BYTES_PER_SEC`] received
+/// (a slow client, or fewer bytes than its Content-Length), is refused.
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -199,14 +200,15 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(EndpointError::BodyTooLarge { limit });
     }
+    let (body, expired) = crate::http::DeadlineBody::new(body, timeout);
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let collected = tokio::time::timeout(timeout, limited.collect())
-        .await
-        .map_err(|_| EndpointError::BodyTimeout {
-            seconds: timeout.as_secs(),
-        })?;
-    match collected {
+    match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) if expired.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(EndpointError::BodyTimeout {
+                seconds: timeout.as_secs(),
+            })
+        }
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(EndpointError::BodyTooLarge { limit })
         }

@@ -132,25 +132,31 @@ async fn correlate(mut request: Request, next: Next) -> Response {
     .await
 }
 
-/// Gives the request's body `--body-timeout-secs` to arrive whole, counted from the request
-/// head: after that, reading it fails and the request is answered 408 (connection closed).
-/// Without it a client that announces a body and never sends it holds its connection (and a
-/// slot of `--max-connections`) forever: hyper's header timeout ends with the head.
+/// The slowest a body may arrive once its `--body-timeout-secs` are used up: every 64 KiB
+/// received gives it one more second. A large upload on a slow but steady link (a 64 MB staging
+/// delivery at 1 MB/s) is never cut, while a client that trickles a few bytes now and then is
+/// still cut after about the timeout.
+pub const MIN_BODY_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// Gives the request's body `--body-timeout-secs` to arrive, plus a second per
+/// [`MIN_BODY_BYTES_PER_SEC`] received, counted from the request head: after that, reading it
+/// fails and the request is answered 408 (connection closed). Without it a client that
+/// announces a body and never sends it holds its connection (and a slot of
+/// `--max-connections`) forever: hyper's header timeout ends with the head.
 async fn body_deadline(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
     let limit = Duration::from_secs(state.config.body_timeout_secs.max(1));
-    let expired = Arc::new(AtomicBool::new(false));
-    let request = request.map(|body| {
-        axum::body::Body::new(DeadlineBody {
-            inner: body,
-            deadline: Box::pin(tokio::time::sleep(limit)),
-            limit,
-            expired: expired.clone(),
-        })
-    });
+    let (request, expired) = {
+        let (parts, body) = request.into_parts();
+        let (body, expired) = DeadlineBody::new(body, limit);
+        (
+            Request::from_parts(parts, axum::body::Body::new(body)),
+            expired,
+        )
+    };
     let response = next.run(request).await;
     if !expired.load(Ordering::Relaxed) {
         return response;
@@ -159,8 +165,10 @@ async fn body_deadline(
     let mut response = (
         http::StatusCode::REQUEST_TIMEOUT,
         format!(
-            "The request body did not arrive within {} seconds.",
-            limit.as_secs()
+            "The request body did not arrive within {} seconds (and one more for every {} KiB \
+             received).",
+            limit.as_secs(),
+            MIN_BODY_BYTES_PER_SEC / 1024
         ),
     )
         .into_response();
@@ -171,12 +179,33 @@ async fn body_deadline(
     response
 }
 
-/// A request body that fails once its deadline passes (see [`body_deadline`]).
-struct DeadlineBody {
+/// A request body that fails once its deadline passes (see [`body_deadline`]); each data
+/// frame moves the deadline on by its share of [`MIN_BODY_BYTES_PER_SEC`].
+pub(crate) struct DeadlineBody {
     inner: axum::body::Body,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    started: tokio::time::Instant,
+    received: u64,
     limit: Duration,
     expired: Arc<AtomicBool>,
+}
+
+impl DeadlineBody {
+    /// `body` with a deadline of `limit` from now (extended as data arrives), and the flag
+    /// that tells whether it passed.
+    pub(crate) fn new(body: axum::body::Body, limit: Duration) -> (DeadlineBody, Arc<AtomicBool>) {
+        let expired = Arc::new(AtomicBool::new(false));
+        let started = tokio::time::Instant::now();
+        let body = DeadlineBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep_until(started + limit)),
+            started,
+            received: 0,
+            limit,
+            expired: expired.clone(),
+        };
+        (body, expired)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +223,17 @@ impl hyper::body::Body for DeadlineBody {
         use std::task::Poll;
         let this = &mut *self;
         if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(|f| f.data_ref())) {
+                let len = data.map_or(0, |d| d.len() as u64);
+                if len > 0 {
+                    this.received = this.received.saturating_add(len);
+                    let earned = Duration::from_secs_f64(
+                        this.received as f64 / MIN_BODY_BYTES_PER_SEC as f64,
+                    );
+                    let deadline = this.started + this.limit + earned;
+                    this.deadline.as_mut().reset(deadline);
+                }
+            }
             return Poll::Ready(frame);
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
