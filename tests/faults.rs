@@ -28,18 +28,6 @@ fn stored(server: &Server, token: &str) -> u64 {
     server.folder_count(token, MAILBOX, FOLDER)
 }
 
-/// The newest journal entries of the test tenant.
-fn journal(server: &Server) -> Vec<Value> {
-    let (status, body) = call(
-        server,
-        Method::GET,
-        &format!("/api/tenants/{TENANT}/ingestions?top=5"),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
-    body["value"].as_array().expect("value").clone()
-}
-
 #[test]
 fn server_busy_is_a_soap_fault_with_back_off_stores_nothing_and_is_journaled() {
     let server = Server::start(&[]);
@@ -78,7 +66,7 @@ fn server_busy_is_a_soap_fault_with_back_off_stores_nothing_and_is_journaled() {
     assert_eq!(record["appId"], APP_ID);
     assert!(record["items"].as_array().unwrap().is_empty());
     assert!(record["error"].as_str().unwrap().contains("serverBusy"));
-    let newest = &journal(&server)[0];
+    let newest = &server.journal(5)[0];
     assert_eq!(newest["correlationId"], correlation.as_str());
     assert_eq!(newest["outcome"], "Faulted");
 
@@ -254,7 +242,7 @@ fn drop_connection_closes_without_an_answer() {
         assert_eq!(response.status(), 200, "http2={http2}");
     }
     assert_eq!(stored(&server, &token), before + 2);
-    let entries = journal(&server);
+    let entries = server.journal(5);
     let dropped: Vec<&Value> = entries
         .iter()
         .filter(|e| e["outcome"] == "Faulted")

@@ -259,18 +259,9 @@ fn a_sender_of_the_tenant_without_an_active_mailbox_fails_the_whole_request_with
         0
     );
     // The journal records the refusals, with no item.
-    let journal: serde_json::Value = server
-        .admin(
-            reqwest::Method::GET,
-            &format!("/api/tenants/{TENANT}/ingestions?top=3"),
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let entries = journal["value"].as_array().expect("journal entries");
-    assert_eq!(entries.len(), 3, "{journal}");
-    for entry in entries {
+    let entries = server.journal(3);
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for entry in &entries {
         assert_eq!(entry["outcome"], "Refused", "{entry}");
         assert_eq!(entry["httpStatus"], 401);
         assert_eq!(entry["items"].as_array().unwrap().len(), 0);

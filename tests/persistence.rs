@@ -99,22 +99,12 @@ fn journal_entries_of_faulted_and_refused_requests_survive_sigkill() {
 
     let server = Server::start_in(dir.path(), &[]);
     assert_eq!(server.ingestion(&faulted)["outcome"], "Faulted");
-    let journal: serde_json::Value = server
-        .admin(
-            reqwest::Method::GET,
-            &format!("/api/tenants/{TENANT}/ingestions?top=5"),
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let outcomes: Vec<&str> = journal["value"]
-        .as_array()
-        .expect("journal entries")
+    let journal = server.journal(5);
+    let outcomes: Vec<&str> = journal
         .iter()
         .map(|e| e["outcome"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(outcomes, ["Refused", "Faulted"], "{journal}");
+    assert_eq!(outcomes, ["Refused", "Faulted"], "{journal:?}");
 }
 
 /// Attachment bytes of request `n`, item `i` (16 KB, distinct per item).

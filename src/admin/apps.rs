@@ -280,7 +280,7 @@ pub async fn create_app(
     let end = check_end(body.secret_end_date_time)?;
     let secret = generate_secret();
     let (tenant, app) = {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let app = AppRecord {
             app_id: Uuid::new_v4(),
@@ -330,7 +330,7 @@ pub async fn patch_app(
         .transpose()?;
     let redirect_uris = patch.redirect_uris.map(redirect_uris).transpose()?;
     let (tenant, app) = {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let mut app = home_app(&state, &tenant, &app_id)?;
         if let Some(name) = display_name {
@@ -352,7 +352,7 @@ pub async fn delete_app(
     Path((tenant, app_id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let app = home_app(&state, &tenant, &app_id)?;
         state.store.delete_app(app.app_id)?;
@@ -390,7 +390,7 @@ pub async fn add_secret(
     let secret = generate_secret();
     let record = secret_record(&secret, Some(end));
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let mut app = home_app(&state, &tenant, &app_id)?;
         app.secrets.push(record.clone());
@@ -416,7 +416,7 @@ pub async fn delete_secret(
 ) -> ApiResult<impl IntoResponse> {
     let key = parse_guid(&key_id, "keyId")?;
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let mut app = home_app(&state, &tenant, &app_id)?;
         let before = app.secrets.len();
@@ -477,7 +477,7 @@ pub async fn add_certificate(
     }
     let record = certificate_record(&pem)?;
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let mut app = home_app(&state, &tenant, &app_id)?;
         if app.certificates.iter().any(|c| c.x5t == record.x5t) {
@@ -500,7 +500,7 @@ pub async fn delete_certificate(
 ) -> ApiResult<impl IntoResponse> {
     let key = parse_guid(&key_id, "keyId")?;
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let mut app = home_app(&state, &tenant, &app_id)?;
         let before = app.certificates.len();
@@ -567,7 +567,7 @@ pub async fn create_sp(
     Body(body): Body<NewServicePrincipal>,
 ) -> ApiResult<impl IntoResponse> {
     let (tenant, sp, app) = {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let id = TenantId(tenant.id);
         let app = state.store.app(body.app_id)?.ok_or_else(|| {
@@ -622,7 +622,7 @@ pub async fn patch_sp(
     Body(patch): Body<ServicePrincipalPatch>,
 ) -> ApiResult<impl IntoResponse> {
     let sp = {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let mut sp = find_sp(&state, TenantId(tenant.id), &key)?;
         if let Some(enabled) = patch.account_enabled {
@@ -650,7 +650,7 @@ pub async fn delete_sp(
     Path((tenant, key)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let id = TenantId(tenant.id);
         let sp = find_sp(&state, id, &key)?;

@@ -428,7 +428,7 @@ async fn create(
         last_run: None,
     };
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         state.store.put_connector(&connector)?;
     }
     durable(&state).await?;
@@ -484,7 +484,7 @@ async fn update(
     }
     let name = patch.name.as_deref().map(check_name).transpose()?;
     let connector = {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let mut c = connector_of(&state, &id)?;
         let tid = TenantId(c.tenant);
         if let Some(name) = name {
@@ -568,7 +568,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let c = connector_of(&state, &id)?;
         state.store.delete_connector(c.id)?;
     }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::error::{Admin, ApiError, ApiResult, Body};
-use super::{durable, tenant_of, write_lock};
+use super::{durable, tenant_of, write_lock, write_lock_blocking};
 use crate::app::AppState;
 use crate::domain::{TenantId, MAX_RETENTION_DAYS};
 use crate::store::model::{TenantRecord, UserRecord};
@@ -140,7 +140,7 @@ pub async fn create_tenant(
         check_address(mailbox, "thirdPartyMailbox")?;
     }
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         if state.store.tenant(TenantId(record.id))?.is_some() {
             return Err(ApiError::Conflict(format!(
                 "Another tenant with the same value for property id ({}) already exists.",
@@ -168,7 +168,7 @@ pub async fn patch_tenant(
     Body(patch): Body<TenantPatch>,
 ) -> ApiResult<impl IntoResponse> {
     let record = {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let mut record = tenant_of(&state, &tenant)?;
         if let Some(name) = patch.display_name {
             record.display_name = non_empty(&name, "displayName")?;
@@ -198,7 +198,7 @@ pub async fn delete_tenant(
     let record = tenant_of(&state, &tenant)?;
     let worker = state.clone();
     crate::task::spawn_blocking(move || -> ApiResult<()> {
-        let _guard = write_lock();
+        let _guard = write_lock_blocking();
         let id = TenantId(record.id);
         // The apps registered in the tenant go with it (and every consent to them).
         for app in worker.store.apps(id)? {
@@ -344,7 +344,7 @@ pub async fn create_user(
             .collect(),
     };
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         check_user(&tenant, &user)?;
         let id = TenantId(tenant.id);
@@ -380,7 +380,7 @@ pub async fn patch_user(
     Body(patch): Body<UserPatch>,
 ) -> ApiResult<impl IntoResponse> {
     let user = {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         let id = TenantId(tenant.id);
         let old = state
@@ -443,7 +443,7 @@ pub async fn delete_user(
     Path((tenant, upn)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     {
-        let _guard = write_lock();
+        let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
         if !state.store.delete_user(TenantId(tenant.id), &upn)? {
             return Err(user_not_found(&upn));

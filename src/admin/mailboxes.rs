@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::error::{parse_guid, Admin, ApiError, ApiResult};
 use super::registry::Routes;
-use super::{durable, tenant_of, write_lock};
+use super::{durable, tenant_of, write_lock_blocking};
 use crate::app::AppState;
 use crate::domain::{Folder, TenantId};
 use crate::store::mailbox::{CopyEntry, SweepOutcome};
@@ -483,7 +483,7 @@ async fn delete_item(
     let item = item_of(&state, &tenant, &id)?;
     let worker = state.clone();
     let outcome = crate::task::spawn_blocking(move || {
-        let _guard = write_lock();
+        let _guard = write_lock_blocking();
         let on_change = crate::search::on_items_changed(&worker);
         worker
             .store
@@ -656,7 +656,7 @@ fn run_sweep(
     retention_days: Option<u32>,
     trigger: &str,
 ) -> ApiResult<SweepOutcome> {
-    let _guard = write_lock();
+    let _guard = write_lock_blocking();
     let on_change = crate::search::on_items_changed(state);
     Ok(state
         .store
@@ -815,7 +815,7 @@ async fn reset(
     };
     let worker = state.clone();
     let outcome = crate::task::spawn_blocking(move || -> ApiResult<_> {
-        let _guard = write_lock();
+        let _guard = write_lock_blocking();
         let on_change = crate::search::on_items_changed(&worker);
         // A request answered meanwhile is wholly reset or refused, never half removed.
         worker.store.with_ingestion_fenced(|| -> ApiResult<_> {

@@ -12,8 +12,6 @@ mod openapi;
 mod registry;
 mod search;
 
-use std::sync::{Mutex, MutexGuard};
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::middleware;
@@ -97,13 +95,19 @@ fn admin_routes() -> Routes {
 
 // ----- shared helpers -----
 
-/// Serialises the admin API's directory writes (check-then-write sequences stay atomic).
-static WRITES: Mutex<()> = Mutex::new(());
+/// Serialises the admin API's writes (check-then-write sequences stay atomic). Some hold it
+/// for long (a key generated, a tenant deleted, a reset): an async handler waits for it
+/// without blocking its worker thread ([`write_lock`]), so ingestion and every other request
+/// go on meanwhile; blocking tasks take it with [`write_lock_blocking`].
+static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn write_lock() -> MutexGuard<'static, ()> {
-    WRITES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+pub(crate) async fn write_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    WRITES.lock().await
+}
+
+/// [`write_lock`] for a blocking task (never from an async context: it would block a worker).
+fn write_lock_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    WRITES.blocking_lock()
 }
 
 /// Waits until the directory writes made so far are on disk (shares the store's group flush).
@@ -245,7 +249,7 @@ async fn rotate_key(_: Admin, State(state): State<AppState>) -> ApiResult<impl I
     // Generating an RSA key takes a while: off the async workers.
     let worker = state.clone();
     let kid = crate::task::spawn_blocking(move || {
-        let _guard = write_lock();
+        let _guard = write_lock_blocking();
         worker.keys.rotate(&worker.store)
     })
     .await
@@ -262,7 +266,7 @@ async fn delete_key(
 ) -> ApiResult<impl IntoResponse> {
     let worker = state.clone();
     crate::task::spawn_blocking(move || {
-        let _guard = write_lock();
+        let _guard = write_lock_blocking();
         worker.keys.active_kid()?;
         let known = worker
             .store

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::error::{Admin, ApiError, ApiResult, Body};
 use super::registry::Routes;
-use super::{tenant_of, write_lock};
+use super::{tenant_of, write_lock_blocking};
 use crate::app::AppState;
 use crate::domain::TenantId;
 use crate::search::kql::{self, Expr};
@@ -277,7 +277,7 @@ async fn delete_matches(
     let outcome = crate::task::spawn_blocking(move || -> ApiResult<_> {
         // Like every other removal: a hold answered before this delete reads the holds is
         // honoured (without the lock, a hold set meanwhile was not).
-        let _guard = write_lock();
+        let _guard = write_lock_blocking();
         let ids = worker
             .search
             .matching_items(tenant_id, &expr, &mailboxes)

@@ -359,6 +359,15 @@ pub async fn submit(
 /// missing roles.
 async fn grant(state: &AppState, request: &Request) -> Result<(), crate::store::StoreError> {
     let tenant = TenantId(request.tenant.id);
+    // Like every admin change: not interleaved with a concurrent change or deletion of the
+    // app or its service principal.
+    let guard = crate::admin::write_lock().await;
+    if state.store.app(request.app.app_id)?.is_none() {
+        return Err(crate::store::StoreError::NotFound(format!(
+            "application {} (deleted meanwhile)",
+            request.app.app_id
+        )));
+    }
     let sp = match state.store.service_principal(tenant, request.app.app_id)? {
         Some(sp) => {
             let mut sp = Arc::unwrap_or_clone(sp);
@@ -380,5 +389,6 @@ async fn grant(state: &AppState, request: &Request) -> Result<(), crate::store::
         },
     };
     state.store.put_service_principal(&sp)?;
+    drop(guard);
     state.store.durable().await
 }

@@ -194,6 +194,20 @@ impl Server {
         response.json().expect("JSON")
     }
 
+    /// The newest `top` entries of the test tenant's ingestion journal, newest first.
+    pub fn journal(&self, top: usize) -> Vec<serde_json::Value> {
+        let response = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/tenants/{TENANT}/ingestions?top={top}"),
+            )
+            .send()
+            .expect("journal");
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().expect("JSON");
+        body["value"].as_array().expect("journal entries").clone()
+    }
+
     /// Kills the server with SIGKILL (no chance to flush).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
