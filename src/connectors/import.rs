@@ -60,7 +60,9 @@ pub enum Trigger {
 }
 
 /// Imports what is staged for `connector` now. `None` when nothing was staged (the run is
-/// still noted: the next run is scheduled from now).
+/// still noted: the next run is scheduled from now), or when a scheduled run finds the
+/// connector paused or not due any more: the scheduler chose it from a list read before it
+/// waited for the import in progress, and an admin may have paused it or run it meanwhile.
 pub async fn run(
     state: &AppState,
     connector: Uuid,
@@ -76,6 +78,9 @@ pub async fn run(
     }
     if c.paused && trigger == Trigger::Manual {
         return Err(ImportError::Paused(c.name));
+    }
+    if trigger == Trigger::Scheduled && (c.paused || c.due_at() > Utc::now()) {
+        return Ok(None);
     }
     if store.tenant(TenantId(c.tenant))?.is_none() {
         return Err(ImportError::NoTenant(c.name));
@@ -418,5 +423,49 @@ impl<'a> Plan<'a> {
             requires_connector: true,
         };
         (commit, import)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::connectors::{StagedPayload, StagedRecord};
+
+    /// A scheduled run re-reads its connector once it has the import lock: one paused, or run
+    /// (so not due) while the scheduler waited for another import, is not imported.
+    #[tokio::test]
+    async fn a_scheduled_run_of_a_connector_paused_or_not_due_meanwhile_imports_nothing() {
+        let (_dir, state) = crate::identity::bearer::tests::test_state();
+        let tenant = Uuid::parse_str(crate::identity::bearer::tests::TENANT).expect("tenant");
+        let mut c = crate::store::connectors::tests::connector(tenant, "Pivot", None);
+        let staged = StagedRecord {
+            staged: Utc::now(),
+            payload: StagedPayload::Eml { base64: "x".into() },
+        };
+        let minute = chrono::Duration::minutes(1);
+        for (paused, next_run, runs) in [
+            (true, Utc::now() - minute, false),
+            (false, Utc::now() + minute * 60, false),
+            (false, Utc::now() - minute, true),
+        ] {
+            c.paused = paused;
+            c.next_run = Some(next_run);
+            state.store.put_connector(&c).expect("put");
+            if state.store.pending(c.id).expect("pending") == 0 {
+                state
+                    .store
+                    .stage(c.id, &[staged.clone()])
+                    .await
+                    .expect("stage");
+            }
+            let outcome = run(&state, c.id, Trigger::Scheduled).await.expect("run");
+            assert_eq!(outcome.is_some(), runs, "paused {paused}, due {next_run}");
+            let pending = state.store.pending(c.id).expect("pending");
+            assert_eq!(
+                pending,
+                usize::from(!runs),
+                "paused {paused}, due {next_run}"
+            );
+        }
     }
 }

@@ -45,10 +45,7 @@ async fn run_due(state: &AppState) -> Result<(), crate::store::StoreError> {
         if !c.is_native() || c.paused {
             continue;
         }
-        let due = c.next_run.unwrap_or_else(|| {
-            c.created + chrono::Duration::minutes(i64::from(c.interval_minutes))
-        });
-        if due > now {
+        if c.due_at() > now {
             continue;
         }
         if let Err(e) = import::run(state, c.id, import::Trigger::Scheduled).await {

@@ -166,6 +166,13 @@ impl ConnectorRecord {
     pub fn is_native(&self) -> bool {
         self.kind != PARTNER
     }
+
+    /// When the scheduler imports next: `next_run`, or one interval after creation.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.next_run.unwrap_or_else(|| {
+            self.created + chrono::Duration::minutes(i64::from(self.interval_minutes))
+        })
+    }
 }
 
 /// One failed item of an import.
@@ -686,6 +693,18 @@ impl Store {
                     if existing.is_none() && requires_connector {
                         return Ok((false, None));
                     }
+                    // The run read these staged items before it waited for the committer: a
+                    // reset (or a connector reset) that removed them since must not be undone
+                    // by storing what they held.
+                    for key in &consumed {
+                        if staging.get(key.as_slice())?.is_none() {
+                            return Err(abort(StoreError::Conflict(
+                                "the staged items of this import were removed meanwhile (a \
+                                 reset): nothing was imported"
+                                    .into(),
+                            )));
+                        }
+                    }
                     prepared.write([items, copies, ingestions, journal])?;
                     let Some(bytes) = existing else {
                         return Ok((true, None));
@@ -753,11 +772,12 @@ fn add_to_totals(t: &mut ConnectorTotals, import: &ImportRecord) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::model::CopyRecord;
 
-    fn connector(tenant: Uuid, name: &str, app: Option<Uuid>) -> ConnectorRecord {
+    /// A new connector: a partner one of `app`, or a native (Pivot) one.
+    pub(crate) fn connector(tenant: Uuid, name: &str, app: Option<Uuid>) -> ConnectorRecord {
         ConnectorRecord {
             id: Uuid::new_v4(),
             tenant,
@@ -871,6 +891,64 @@ mod tests {
                 !requires_connector,
                 "stored only for an EWS request (requires_connector {requires_connector})"
             );
+        }
+    }
+
+    /// A run that read staged items before a reset removed them stores nothing when it
+    /// commits (it undid the reset before: the items came back in mailboxes and search).
+    #[tokio::test]
+    async fn an_import_of_items_a_reset_removed_meanwhile_stores_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let tenant = Uuid::new_v4();
+        let c = connector(tenant, "Pivot", None);
+        store.put_connector(&c).expect("put");
+        let record = StagedRecord {
+            staged: Utc::now(),
+            payload: StagedPayload::Eml {
+                base64: "x".repeat(10),
+            },
+        };
+        let commit = |consumed: Vec<Vec<u8>>| {
+            let item = crate::store::mailbox::tests::item(tenant, &["a@x"], Utc::now());
+            let id = item.id;
+            let import = ImportRecord::partner(c.id, Uuid::new_v4(), &[]);
+            let commit = ImportCommit {
+                ingestion: super::super::IngestionCommit {
+                    record: crate::store::mailbox::tests::record_of(&item),
+                    items: vec![(item, vec![])],
+                    after: None,
+                },
+                import,
+                seen: vec![],
+                consumed,
+                next_run: Some(Utc::now()),
+                requires_connector: true,
+            };
+            (id, commit)
+        };
+        for reset in [true, false] {
+            store.stage(c.id, &[record.clone()]).await.expect("stage");
+            let read = store.staged(c.id, 10, usize::MAX).expect("staged");
+            let keys: Vec<Vec<u8>> = read.into_iter().map(|s| s.key).collect();
+            if reset {
+                store.reset_connectors(false).expect("reset");
+            }
+            let (id, commit) = commit(keys);
+            let outcome = store.commit_import(commit).await;
+            if reset {
+                assert!(
+                    matches!(outcome, Err(StoreError::Conflict(_))),
+                    "{outcome:?}"
+                );
+                assert!(store.item(id).expect("read").is_none(), "nothing stored");
+                let now = store.connector(c.id).expect("read").expect("there");
+                assert_eq!(now.totals.imports, 0, "no import counted");
+            } else {
+                assert!(outcome.expect("imported"));
+                assert!(store.item(id).expect("read").is_some());
+                assert_eq!(store.pending(c.id).expect("pending"), 0);
+            }
         }
     }
 
