@@ -454,7 +454,7 @@ mod tests {
             if state.store.pending(c.id).expect("pending") == 0 {
                 state
                     .store
-                    .stage(c.id, &[staged.clone()])
+                    .stage(c.id, std::slice::from_ref(&staged))
                     .await
                     .expect("stage");
             }

@@ -928,7 +928,10 @@ pub(crate) mod tests {
             (id, commit)
         };
         for reset in [true, false] {
-            store.stage(c.id, &[record.clone()]).await.expect("stage");
+            store
+                .stage(c.id, std::slice::from_ref(&record))
+                .await
+                .expect("stage");
             let read = store.staged(c.id, 10, usize::MAX).expect("staged");
             let keys: Vec<Vec<u8>> = read.into_iter().map(|s| s.key).collect();
             if reset {
