@@ -749,6 +749,90 @@ fn delete_by_search_removes_matches_except_under_hold() {
     assert_eq!(body["deleted"], 0);
 }
 
+/// A delete limited to mailboxes purges the matches from those mailboxes only, as a purge of a
+/// Content Search limited to those locations does: an item with a copy in another mailbox
+/// keeps that copy (and stays searchable there); a hold counts only in those mailboxes.
+#[test]
+fn delete_by_search_limited_to_mailboxes_removes_only_their_copies() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let shared = Msg {
+        subject: Some("scoped purge".into()),
+        to: vec!["alice@contoso.com".into()],
+        cc: vec!["bob@contoso.com".into()],
+        ..Msg::default()
+    };
+    let only_alice = Msg {
+        subject: Some("scoped purge".into()),
+        to: vec!["alice@contoso.com".into()],
+        ..Msg::default()
+    };
+    let ids = ingest(&server, &token, &[shared, only_alice]);
+    // Bob is on hold: the purge limited to Alice's mailbox does not care.
+    let response = server
+        .admin(
+            Method::PATCH,
+            &format!("/api/tenants/{TENANT}/users/bob@contoso.com"),
+        )
+        .json(&json!({ "litigationHold": true }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = server
+        .admin(
+            Method::DELETE,
+            &format!(
+                "/api/tenants/{TENANT}/search?query=subject%3Ascoped&mailboxes=alice@contoso.com"
+            ),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["matched"], 2, "{body}");
+    assert_eq!(body["copiesDeleted"], 2, "{body}");
+    assert_eq!(body["deletedItemIds"], json!([ids[1]]), "{body}");
+    assert_eq!(body["changedItemIds"], json!([ids[0]]), "{body}");
+    assert_eq!(
+        search(&server, "subject:scoped", &["alice@contoso.com"])["total"],
+        0
+    );
+    let bob = search(&server, "subject:scoped", &["bob@contoso.com"]);
+    assert_eq!(bob["total"], 1, "{bob}");
+    assert_eq!(hits(&bob)[0]["itemId"], ids[0].as_str());
+    assert_eq!(
+        server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges"),
+        0
+    );
+    assert_eq!(
+        server.folder_count(&token, "bob@contoso.com", "recoverableitemspurges"),
+        1
+    );
+    let item: Value = server
+        .admin(
+            Method::GET,
+            &format!("/api/tenants/{TENANT}/items/{}", ids[0]),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let copies = item["copies"].as_array().expect("copies");
+    assert_eq!(copies.len(), 1, "{item}");
+    assert_eq!(copies[0]["mailbox"], "bob@contoso.com");
+    // Limited to Bob's mailbox, his hold keeps the item.
+    let response = server
+        .admin(
+            Method::DELETE,
+            &format!(
+                "/api/tenants/{TENANT}/search?query=subject%3Ascoped&mailboxes=bob@contoso.com"
+            ),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 409);
+}
+
 #[test]
 fn the_index_survives_kill_9_and_is_rebuilt_from_the_store_when_missing() {
     let dir = tempfile::tempdir().unwrap();

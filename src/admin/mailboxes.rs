@@ -485,9 +485,13 @@ async fn delete_item(
     let outcome = crate::task::spawn_blocking(move || {
         let _guard = write_lock_blocking();
         let on_change = crate::search::on_items_changed(&worker);
-        worker
-            .store
-            .delete_items(TenantId(tenant.id), &[item.id], false, Some(&on_change))
+        worker.store.delete_items(
+            TenantId(tenant.id),
+            &[item.id],
+            false,
+            None,
+            Some(&on_change),
+        )
     })
     .await
     .map_err(|e| ApiError::Store(StoreError::Conflict(format!("delete failed: {e}"))))??;

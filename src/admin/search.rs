@@ -244,9 +244,11 @@ async fn wait(
     }
 }
 
-/// Deletes the items with a copy matching the query (the whole item, every copy), except items
-/// with a copy in the mailbox of a user on litigation hold (unless `force=true`): 409 when
-/// nothing could be deleted because of holds, else 200 with what was deleted and what was kept.
+/// Deletes the items with a copy matching the query, except items with a copy in the mailbox
+/// of a user on litigation hold (unless `force=true`): 409 when nothing could be deleted
+/// because of holds, else 200 with what was deleted and what was kept. Without `mailboxes`,
+/// the whole item goes (every copy); with `mailboxes`, only the copies in those mailboxes (as a
+/// purge of a search limited to them), and an item keeps its copies elsewhere.
 async fn delete_matches(
     _: Admin,
     State(state): State<AppState>,
@@ -283,10 +285,16 @@ async fn delete_matches(
             .matching_items(tenant_id, &expr, &mailboxes)
             .map_err(index_error)?;
         let on_change = crate::search::on_items_changed(&worker);
-        let outcome =
-            worker
-                .store
-                .delete_items(TenantId(tenant_id), &ids, force, Some(&on_change))?;
+        // A search limited to mailboxes purges its matches from those mailboxes only.
+        let within: Option<std::collections::HashSet<String>> =
+            (!mailboxes.is_empty()).then(|| mailboxes.iter().cloned().collect());
+        let outcome = worker.store.delete_items(
+            TenantId(tenant_id),
+            &ids,
+            force,
+            within.as_ref(),
+            Some(&on_change),
+        )?;
         Ok((ids.len(), outcome))
     })
     .await
@@ -298,7 +306,7 @@ async fn delete_matches(
         .iter()
         .map(|(id, mailbox)| json!({ "itemId": id, "mailbox": mailbox }))
         .collect();
-    if outcome.deleted.is_empty() && !held.is_empty() {
+    if outcome.copies_removed == 0 && !held.is_empty() {
         return Err(ApiError::Conflict(format!(
             "None of the {} matching items was deleted: each has a copy in a mailbox on litigation hold (first: {} in {}). Release the hold, or pass force=true.",
             held.len(),
@@ -310,6 +318,8 @@ async fn delete_matches(
         "matched": matched,
         "deleted": outcome.deleted.len(),
         "deletedItemIds": outcome.deleted,
+        "copiesDeleted": outcome.copies_removed,
+        "changedItemIds": outcome.changed,
         "keptUnderHold": held,
     })))
 }

@@ -38,6 +38,11 @@ const JOURNAL_BUILT: &[u8] = b"journal-built";
 pub struct DeleteOutcome {
     /// Items removed (copies, attachments and record).
     pub deleted: Vec<Uuid>,
+    /// Items that lost their copies in the mailboxes the deletion was limited to, and keep
+    /// their copies in other mailboxes.
+    pub changed: Vec<Uuid>,
+    /// Copies removed (of deleted and changed items).
+    pub copies_removed: usize,
     /// Items kept because a copy is in the mailbox of a user on litigation hold (that mailbox).
     pub held: Vec<(Uuid, String)>,
 }
@@ -188,14 +193,18 @@ impl Store {
 
     /// Removes items of `tenant` (their copies, attachment bytes and records) in one
     /// transaction, except items with a copy in the mailbox of a user on litigation hold
-    /// (unless `force`), reported in `held`. Unknown ids and items of another tenant are
-    /// ignored (in neither list). Logged (durable against `kill -9`) when this returns;
-    /// `on_change` gets the deleted ids. Blocking: not from an async task.
+    /// (unless `force`), reported in `held`. With `within` (lower-case user principal names),
+    /// only the copies in those mailboxes go, as a purge of a search limited to those
+    /// mailboxes does: an item that has copies elsewhere stays with them (`changed`), and only
+    /// a held copy among those mailboxes keeps an item. Unknown ids and items of another
+    /// tenant are ignored (in no list). Logged (durable against `kill -9`) when this returns;
+    /// `on_change` gets the deleted and changed ids. Blocking: not from an async task.
     pub fn delete_items(
         &self,
         tenant: TenantId,
         ids: &[Uuid],
         force: bool,
+        within: Option<&HashSet<String>>,
         on_change: Option<&OnItemsChanged>,
     ) -> std::result::Result<DeleteOutcome, StoreError> {
         let held_addresses = if force {
@@ -203,6 +212,7 @@ impl Store {
         } else {
             self.held_addresses(tenant)?
         };
+        let in_scope = |mailbox: &str| within.is_none_or(|w| w.contains(&mailbox.to_lowercase()));
         let mut outcome = DeleteOutcome::default();
         let mut doomed: Vec<Uuid> = Vec::new();
         let mut seen = HashSet::new();
@@ -216,59 +226,90 @@ impl Store {
             if item.tenant != tenant.0 {
                 continue;
             }
-            if let Some(mailbox) = held_copy(&item, &held_addresses) {
-                outcome.held.push((id, mailbox));
+            let held = item.copies.iter().find(|c| {
+                in_scope(&c.mailbox) && held_addresses.contains(&c.mailbox.to_lowercase())
+            });
+            if let Some(copy) = held {
+                outcome.held.push((id, copy.mailbox.clone()));
                 continue;
             }
             doomed.push(id);
         }
-        outcome.deleted = self.remove_items(&doomed, on_change)?;
+        let removed = self.remove_items(&doomed, within.cloned(), on_change)?;
+        outcome.deleted = removed.deleted;
+        outcome.changed = removed.changed;
+        outcome.copies_removed = removed.copies_removed;
         Ok(outcome)
     }
 
     /// Removes the given items (copies, blobs, record) in one transaction on the committer,
     /// logged with the keys it removed (so neither a replay nor the search index's start-up
-    /// catch-up can bring them back); `on_change` gets the ids removed, in log order. Returns
-    /// those that existed.
+    /// catch-up can bring them back); `on_change` gets the ids removed or changed, in log
+    /// order. With `within` (lower-case user principal names), only the copies in those
+    /// mailboxes go, and an item keeps its other copies. Reports those that existed.
     pub(super) fn remove_items(
         &self,
         ids: &[Uuid],
+        within: Option<HashSet<String>>,
         on_change: Option<&OnItemsChanged>,
-    ) -> Result<Vec<Uuid>> {
+    ) -> Result<DeleteOutcome> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(DeleteOutcome::default());
         }
         let store = self.clone();
         let ids = ids.to_vec();
         let on_change = on_change.cloned();
         self.apply_logged(move || {
             let i = &store.inner;
-            let (removed, payload) =
+            let (outcome, payload) =
                 (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
-                    let mut removed = Vec::with_capacity(ids.len());
+                    let mut outcome = DeleteOutcome::default();
                     let mut payload = wal::Payload::default();
                     for id in &ids {
                         // Read inside the transaction: an attachment may have been added since.
                         let Some(bytes) = items.get(id.as_bytes())? else {
                             continue;
                         };
-                        let item: ItemRecord = decode(&bytes).map_err(abort)?;
-                        for copy in &item.copies {
+                        let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
+                        let (go, stay): (Vec<CopyRecord>, Vec<CopyRecord>) =
+                            item.copies.iter().cloned().partition(|c| {
+                                within
+                                    .as_ref()
+                                    .is_none_or(|w| w.contains(&c.mailbox.to_lowercase()))
+                            });
+                        if go.is_empty() {
+                            continue;
+                        }
+                        for copy in &go {
                             remove_copy(copies, &item, copy, &mut payload)?;
                         }
-                        remove_item(items, blobs, &item, &mut payload)?;
-                        removed.push(item.id);
+                        outcome.copies_removed += go.len();
+                        if stay.is_empty() {
+                            remove_item(items, blobs, &item, &mut payload)?;
+                            outcome.deleted.push(item.id);
+                        } else {
+                            item.copies = stay;
+                            let bytes = encode_compact(&item).map_err(abort)?;
+                            items.insert(item.id.as_bytes(), bytes.as_slice())?;
+                            payload.insert(ITEMS, item.id.as_bytes(), &bytes);
+                            outcome.changed.push(item.id);
+                        }
                     }
-                    Ok::<_, ConflictableTransactionError<StoreError>>((removed, payload))
+                    Ok::<_, ConflictableTransactionError<StoreError>>((outcome, payload))
                 })?;
+            let touched: Vec<Uuid> = outcome
+                .deleted
+                .iter()
+                .chain(&outcome.changed)
+                .copied()
+                .collect();
             let after = match on_change {
-                Some(on_change) if !removed.is_empty() => {
-                    let ids = removed.clone();
-                    Some(Box::new(move || on_change(&ids)) as Hook)
+                Some(on_change) if !touched.is_empty() => {
+                    Some(Box::new(move || on_change(&touched)) as Hook)
                 }
                 _ => None,
             };
-            Ok((removed, payload, after))
+            Ok((outcome, payload, after))
         })
     }
 
@@ -448,7 +489,7 @@ impl Store {
         for chunk in doomed.chunks(CHUNK) {
             outcome
                 .removed_ids
-                .extend(self.remove_items(chunk, on_change)?);
+                .extend(self.remove_items(chunk, None, on_change)?.deleted);
         }
         outcome.removed = outcome.removed_ids.len();
         let mut doomed_ingestions = Vec::new();
@@ -934,7 +975,7 @@ pub(super) mod tests {
             Some(&b"legacy"[..])
         );
         store
-            .delete_items(tenant, &[stored.id, older.id], false, None)
+            .delete_items(tenant, &[stored.id, older.id], false, None, None)
             .expect("delete");
         assert_eq!(files(dir.path()), 0, "the file goes with its item");
         assert!(store.inner.blobs.is_empty(), "and the legacy copy too");
@@ -1009,7 +1050,7 @@ pub(super) mod tests {
             record.lock().expect("lock").extend_from_slice(ids);
         });
         let deleted = store
-            .delete_items(tenant, &[gone.id], false, Some(&on_change))
+            .delete_items(tenant, &[gone.id], false, None, Some(&on_change))
             .expect("delete");
         assert_eq!(deleted.deleted, [gone.id]);
         store
@@ -1050,7 +1091,7 @@ pub(super) mod tests {
         }
         let ids = [held.id, free.id, other_tenant.id, Uuid::new_v4()];
         let outcome = store
-            .delete_items(tenant, &ids, false, None)
+            .delete_items(tenant, &ids, false, None, None)
             .expect("delete");
         assert_eq!(outcome.deleted, [free.id]);
         assert_eq!(outcome.held, [(held.id, "held@t.example".to_string())]);
@@ -1062,7 +1103,7 @@ pub(super) mod tests {
             1
         );
         let outcome = store
-            .delete_items(tenant, &ids, true, None)
+            .delete_items(tenant, &ids, true, None, None)
             .expect("delete");
         assert_eq!(outcome.deleted, [held.id]);
         assert!(outcome.held.is_empty());

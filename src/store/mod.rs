@@ -620,7 +620,7 @@ impl Store {
         }
         let ids: Vec<Uuid> = self.items_of_tenant(id)?.iter().map(|i| i.id).collect();
         for chunk in ids.chunks(256) {
-            self.remove_items(chunk, on_change)?;
+            self.remove_items(chunk, None, on_change)?;
         }
         self.delete_connectors_of(id)?;
         i.tenants.remove(id.0.as_bytes())?;
