@@ -127,11 +127,36 @@ impl AppState {
 
 /// Loads the given fixtures, or the embedded default tenant when none is given.
 pub(crate) fn seed(store: &Store, fixtures: &[PathBuf]) -> Result<(), FixtureError> {
-    if fixtures.is_empty() {
-        return Fixture::parse(DEFAULT_FIXTURE, "contoso.toml")?.load_into(store, "contoso.toml");
+    load_fixtures(store, &read_fixtures(fixtures)?)
+}
+
+/// Reads and checks the given fixtures (the embedded default tenant when none is given),
+/// writing nothing.
+pub(crate) fn read_fixtures(fixtures: &[PathBuf]) -> Result<Vec<(Fixture, String)>, FixtureError> {
+    let read: Vec<(Fixture, String)> = if fixtures.is_empty() {
+        vec![(
+            Fixture::parse(DEFAULT_FIXTURE, "contoso.toml")?,
+            "contoso.toml".to_string(),
+        )]
+    } else {
+        fixtures
+            .iter()
+            .map(|path| Ok((Fixture::read(path)?, path.display().to_string())))
+            .collect::<Result<_, FixtureError>>()?
+    };
+    for (fixture, path) in &read {
+        fixture.validate(path)?;
     }
-    for path in fixtures {
-        Fixture::read(path)?.load_into(store, &path.display().to_string())?;
+    Ok(read)
+}
+
+/// Writes fixtures read by [`read_fixtures`].
+pub(crate) fn load_fixtures(
+    store: &Store,
+    fixtures: &[(Fixture, String)],
+) -> Result<(), FixtureError> {
+    for (fixture, path) in fixtures {
+        fixture.load_into(store, path)?;
     }
     Ok(())
 }

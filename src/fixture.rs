@@ -124,8 +124,9 @@ impl Fixture {
         Fixture::parse(&text, &shown)
     }
 
-    /// Writes the fixture's tenant, users, apps and consents into the store.
-    pub fn load_into(&self, store: &Store, path: &str) -> Result<(), FixtureError> {
+    /// Checks everything [`Fixture::load_into`] would refuse, writing nothing: a reset can
+    /// then wipe the directory knowing the fixtures will load.
+    pub fn validate(&self, path: &str) -> Result<(), FixtureError> {
         let invalid = |message: String| FixtureError::Invalid {
             path: path.to_string(),
             message,
@@ -138,6 +139,45 @@ impl Fixture {
                 )));
             }
         }
+        for mapping in &self.external_identities {
+            if !self
+                .users
+                .iter()
+                .any(|u| u.upn.eq_ignore_ascii_case(&mapping.user))
+            {
+                return Err(invalid(format!(
+                    "external identity {} maps to unknown user {}",
+                    mapping.id, mapping.user
+                )));
+            }
+        }
+        for app in &self.apps {
+            if let Some(bad) = app
+                .redirect_uris
+                .iter()
+                .find(|uri| !crate::identity::consent::valid_redirect(uri))
+            {
+                return Err(invalid(format!(
+                    "app {}: redirect URI '{bad}' is not an absolute http or https URL without a fragment",
+                    app.app_id
+                )));
+            }
+            for pem in &app.certificates {
+                crate::identity::credentials::certificate_record(pem)
+                    .map_err(|e| invalid(format!("app {}: {e}", app.app_id)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the fixture's tenant, users, apps and consents into the store, once
+    /// [`Fixture::validate`] passed.
+    pub fn load_into(&self, store: &Store, path: &str) -> Result<(), FixtureError> {
+        self.validate(path)?;
+        let invalid = |message: String| FixtureError::Invalid {
+            path: path.to_string(),
+            message,
+        };
         let tenant = TenantId(self.tenant.id);
         store.put_tenant(&TenantRecord {
             id: self.tenant.id,
@@ -174,18 +214,6 @@ impl Fixture {
                 },
             )?;
         }
-        for mapping in &self.external_identities {
-            if !self
-                .users
-                .iter()
-                .any(|u| u.upn.eq_ignore_ascii_case(&mapping.user))
-            {
-                return Err(invalid(format!(
-                    "external identity {} maps to unknown user {}",
-                    mapping.id, mapping.user
-                )));
-            }
-        }
         for app in &self.apps {
             let mut record = AppRecord {
                 app_id: app.app_id,
@@ -197,16 +225,6 @@ impl Fixture {
                 created: Utc::now(),
                 redirect_uris: app.redirect_uris.clone(),
             };
-            if let Some(bad) = app
-                .redirect_uris
-                .iter()
-                .find(|uri| !crate::identity::consent::valid_redirect(uri))
-            {
-                return Err(invalid(format!(
-                    "app {}: redirect URI '{bad}' is not an absolute http or https URL without a fragment",
-                    app.app_id
-                )));
-            }
             for secret in &app.secrets {
                 record
                     .secrets

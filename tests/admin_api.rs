@@ -475,6 +475,22 @@ fn users_are_created_merged_and_deleted_with_address_conflicts() {
     let (status, body) = answer(response);
     assert_graph_error(status, &body, 400, "Request_BadRequest");
 
+    // A user on litigation hold is not deleted (the hold would go with it).
+    let (status, body) = call(
+        &server,
+        Method::DELETE,
+        &format!("{users}/erin@contoso.com"),
+        None,
+    );
+    assert_graph_error(status, &body, 409, "Conflict");
+    let (status, _) = call(
+        &server,
+        Method::PATCH,
+        &format!("{users}/erin@contoso.com"),
+        Some(json!({"litigationHold": false})),
+    );
+    assert_eq!(status, 200);
+
     // Delete; the address is free again.
     let response = server
         .admin(Method::DELETE, &format!("{users}/erin@contoso.com"))
@@ -1144,4 +1160,104 @@ fn the_cli_registers_consents_lists_revokes_and_gets_tokens() {
     let out = cli(&server, &["apps", "list", "--admin-key", "wrong"], false);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+}
+
+/// Names and addresses the directory keeps clean: a user principal name with characters Entra
+/// refuses (a NUL would also split the store's keys: its copies would show as another
+/// mailbox's), display names over 256 characters; and changes that would strand data: renaming
+/// a user whose mailbox holds items, deleting or renaming a user a data connector maps.
+#[test]
+fn the_directory_refuses_names_and_changes_that_would_strand_data() {
+    let server = Server::start(&[]);
+    let users = format!("/api/tenants/{TENANT}/users");
+    for upn in [
+        "bob\u{0000}x@contoso.com",
+        "eve\u{202E}moc@contoso.com",
+        "a+b@contoso.com",
+        "a b@contoso.com",
+    ] {
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            &users,
+            Some(json!({"userPrincipalName": upn})),
+        );
+        assert_graph_error(status, &body, 400, "Request_BadRequest");
+    }
+    let long = "x".repeat(257);
+    for (path, body) in [
+        (
+            users.clone(),
+            json!({"userPrincipalName": "long@contoso.com", "displayName": long}),
+        ),
+        (
+            format!("/api/tenants/{TENANT}"),
+            json!({"displayName": long}),
+        ),
+        (
+            format!("/api/tenants/{TENANT}/applications"),
+            json!({"displayName": long}),
+        ),
+    ] {
+        let method = if path.ends_with(TENANT) {
+            Method::PATCH
+        } else {
+            Method::POST
+        };
+        let (status, answer) = call(&server, method, &path, Some(body));
+        assert_graph_error(status, &answer, 400, "Request_BadRequest");
+    }
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        &users,
+        Some(
+            json!({"userPrincipalName": "o'neil.j-k_l!m#n^o~p@contoso.com", "displayName": "x".repeat(256)}),
+        ),
+    );
+    assert_eq!(
+        status, 201,
+        "every character Entra takes, a 256-character name"
+    );
+
+    // Alice's mailbox holds an item: her principal name stays.
+    let token = server.token();
+    let reply = server.ews(&token, &create_item(&[Msg::default().xml()]));
+    assert_eq!(reply.status, 200);
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        &format!("{users}/alice@contoso.com"),
+        Some(json!({"userPrincipalName": "alice.w@contoso.com"})),
+    );
+    assert_graph_error(status, &body, 409, "Conflict");
+
+    // Carol is mapped by a connector: neither deleted nor renamed.
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/api/compliance/connectors",
+        Some(json!({"tenant": TENANT, "name": "Feed", "kind": "Pivot",
+                    "mapping": {"explicit": {"carol-7": "carol@contoso.com"}}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    for (method, change) in [
+        (Method::DELETE, None),
+        (
+            Method::PATCH,
+            Some(json!({"userPrincipalName": "carol.r@contoso.com"})),
+        ),
+    ] {
+        let (status, body) = call(
+            &server,
+            method,
+            &format!("{users}/carol@contoso.com"),
+            change,
+        );
+        assert_graph_error(status, &body, 409, "Conflict");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("Feed"),
+            "{body}"
+        );
+    }
 }

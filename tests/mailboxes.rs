@@ -671,6 +671,29 @@ fn retention_sweeps_remove_old_copies_except_under_hold() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["copiesRemoved"], 0, "{body}");
     assert_eq!(body["retentionDays"], 30);
+    // null clears a property; an absent one stays.
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        T,
+        Some(json!({"retentionDays": null})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["retentionDays"].is_null(), "{body}");
+    let (_, body) = call(
+        &server,
+        Method::PATCH,
+        T,
+        Some(json!({"retentionDays": 30})),
+    );
+    assert_eq!(body["retentionDays"], 30);
+    let (_, body) = call(
+        &server,
+        Method::PATCH,
+        T,
+        Some(json!({"displayName": "Contoso"})),
+    );
+    assert_eq!(body["retentionDays"], 30, "{body}");
 
     // Bob on hold; an explicit cutoff after now makes every copy due.
     call(
@@ -808,6 +831,36 @@ fn a_reset_empties_the_mailboxes_and_keeps_the_directory() {
     assert_eq!(status, 400);
     let (status, _) = call(&server, Method::POST, "/api/reset?force=maybe", None);
     assert_eq!(status, 400);
+}
+
+/// `scope=all` reads and checks the fixtures before it removes anything: a fixture file gone
+/// since the start refuses the reset (409, the reason named), and the directory and the
+/// mailboxes stay as they were (it wiped the directory and restored nothing).
+#[test]
+fn a_reset_whose_fixtures_cannot_be_restored_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("contoso.toml");
+    std::fs::write(&fixture, include_str!("../fixtures/contoso.toml")).unwrap();
+    let server = Server::start(&["--fixture", fixture.to_str().unwrap()]);
+    let token = server.token();
+    one(&server, &token, tweet("kept", &["alice@contoso.com"]));
+    let before = total_items(&server);
+    assert_eq!(before, 1);
+    std::fs::remove_file(&fixture).unwrap();
+    let (status, body) = call(&server, Method::POST, "/api/reset?scope=all", None);
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nothing was reset"), "{body}");
+    assert_eq!(total_items(&server), before, "items kept");
+    let (status, _) = call(
+        &server,
+        Method::GET,
+        &format!("/api/tenants/{TENANT}/users/alice@contoso.com"),
+        None,
+    );
+    assert_eq!(status, 200, "directory kept");
+    let reply = server.ews(&token, &create_item(&[Msg::default().xml()]));
+    assert_eq!(reply.status, 200, "tokens and ingestion still work");
 }
 
 #[test]

@@ -236,13 +236,7 @@ fn redirect_uris(uris: Vec<String>) -> ApiResult<Vec<String>> {
 }
 
 fn display_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(ApiError::BadRequest(
-            "Property 'displayName' must not be empty.".into(),
-        ));
-    }
-    Ok(name.to_string())
+    super::directory::display_name(name, "displayName")
 }
 
 pub async fn list_apps(

@@ -31,19 +31,41 @@ pub fn is_domain(value: &str) -> bool {
         })
 }
 
-/// `local@domain.tld`, without spaces or angle brackets.
+/// `local@domain.tld`, without spaces, angle brackets, control or bidirectional formatting
+/// characters.
 pub fn is_address(value: &str) -> bool {
     match value.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
                 && local.len() <= 64
                 && !local.contains(['@', ' ', '<', '>', '"', ',', ';'])
-                && !local.chars().any(char::is_whitespace)
+                && !local
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c))
                 && is_domain(domain)
         }
         None => false,
     }
 }
+
+/// Characters that reorder text on screen (an address could show as another one).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A user principal name as Entra takes it: an address whose local part has only letters,
+/// digits and `' . - _ ! # ^ ~`.
+pub fn is_user_principal_name(value: &str) -> bool {
+    is_address(value)
+        && value.split_once('@').is_some_and(|(local, _)| {
+            local
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"'.-_!#^~".contains(&b))
+        })
+}
+
+/// The longest display name Entra takes.
+const MAX_DISPLAY_NAME: usize = 256;
 
 fn check_address(value: &str, property: &str) -> ApiResult<()> {
     if is_address(value) {
@@ -86,11 +108,17 @@ fn check_retention(days: Option<u32>) -> ApiResult<Option<u32>> {
     }
 }
 
-fn non_empty(value: &str, property: &str) -> ApiResult<String> {
+/// A display name: not empty, at most [`MAX_DISPLAY_NAME`] characters (trimmed).
+pub(super) fn display_name(value: &str, property: &str) -> ApiResult<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         Err(ApiError::BadRequest(format!(
             "Property '{property}' must not be empty."
+        )))
+    } else if trimmed.chars().count() > MAX_DISPLAY_NAME {
+        Err(ApiError::BadRequest(format!(
+            "Invalid value specified for property '{property}': at most {MAX_DISPLAY_NAME} \
+             characters."
         )))
     } else {
         Ok(trimmed.to_string())
@@ -109,13 +137,24 @@ pub struct NewTenant {
     retention_days: Option<u32>,
 }
 
+/// A PATCH: an absent property is not changed; `null` clears `thirdPartyMailbox` and
+/// `retentionDays` (as Graph clears a property).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantPatch {
     display_name: Option<String>,
     domains: Option<Vec<String>>,
-    third_party_mailbox: Option<String>,
-    retention_days: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    third_party_mailbox: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    retention_days: Option<Option<u32>>,
+}
+
+/// A property that is present: `Some(None)` when it is `null`.
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 pub async fn list_tenants(_: Admin, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
@@ -131,7 +170,7 @@ pub async fn create_tenant(
 ) -> ApiResult<impl IntoResponse> {
     let record = TenantRecord {
         id: body.id.unwrap_or_else(Uuid::new_v4),
-        display_name: non_empty(&body.display_name, "displayName")?,
+        display_name: display_name(&body.display_name, "displayName")?,
         domains: check_domains(&body.domains)?,
         third_party_mailbox: body.third_party_mailbox,
         retention_days: check_retention(body.retention_days)?,
@@ -171,17 +210,19 @@ pub async fn patch_tenant(
         let _guard = write_lock().await;
         let mut record = tenant_of(&state, &tenant)?;
         if let Some(name) = patch.display_name {
-            record.display_name = non_empty(&name, "displayName")?;
+            record.display_name = display_name(&name, "displayName")?;
         }
         if let Some(domains) = patch.domains {
             record.domains = check_domains(&domains)?;
         }
         if let Some(mailbox) = patch.third_party_mailbox {
-            check_address(&mailbox, "thirdPartyMailbox")?;
-            record.third_party_mailbox = Some(mailbox);
+            if let Some(mailbox) = &mailbox {
+                check_address(mailbox, "thirdPartyMailbox")?;
+            }
+            record.third_party_mailbox = mailbox;
         }
         if let Some(days) = patch.retention_days {
-            record.retention_days = check_retention(Some(days))?;
+            record.retention_days = check_retention(days)?;
         }
         state.store.put_tenant(&record)?;
         record
@@ -209,11 +250,7 @@ pub async fn delete_tenant(
         Ok(())
     })
     .await
-    .map_err(|e| {
-        ApiError::Store(crate::store::StoreError::Conflict(format!(
-            "deleting the tenant failed: {e}"
-        )))
-    })??;
+    .map_err(|e| ApiError::Internal(format!("deleting the tenant failed: {e}")))??;
     durable(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -258,7 +295,14 @@ pub struct UserPatch {
 /// and SMTP proxies addresses, external ids non-empty.
 fn check_user(tenant: &TenantRecord, user: &UserRecord) -> ApiResult<()> {
     let upn = &user.user_principal_name;
-    check_address(upn, "userPrincipalName")?;
+    if !is_user_principal_name(upn) {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid value specified for property 'userPrincipalName': '{}' is not an address \
+             whose part before the @ has only letters, digits and ' . - _ ! # ^ ~.",
+            upn.escape_debug()
+        )));
+    }
+    display_name(&user.display_name, "displayName")?;
     let domain = upn.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
     if !tenant
         .domains
@@ -296,6 +340,24 @@ fn address_conflict(e: crate::store::StoreError) -> ApiError {
              {detail}."
         )),
         other => other.into(),
+    }
+}
+
+/// 409 when a data connector of the tenant maps a source identity to `upn` or has it in its
+/// scope: the user must not disappear from under it.
+fn refuse_if_a_connector_names(state: &AppState, tenant: TenantId, upn: &str) -> ApiResult<()> {
+    let same = |other: &String| other.eq_ignore_ascii_case(upn);
+    let named = state.store.connectors()?.into_iter().find(|c| {
+        c.tenant == tenant.0
+            && (c.mapping.explicit.values().any(same)
+                || c.scope.as_ref().is_some_and(|s| s.iter().any(same)))
+    });
+    match named {
+        Some(c) => Err(ApiError::Conflict(format!(
+            "The data connector '{}' ({}) maps or scopes '{upn}': change the connector first.",
+            c.name, c.id
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -392,7 +454,7 @@ pub async fn patch_user(
             user.user_principal_name = new_upn.trim().to_string();
         }
         if let Some(name) = patch.display_name {
-            user.display_name = non_empty(&name, "displayName")?;
+            user.display_name = display_name(&name, "displayName")?;
         }
         if let Some(mail) = patch.mail {
             user.mail = mail.trim().to_string();
@@ -414,6 +476,19 @@ pub async fn patch_user(
             .user_principal_name
             .eq_ignore_ascii_case(&old.user_principal_name);
         if renamed {
+            // Copies are filed under the mailbox's user principal name: renamed, they would
+            // belong to nobody (and to whoever gets the old name next).
+            if state
+                .store
+                .mailbox_has_copies(id, &old.user_principal_name)?
+            {
+                return Err(ApiError::Conflict(format!(
+                    "The mailbox of '{}' holds items: its userPrincipalName cannot change \
+                     (delete its items first, or create a new user).",
+                    old.user_principal_name
+                )));
+            }
+            refuse_if_a_connector_names(&state, id, &old.user_principal_name)?;
             if state.store.user(id, &user.user_principal_name)?.is_some() {
                 return Err(ApiError::Conflict(format!(
                     "Another object with the same value for property userPrincipalName already \
@@ -445,7 +520,21 @@ pub async fn delete_user(
     {
         let _guard = write_lock().await;
         let tenant = tenant_of(&state, &tenant)?;
-        if !state.store.delete_user(TenantId(tenant.id), &upn)? {
+        let id = TenantId(tenant.id);
+        let user = state
+            .store
+            .user(id, &upn)?
+            .ok_or_else(|| user_not_found(&upn))?;
+        // Holds are read from the users: deleting one on hold would release its items.
+        if user.litigation_hold {
+            return Err(ApiError::Conflict(format!(
+                "'{}' is on litigation hold: release the hold (litigationHold false) before \
+                 deleting the user.",
+                user.user_principal_name
+            )));
+        }
+        refuse_if_a_connector_names(&state, id, &user.user_principal_name)?;
+        if !state.store.delete_user(id, &upn)? {
             return Err(user_not_found(&upn));
         }
     }

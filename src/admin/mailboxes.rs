@@ -494,7 +494,7 @@ async fn delete_item(
         )
     })
     .await
-    .map_err(|e| ApiError::Store(StoreError::Conflict(format!("delete failed: {e}"))))??;
+    .map_err(|e| ApiError::Internal(format!("the delete failed: {e}")))??;
     if let Some((id, mailbox)) = outcome.held.first() {
         return Err(ApiError::Conflict(format!(
             "Item '{id}' cannot be deleted: it has a copy in mailbox '{mailbox}', which is on \
@@ -592,7 +592,7 @@ async fn get_mime(
         read_files(move || attachments_of(&state, &item)).await?
     };
     let eml = crate::export::to_eml(&item, &attachments)
-        .map_err(|e| ApiError::Store(StoreError::Conflict(format!("export failed: {e}"))))?;
+        .map_err(|e| ApiError::Internal(format!("the export failed: {e}")))?;
     Ok(file_response(
         "message/rfc822",
         &format!("{}.eml", item.id),
@@ -714,7 +714,7 @@ async fn sweep_now(
     let outcome =
         crate::task::spawn_blocking(move || run_sweep(&worker, id, cutoff, days, "manual"))
             .await
-            .map_err(|e| ApiError::Store(StoreError::Conflict(format!("sweep failed: {e}"))))??;
+            .map_err(|e| ApiError::Internal(format!("the sweep failed: {e}")))??;
     durable(&state).await?;
     Ok(Json(sweep_view(&outcome)))
 }
@@ -817,6 +817,17 @@ async fn reset(
             )))
         }
     };
+    // The fixtures are read and checked before anything is removed: a fixture file gone or
+    // broken since the start refuses the reset instead of leaving an empty directory.
+    let fixtures = if all {
+        crate::app::read_fixtures(&state.config.fixtures).map_err(|e| {
+            ApiError::Conflict(format!(
+                "The fixtures cannot be restored, so nothing was reset: {e}"
+            ))
+        })?
+    } else {
+        Vec::new()
+    };
     let worker = state.clone();
     let outcome = crate::task::spawn_blocking(move || -> ApiResult<_> {
         let _guard = write_lock_blocking();
@@ -827,17 +838,15 @@ async fn reset(
             worker.store.reset_connectors(all)?;
             if all {
                 worker.store.wipe_directory()?;
-                crate::app::seed(&worker.store, &worker.config.fixtures).map_err(|e| {
-                    ApiError::Store(StoreError::Conflict(format!(
-                        "Restoring the fixtures failed: {e}"
-                    )))
+                crate::app::load_fixtures(&worker.store, &fixtures).map_err(|e| {
+                    ApiError::Internal(format!("Restoring the fixtures failed: {e}"))
                 })?;
             }
             Ok(outcome)
         })
     })
     .await
-    .map_err(|e| ApiError::Store(StoreError::Conflict(format!("reset failed: {e}"))))??;
+    .map_err(|e| ApiError::Internal(format!("the reset failed: {e}")))??;
     durable(&state).await?;
     let kept: Vec<Value> = outcome
         .kept_under_hold

@@ -1106,6 +1106,18 @@ impl Store {
             .count()
     }
 
+    /// Whether the mailbox `upn` holds any copy.
+    pub fn mailbox_has_copies(&self, tenant: TenantId, upn: &str) -> Result<bool> {
+        Ok(self
+            .inner
+            .copies
+            .scan_prefix(copy_prefix(tenant.0, upn, None))
+            .keys()
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// Item ids in one folder of a mailbox, newest first.
     pub fn folder_items(
         &self,
