@@ -176,6 +176,13 @@ fn every_kql_form_selects_the_right_items() {
         ("to:bob@contoso.com", ""),
         ("participants:carol@contoso.com", "BE"),
         ("participants:bob", "BC"),
+        // an address is matched whole: its words are also in other addresses
+        ("from:kelly@bloomberg.example", ""),
+        ("participants:kelly@bloomberg.example", ""),
+        ("from:BOB.KELLY@bloomberg.example", "B"),
+        ("from:bob.kelly@bloom*", "B"),
+        ("participants:bob@contoso.com", "C"),
+        ("to:alice@contoso", ""),
         // free text reaches participants too
         ("trader", "B"),
         ("news", "E"),
@@ -212,6 +219,12 @@ fn every_kql_form_selects_the_right_items() {
         ("pizza OR hello AND hasattachment:false", "DE"),
         ("NOT (kind:externaldata)", ""),
         ("itemclass:ipm.externaldata.twitter* AND NOT from:news", "A"),
+        // a word of punctuation only is no word: the others decide; alone, nothing matches
+        ("quarterly & bond", "B"),
+        ("report - draft", "A"),
+        ("pizza OR &", "D"),
+        ("&", ""),
+        ("NOT &", ""),
         // lower-case operators are words (KQL): "or" must occur in the item
         ("pizza or hello", ""),
         ("pizza and salad", "D"),

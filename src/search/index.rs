@@ -67,7 +67,7 @@ use crate::store::model::ItemRecord;
 use crate::store::Store;
 
 /// Bump when the schema or what is indexed changes: the index is then rebuilt.
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 /// Memory budget of the index writer (one indexing thread).
 const WRITER_BUDGET: usize = 20_000_000;
 /// How often the indexer commits while something is uncommitted (and ingestion is quiet).
@@ -131,6 +131,13 @@ struct Fields {
     cc: Field,
     bcc: Field,
     participants: Field,
+    /// Whole addresses (lower case, not split into words), for `from:a@b.c` and the like:
+    /// the words of `bob@contoso.com` are also in `jim.bob@contoso.com`.
+    from_address: Field,
+    to_address: Field,
+    cc_address: Field,
+    bcc_address: Field,
+    participant_address: Field,
     attachmentnames: Field,
     hasattachment: Field,
     sent: Field,
@@ -157,6 +164,11 @@ fn schema() -> (Schema, Fields) {
         cc: b.add_text_field("cc", TEXT),
         bcc: b.add_text_field("bcc", TEXT),
         participants: b.add_text_field("participants", TEXT),
+        from_address: b.add_text_field("from_address", STRING),
+        to_address: b.add_text_field("to_address", STRING),
+        cc_address: b.add_text_field("cc_address", STRING),
+        bcc_address: b.add_text_field("bcc_address", STRING),
+        participant_address: b.add_text_field("participant_address", STRING),
         attachmentnames: b.add_text_field("attachmentnames", TEXT),
         hasattachment: b.add_text_field("hasattachment", STRING),
         sent: b.add_i64_field("sent", date.clone()),
@@ -690,15 +702,25 @@ impl Shared {
             Some(name) => format!("{name} {}", a.address),
             None => a.address.clone(),
         };
+        let whole = |a: &crate::store::model::AddressRecord| a.address.trim().to_lowercase();
         doc.add_text(f.from, address(&item.from));
         doc.add_text(f.participants, address(&item.from));
+        doc.add_text(f.from_address, whole(&item.from));
+        doc.add_text(f.participant_address, whole(&item.from));
         if let Some(sender) = &item.sender {
             doc.add_text(f.participants, address(sender));
+            doc.add_text(f.participant_address, whole(sender));
         }
-        for (field, list) in [(f.to, &item.to), (f.cc, &item.cc), (f.bcc, &item.bcc)] {
+        for (field, exact, list) in [
+            (f.to, f.to_address, &item.to),
+            (f.cc, f.cc_address, &item.cc),
+            (f.bcc, f.bcc_address, &item.bcc),
+        ] {
             for a in list {
                 doc.add_text(field, address(a));
                 doc.add_text(f.participants, address(a));
+                doc.add_text(exact, whole(a));
+                doc.add_text(f.participant_address, whole(a));
             }
         }
         for a in &item.attachments {
@@ -1126,22 +1148,41 @@ impl SearchIndex {
         Ok(Box::new(BooleanQuery::new(must)))
     }
 
-    /// Compiles a KQL expression into a tantivy query.
+    /// Compiles a KQL expression into a tantivy query. One that says nothing searchable (only
+    /// punctuation, such as `&`) matches nothing.
     pub fn compile(&self, expr: &Expr) -> Result<Box<dyn Query>> {
+        Ok(self
+            .compile_part(expr)?
+            .unwrap_or_else(|| Box::new(EmptyQuery)))
+    }
+
+    /// A part of a query; `None` when it says nothing searchable: a word of punctuation only
+    /// (`budget & forecast`, `Q1 - results`) leaves the words around it to decide, as the
+    /// search engine drops what its word breaker drops.
+    fn compile_part(&self, expr: &Expr) -> Result<Option<Box<dyn Query>>> {
         let f = &self.fields;
-        Ok(match expr {
+        Ok(Some(match expr {
             Expr::All => Box::new(AllQuery),
             Expr::And(parts) => {
                 let mut clauses = Vec::with_capacity(parts.len());
                 let mut positive = false;
                 for part in parts {
                     match part {
-                        Expr::Not(inner) => clauses.push((Occur::MustNot, self.compile(inner)?)),
+                        Expr::Not(inner) => {
+                            if let Some(query) = self.compile_part(inner)? {
+                                clauses.push((Occur::MustNot, query));
+                            }
+                        }
                         other => {
-                            positive = true;
-                            clauses.push((Occur::Must, self.compile(other)?));
+                            if let Some(query) = self.compile_part(other)? {
+                                positive = true;
+                                clauses.push((Occur::Must, query));
+                            }
                         }
                     }
+                }
+                if clauses.is_empty() {
+                    return Ok(None);
                 }
                 if !positive {
                     clauses.push((Occur::Must, Box::new(AllQuery)));
@@ -1151,14 +1192,22 @@ impl SearchIndex {
             Expr::Or(parts) => {
                 let mut clauses = Vec::with_capacity(parts.len());
                 for part in parts {
-                    clauses.push((Occur::Should, self.compile(part)?));
+                    if let Some(query) = self.compile_part(part)? {
+                        clauses.push((Occur::Should, query));
+                    }
+                }
+                if clauses.is_empty() {
+                    return Ok(None);
                 }
                 Box::new(BooleanQuery::new(clauses))
             }
-            Expr::Not(inner) => Box::new(BooleanQuery::new(vec![
-                (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
-                (Occur::MustNot, self.compile(inner)?),
-            ])),
+            Expr::Not(inner) => match self.compile_part(inner)? {
+                Some(query) => Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+                    (Occur::MustNot, query),
+                ])),
+                None => return Ok(None),
+            },
             Expr::Kind { value, prefix } => raw(f.kind, value, *prefix)?,
             Expr::ItemClass { value, prefix } => raw(f.itemclass, value, *prefix)?,
             Expr::HasAttachment(yes) => term(f.hasattachment, if *yes { "true" } else { "false" }),
@@ -1183,6 +1232,20 @@ impl SearchIndex {
                 phrase: _,
                 prefix,
             } => {
+                // A whole address in an address property: that address, not its words.
+                let exact = match field {
+                    TextField::From => Some(f.from_address),
+                    TextField::To => Some(f.to_address),
+                    TextField::Cc => Some(f.cc_address),
+                    TextField::Bcc => Some(f.bcc_address),
+                    TextField::Participants => Some(f.participant_address),
+                    _ => None,
+                };
+                let one_address = text.contains('@') && !text.trim().contains(char::is_whitespace);
+                if let Some(exact) = exact.filter(|_| one_address) {
+                    let address = text.trim().to_lowercase();
+                    return Ok(Some(raw(exact, &address, *prefix)?));
+                }
                 let fields: &[Field] = match field {
                     TextField::Any => &[f.subject, f.body, f.participants],
                     TextField::Subject => &[f.subject],
@@ -1196,29 +1259,32 @@ impl SearchIndex {
                 };
                 let mut clauses = Vec::with_capacity(fields.len());
                 for &field in fields {
-                    clauses.push((Occur::Should, self.text_query(field, text, *prefix)?));
+                    if let Some(query) = self.text_query(field, text, *prefix)? {
+                        clauses.push((Occur::Should, query));
+                    }
                 }
-                if clauses.len() == 1 {
-                    clauses.pop().unwrap().1
-                } else {
-                    Box::new(BooleanQuery::new(clauses))
+                match clauses.len() {
+                    0 => return Ok(None),
+                    1 => clauses.swap_remove(0).1,
+                    _ => Box::new(BooleanQuery::new(clauses)),
                 }
             }
-        })
+        }))
     }
 
     /// Words in a text field: one token is a term (or prefix), several a phrase (or a phrase
     /// whose last word is a prefix). Analysed like the indexed text (lower case, split on
     /// punctuation), so `from:alice@contoso.com` is the phrase `alice contoso com`.
-    fn text_query(&self, field: Field, text: &str, prefix: bool) -> Result<Box<dyn Query>> {
+    /// `None` when the text has no word at all (punctuation only).
+    fn text_query(&self, field: Field, text: &str, prefix: bool) -> Result<Option<Box<dyn Query>>> {
         let mut analyzer = self.index.tokenizer_for_field(field)?;
         let mut stream = analyzer.token_stream(text);
         let mut terms = Vec::new();
         while stream.advance() {
             terms.push(Term::from_field_text(field, &stream.token().text));
         }
-        Ok(match (terms.len(), prefix) {
-            (0, _) => Box::new(EmptyQuery),
+        Ok(Some(match (terms.len(), prefix) {
+            (0, _) => return Ok(None),
             (1, false) => Box::new(TermQuery::new(
                 terms.pop().unwrap(),
                 IndexRecordOption::Basic,
@@ -1232,7 +1298,7 @@ impl SearchIndex {
             }
             (_, false) => Box::new(PhraseQuery::new(terms)),
             (_, true) => Box::new(PhrasePrefixQuery::new(terms)),
-        })
+        }))
     }
 }
 
