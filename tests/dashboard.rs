@@ -325,6 +325,36 @@ fn sign_in_from_another_site_is_refused() {
     );
 }
 
+/// Over plain HTTP, browsers keep the `Secure` session cookie only on a loopback host: a
+/// sign-in at another host is told so, instead of landing back on the form without a word.
+#[test]
+fn a_sign_in_over_plain_http_off_this_machine_says_why_it_cannot_work() {
+    let server = Server::start(&["--no-tls"]);
+    let attempt = |host: &str| {
+        server
+            .post("/signin")
+            .header("Host", host)
+            .form(&[("key", server.admin_key.as_str())])
+            .send()
+            .expect("sign-in")
+    };
+    let response = attempt("emulator.internal:8443");
+    assert_eq!(response.status(), 400);
+    assert!(set_cookie(response.headers()).is_none());
+    assert!(response
+        .text()
+        .unwrap()
+        .contains("only over HTTPS or on this machine"));
+    for host in [
+        "localhost:8443",
+        "127.0.0.1:8443",
+        "[::1]:8443",
+        "app.localhost",
+    ] {
+        assert_eq!(attempt(host).status(), 303, "{host}");
+    }
+}
+
 #[test]
 fn dashboard_pages_send_a_strict_content_security_policy() {
     let server = Server::start(&[]);

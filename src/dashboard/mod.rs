@@ -83,6 +83,13 @@ async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     if key.is_empty() || !state.admin_key.matches(key) {
         return sign_in_page(StatusCode::UNAUTHORIZED, "The admin key is not valid.");
     }
+    if !cookie_kept(&state, &headers) {
+        return sign_in_page(
+            StatusCode::BAD_REQUEST,
+            "Browsers keep the dashboard's session cookie only over HTTPS or on this machine: \
+             open the dashboard with https://, or at http://localhost or http://127.0.0.1.",
+        );
+    }
     let session = state.sessions.create();
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     set_cookie(&mut response, &session::set_cookie(&session.id));
@@ -101,6 +108,28 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     let mut response = StatusCode::NO_CONTENT.into_response();
     set_cookie(&mut response, &session::clear_cookie());
     Ok(response)
+}
+
+/// Whether a browser keeps the `Secure` session cookie: over HTTPS, or over plain HTTP on a
+/// loopback host (browsers treat those as secure). Elsewhere it is dropped without a word and
+/// the sign-in would land back on the form.
+fn cookie_kept(state: &AppState, headers: &HeaderMap) -> bool {
+    if !matches!(state.config.tls, crate::config::TlsSource::None) {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Login CSRF: a browser names the page a form was sent from (`Origin`, else `Referer`). When it
