@@ -1039,7 +1039,7 @@ impl SearchIndex {
             &query,
             &CopyCounter {
                 scope: scope.clone(),
-                keep: top > 0,
+                keep: if top > 0 { skip.saturating_add(top) } else { 0 },
             },
         )?;
         let mut hits = Vec::with_capacity(top.min(total));
@@ -1048,14 +1048,12 @@ impl SearchIndex {
         }
         // Every match has a copy, so the page lies within the first `skip + top` matches: order
         // only those (a large result is partitioned, not sorted whole).
-        let newest_first =
-            |a: &Match, b: &Match| b.received.cmp(&a.received).then(a.address.cmp(&b.address));
         let needed = skip.saturating_add(top).min(matches.len());
         if needed < matches.len() {
-            matches.select_nth_unstable_by(needed, newest_first);
+            matches.select_nth_unstable(needed);
             matches.truncate(needed);
         }
-        matches.sort_unstable_by(newest_first);
+        matches.sort_unstable();
         let f = &self.fields;
         let mut to_skip = skip;
         for m in &matches {
@@ -1310,11 +1308,38 @@ struct Match {
     copies: u32,
 }
 
+/// Orders matches newest first (ties by document), so a max-heap of them holds the oldest of
+/// those it keeps on top.
+impl Ord for Match {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .received
+            .cmp(&self.received)
+            .then(self.address.cmp(&other.address))
+    }
+}
+
+impl PartialOrd for Match {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Match {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Match {}
+
 /// Counts the copies of the matching items in `scope` (lower-case mailboxes; empty: every
-/// mailbox), from fast fields only, and keeps the matching items when `keep` (not for a count).
+/// mailbox), from fast fields only, and keeps the `keep` newest matching items (a page lies
+/// within the first `skip + top` of them: every match has a copy), so a search holds a page's
+/// worth of matches per segment, not one per matching item.
 struct CopyCounter {
     scope: Vec<String>,
-    keep: bool,
+    keep: usize,
 }
 
 struct SegmentCopyCounter {
@@ -1323,9 +1348,10 @@ struct SegmentCopyCounter {
     mailbox: Option<StrColumn>,
     /// Term ordinals of the searched mailboxes in this segment; `None`: every mailbox.
     scope: Option<Vec<u64>>,
-    keep: bool,
+    keep: usize,
     copies: usize,
-    matches: Vec<Match>,
+    /// The newest `keep` matches so far, the oldest of them on top.
+    matches: std::collections::BinaryHeap<Match>,
 }
 
 impl Collector for CopyCounter {
@@ -1357,7 +1383,7 @@ impl Collector for CopyCounter {
             scope,
             keep: self.keep,
             copies: 0,
-            matches: Vec::new(),
+            matches: std::collections::BinaryHeap::new(),
         })
     }
 
@@ -1390,17 +1416,23 @@ impl SegmentCollector for SegmentCopyCounter {
             .filter(|ord| self.scope.as_ref().is_none_or(|s| s.contains(ord)))
             .count() as u32;
         self.copies += copies as usize;
-        if copies > 0 && self.keep {
-            self.matches.push(Match {
+        if copies > 0 && self.keep > 0 {
+            let found = Match {
                 received: self.received.first(doc).unwrap_or(0),
                 address: DocAddress::new(self.segment, doc),
                 copies,
-            });
+            };
+            if self.matches.len() < self.keep {
+                self.matches.push(found);
+            } else if self.matches.peek().is_some_and(|oldest| found < *oldest) {
+                self.matches.pop();
+                self.matches.push(found);
+            }
         }
     }
 
     fn harvest(self) -> (usize, Vec<Match>) {
-        (self.copies, self.matches)
+        (self.copies, self.matches.into_vec())
     }
 }
 
@@ -1796,6 +1828,38 @@ mod tests {
         assert_eq!(total(&index, t2, ""), 1);
         index.add(vec![item(t1, "gamma", &["a@x"])]).unwrap();
         assert_eq!(total(&index, t1, "gamma"), 1, "usable after a removal");
+    }
+
+    #[test]
+    fn pages_keep_only_what_they_need_and_stay_newest_first_across_segments() {
+        let (_dir, _store, index) = ready_index();
+        let t = Uuid::new_v4();
+        let mut all = Vec::new();
+        // Three segments, received times interleaved between them.
+        for batch in 0..3i64 {
+            let mut items = Vec::new();
+            for n in 0..20i64 {
+                let mut it = item(t, "paged", &["a@x"]);
+                it.received -= chrono::Duration::seconds((n * 3 + batch) * 7 % 60);
+                it.received -= chrono::Duration::milliseconds(n * 3 + batch);
+                items.push(it);
+            }
+            index.add(items.clone()).unwrap();
+            index.refresh().unwrap();
+            all.extend(items);
+        }
+        all.sort_by(|a, b| b.received.cmp(&a.received));
+        let expected: Vec<Uuid> = all.iter().map(|i| i.id).collect();
+        let query = parse("paged").unwrap();
+        for skip in 0..expected.len() {
+            let r = index.search(t, &query, &[], skip, 1).unwrap();
+            assert_eq!(r.total, expected.len());
+            assert_eq!(r.hits.len(), 1, "skip {skip}");
+            assert_eq!(r.hits[0].item_id, expected[skip], "skip {skip}");
+        }
+        let r = index.search(t, &query, &[], 50, 100).unwrap();
+        let ids: Vec<Uuid> = r.hits.iter().map(|h| h.item_id).collect();
+        assert_eq!(ids, expected[50..]);
     }
 
     #[test]
