@@ -493,6 +493,7 @@ async fn update(
         if let Some(mapping) = patch.mapping {
             c.mapping = check_mapping(&state, tid, mapping, c.mapping.clone())?;
         }
+        let schedule_changed = patch.schedule.is_some();
         if let Some(schedule) = patch.schedule {
             let next_run_given = schedule.next_run_date_time;
             let interval = check_interval(schedule, c.interval_minutes)?;
@@ -521,8 +522,13 @@ async fn update(
             c.paused = paused;
         }
         c.modified = Utc::now();
-        state.store.put_connector(&c)?;
-        c
+        if schedule_changed {
+            state.store.put_connector_schedule(&c)?;
+        } else {
+            state.store.put_connector(&c)?;
+        }
+        // What was written (an import may have moved the next run meanwhile).
+        state.store.connector(c.id)?.unwrap_or(c)
     };
     durable(&state).await?;
     Ok(Json(view(&state, &connector)?))

@@ -450,7 +450,7 @@ mod tests {
         ] {
             c.paused = paused;
             c.next_run = Some(next_run);
-            state.store.put_connector(&c).expect("put");
+            state.store.put_connector_schedule(&c).expect("put");
             if state.store.pending(c.id).expect("pending") == 0 {
                 state
                     .store

@@ -320,11 +320,22 @@ impl Store {
         }
     }
 
-    /// Creates or changes a connector; a change keeps the stored totals and last run (only
-    /// imports and reset change those). A name already used by another connector of the
-    /// tenant, or an app already served by another partner connector of the tenant, is a
-    /// conflict. The caller serialises writes (check-then-write). Not flushed.
+    /// Creates or changes a connector; a change keeps the stored totals, last run and next run
+    /// (only imports, reset and [`Store::put_connector_schedule`] change those): an admin change
+    /// read before an import committed must not write the import's figures back to stale ones.
+    /// A name already used by another connector of the tenant, or an app already served by
+    /// another partner connector of the tenant, is a conflict. The caller serialises writes
+    /// (check-then-write). Not flushed.
     pub fn put_connector(&self, connector: &ConnectorRecord) -> Result<()> {
+        self.write_connector(connector, false)
+    }
+
+    /// [`Store::put_connector`] for a change of the schedule: the next run is the given one.
+    pub fn put_connector_schedule(&self, connector: &ConnectorRecord) -> Result<()> {
+        self.write_connector(connector, true)
+    }
+
+    fn write_connector(&self, connector: &ConnectorRecord, schedule: bool) -> Result<()> {
         let _changing = self.directory_write();
         for other in self.connectors()? {
             if other.id == connector.id || other.tenant != connector.tenant {
@@ -356,6 +367,9 @@ impl Store {
                     let current: ConnectorRecord = decode(&bytes).map_err(abort)?;
                     connector.totals = current.totals;
                     connector.last_run = current.last_run;
+                    if !schedule {
+                        connector.next_run = current.next_run;
+                    }
                 }
                 let record = encode(&connector).map_err(abort)?;
                 connectors.insert(connector.id.as_bytes(), record.as_slice())?;
@@ -955,8 +969,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// An admin change read before an import committed keeps the import's totals and last
-    /// run (it wrote the stale ones back before).
+    /// An admin change read before an import committed keeps the import's totals, last run
+    /// and next run (it wrote the stale ones back before).
     #[test]
     fn a_change_read_before_an_import_keeps_its_totals() {
         let dir = tempfile::tempdir().expect("dir");
@@ -972,11 +986,24 @@ pub(crate) mod tests {
         assert!(store
             .record_import(&ImportRecord::partner(c.id, Uuid::new_v4(), &outcomes))
             .expect("record"));
+        // A run moved the next run meanwhile.
+        let next = Utc::now() + chrono::Duration::minutes(30);
+        store
+            .schedule_run(c.id, Some(Utc::now()), next)
+            .expect("scheduled");
         stale.name = "Renamed".into();
         store.put_connector(&stale).expect("put");
         let now = store.connector(c.id).expect("read").expect("there");
         assert_eq!(now.name, "Renamed");
         assert_eq!((now.totals.imports, now.totals.imported), (1, 1));
+        assert_eq!(now.next_run, Some(next), "the run's next run kept");
+        // A change of the schedule sets it.
+        let mut rescheduled = now.clone();
+        let later = next + chrono::Duration::hours(1);
+        rescheduled.next_run = Some(later);
+        store.put_connector_schedule(&rescheduled).expect("put");
+        let now = store.connector(c.id).expect("read").expect("there");
+        assert_eq!(now.next_run, Some(later));
     }
 
     /// A run reads staged items up to a count and a byte budget, and at least one.
