@@ -1848,7 +1848,7 @@ mod tests {
             index.refresh().unwrap();
             all.extend(items);
         }
-        all.sort_by(|a, b| b.received.cmp(&a.received));
+        all.sort_by_key(|i| std::cmp::Reverse(i.received));
         let expected: Vec<Uuid> = all.iter().map(|i| i.id).collect();
         let query = parse("paged").unwrap();
         for skip in 0..expected.len() {
