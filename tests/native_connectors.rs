@@ -582,3 +582,37 @@ fn staged_and_imported_items_survive_kill_and_reset_forgets_imports() {
     );
     assert_eq!(run(&server, &id)["import"]["importedSuccessfully"], 1);
 }
+
+/// Two participants that are one user (two of Alice's addresses) make one copy, and both count
+/// as imported, as both count as skipped when the source delivers the item again: the figures
+/// of a run and of its re-delivery agree.
+#[test]
+fn two_addresses_of_one_user_count_as_two_participants_imported_then_skipped() {
+    let server = Server::start(&[]);
+    let id = native(&server, "Pivot twice", "Pivot", json!({}));
+    let twice = item(
+        Some("t-1"),
+        "to both of her addresses",
+        &["alice@contoso.com", "alice.wilber@contoso.com"],
+    );
+    for (run_number, imported, skipped) in [(1, 2, 0), (2, 0, 2)] {
+        let (status, staged) = stage(&server, &id, json!([twice.clone()]));
+        assert_eq!(status, 202, "{staged}");
+        let outcome = run(&server, &id);
+        let import = &outcome["import"];
+        assert_eq!(
+            import["importedSuccessfully"], imported,
+            "run {run_number}: {import}"
+        );
+        assert_eq!(import["skipped"], skipped, "run {run_number}: {import}");
+        assert_eq!(
+            import["itemsAvailableForImport"], 2,
+            "run {run_number}: {import}"
+        );
+        assert_invariant(import);
+    }
+    assert_eq!(
+        items_in(&server, "alice@contoso.com", "Inbox/Pivot").len(),
+        1
+    );
+}

@@ -274,12 +274,15 @@ impl<'a> Plan<'a> {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.import.items_from_source += 1;
         let source_id = native.source_id.as_deref();
-        // Each user once, even when two participants map to the same user.
+        // Each user once, even when two participants map to the same user; every participant
+        // counts (as a re-delivery skips every participant).
         let mut users: BTreeMap<String, String> = BTreeMap::new();
+        let mut mapped = 0u64;
         let mut failures = Vec::new();
         for participant in &native.participants {
             match self.resolve(state, participant)? {
                 Resolved::User(user) => {
+                    mapped += 1;
                     users
                         .entry(user.user_principal_name.to_lowercase())
                         .or_insert_with(|| participant.clone());
@@ -341,11 +344,10 @@ impl<'a> Plan<'a> {
             });
             return Ok(None);
         }
-        let copies = users.len() as u64;
         if native.dropped_attachments.is_empty() {
-            self.import.imported += copies;
+            self.import.imported += mapped;
         } else {
-            self.import.partially_imported += copies;
+            self.import.partially_imported += mapped;
         }
         let destinations: Vec<Destination> = users
             .into_keys()
