@@ -846,6 +846,50 @@ fn delete_by_search_limited_to_mailboxes_removes_only_their_copies() {
     assert_eq!(response.status(), 409);
 }
 
+/// What is searched is the text people read: an HTML body without its markup (a style
+/// attribute is no word of the message), and Japanese or Chinese text, written without
+/// spaces, by its characters (a word of it is found inside a sentence).
+#[test]
+fn html_bodies_are_searched_as_text_and_cjk_words_are_found_inside_sentences() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let html = Msg {
+        subject: Some("styled".into()),
+        body: Some(
+            "&lt;p style=\"color:red\"&gt;Quarterly &amp;amp; budget&lt;/p&gt;&lt;style&gt;td {}&lt;/style&gt;"
+                .into(),
+        ),
+        ..Msg::default()
+    }
+    .xml()
+    .replace("BodyType=\"Text\"", "BodyType=\"HTML\"");
+    let cjk = Msg {
+        subject: Some("四半期決算報告書の最終版を送付します".into()),
+        ..Msg::default()
+    };
+    let reply = server.ews(&token, &create_item(&[html, cjk.xml()]));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let ids = reply.item_ids();
+    let found = |query: &str| -> Vec<String> {
+        hits(&search(&server, query, &[]))
+            .iter()
+            .map(|h| h["itemId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(found("body:budget"), [ids[0].clone()]);
+    assert_eq!(found("quarterly budget"), [ids[0].clone()]);
+    for markup in ["color", "style", "red", "td"] {
+        assert!(found(markup).is_empty(), "{markup} is markup, not text");
+    }
+    assert_eq!(found("決算"), [ids[1].clone()]);
+    assert_eq!(found("subject:\"最終版\""), [ids[1].clone()]);
+    assert_eq!(
+        found("四半期決算報告書の最終版を送付します"),
+        [ids[1].clone()]
+    );
+    assert!(found("決報").is_empty(), "characters apart are no word");
+}
+
 #[test]
 fn the_index_survives_kill_9_and_is_rebuilt_from_the_store_when_missing() {
     let dir = tempfile::tempdir().unwrap();

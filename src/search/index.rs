@@ -67,7 +67,7 @@ use crate::store::model::ItemRecord;
 use crate::store::Store;
 
 /// Bump when the schema or what is indexed changes: the index is then rebuilt.
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 /// Memory budget of the index writer (one indexing thread).
 const WRITER_BUDGET: usize = 20_000_000;
 /// How often the indexer commits while something is uncommitted (and ingestion is quiet).
@@ -355,6 +355,11 @@ impl SearchIndex {
                 Index::create_in_dir(dir, schema)?
             }
         };
+        // Every text field is analysed by our word breaker (tokenizers are not stored with
+        // the index: registered at each open).
+        index
+            .tokenizers()
+            .register("default", super::words::analyzer());
         std::fs::write(&version_file, SCHEMA_VERSION)?;
         let log_from = if fresh {
             None
@@ -696,7 +701,15 @@ impl Shared {
             doc.add_text(f.subject, subject);
         }
         if let Some(body) = &item.body {
-            doc.add_text(f.body, body);
+            let html = item
+                .body_type
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("html"));
+            if html {
+                doc.add_text(f.body, super::words::html_text(body));
+            } else {
+                doc.add_text(f.body, body);
+            }
         }
         let address = |a: &crate::store::model::AddressRecord| match &a.name {
             Some(name) => format!("{name} {}", a.address),

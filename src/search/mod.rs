@@ -7,6 +7,7 @@
 
 pub mod index;
 pub mod kql;
+mod words;
 
 use tracing::error;
 use uuid::Uuid;
