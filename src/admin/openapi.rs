@@ -169,7 +169,28 @@ mod tests {
         let scheme = &doc["components"]["securitySchemes"]["bearerAuth"];
         assert_eq!(scheme["type"], "http");
         assert_eq!(scheme["scheme"], "bearer");
-        assert_eq!(doc["security"], json!([{ "bearerAuth": [] }]));
+        // The admin key, or the dashboard's session cookie (whose changes need the CSRF
+        // token: every change documents the 403).
+        let cookie = &doc["components"]["securitySchemes"]["sessionCookie"];
+        assert_eq!(
+            (cookie["type"].as_str(), cookie["in"].as_str()),
+            (Some("apiKey"), Some("cookie"))
+        );
+        assert_eq!(cookie["name"], crate::dashboard::session::COOKIE);
+        assert_eq!(
+            doc["security"],
+            json!([{ "bearerAuth": [] }, { "sessionCookie": [] }])
+        );
+        for op in operations(doc) {
+            if op.operation.get("security").is_none() && op.method != "GET" {
+                assert!(
+                    op.operation["responses"]["403"].is_object(),
+                    "{} {} documents no 403 (CSRF)",
+                    op.method,
+                    op.path
+                );
+            }
+        }
         // Only the document itself opts out of the key.
         let public: Vec<String> = operations(doc)
             .iter()
