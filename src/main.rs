@@ -127,9 +127,10 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
         None if tls_config.is_some() => "(your --tls-cert is served; trust its issuer)".to_string(),
         None => "(plain HTTP: no TLS)".to_string(),
     };
+    // The key itself is never printed: the banner ends up in container and CI logs.
     let key_line = match &state.admin_key.path {
-        Some(path) => format!("{}  (kept in {})", state.admin_key.value(), path.display()),
-        None => "(as configured)".to_string(),
+        Some(path) => format!("in {}  (not printed)", path.display()),
+        None => "as configured (--admin-key or INGEST_ADMIN_KEY)".to_string(),
     };
     let store_line = if config.ephemeral {
         format!("{} (ephemeral)", data_dir.display())

@@ -138,6 +138,8 @@ fn message_class_must_begin_with_ipm_note_and_name_a_source() {
         ("IPM.NOTE.Twitter.Tweet", true),
         ("ipm.note.SMS", true),
         ("IPM.Note.Bloomberg.Message.Chat", true),
+        ("IPM.NOTE.Yahoo!.IM", true),
+        ("IPM.NOTE.Twitter.", false),
         ("IPM.Note", false),
         ("IPM.NOTE.", false),
         ("IPM.Appointment.Twitter", false),

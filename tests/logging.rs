@@ -104,3 +104,48 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
     assert!(request_lines >= 2, "the request logged its lines: {logs}");
     assert_eq!(answered_lines, 1, "one 'answered' line: {logs}");
 }
+
+/// The start-up banner says where the generated admin key is, never the key: stdout ends up
+/// in container and CI logs.
+#[test]
+fn the_banner_names_the_admin_key_file_not_the_key() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-emulator"))
+        .args([
+            "serve",
+            "--ephemeral",
+            "--no-tls",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("INGEST_ADMIN_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let mut banner = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut key_file = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(rest) = line.trim().strip_prefix("Admin key:") {
+            let rest = rest.trim();
+            let path = rest
+                .strip_prefix("in ")
+                .and_then(|r| r.split("  (").next())
+                .unwrap_or_else(|| panic!("where the key is: {rest}"));
+            key_file = Some(path.to_string());
+        }
+        if line.trim().starts_with("Store:") {
+            break;
+        }
+    }
+    let key_file = key_file.expect("an 'Admin key:' line");
+    let key = std::fs::read_to_string(&key_file).expect("the key file");
+    let key = key.trim();
+    assert!(key.len() >= 16, "a generated key: {key_file}");
+    assert!(!banner.contains(key), "the key was printed:\n{banner}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -26,8 +26,10 @@ pub struct Metrics {
     items_stored: AtomicU64,
     /// reason (EWS response code) -> count.
     items_rejected: Mutex<BTreeMap<String, u64>>,
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
+    /// Requests per latency bucket, not cumulative (one increment per request; the last one
+    /// is over every bound): a scrape adds them up, so it never sees a lower bucket above a
+    /// higher one, nor `+Inf` apart from `_count`.
+    latency_buckets: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_micros: AtomicU64,
     open_connections: AtomicI64,
     connections_total: AtomicU64,
@@ -54,12 +56,11 @@ impl Metrics {
             *map.entry((operation, outcome.to_string())).or_default() += 1;
         }
         let seconds = elapsed.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        let bucket = BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(BUCKETS.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
@@ -121,14 +122,15 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP ingest_request_duration_seconds Latency of the ingestion endpoint, from the request head to the answer.");
         let _ = writeln!(out, "# TYPE ingest_request_duration_seconds histogram");
+        let mut count = 0;
         for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            count += bucket.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
-                "ingest_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
+                "ingest_request_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
             );
         }
-        let count = self.latency_count.load(Ordering::Relaxed);
+        count += self.latency_buckets[BUCKETS.len()].load(Ordering::Relaxed);
         let _ = writeln!(
             out,
             "ingest_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
@@ -219,4 +221,45 @@ pub async fn handler(axum::extract::State(state): axum::extract::State<AppState>
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buckets are cumulative and non-decreasing, `+Inf` is `_count`, whatever the latencies.
+    #[test]
+    fn the_latency_histogram_is_cumulative_with_inf_equal_to_count() {
+        let metrics = Metrics::default();
+        for millis in [0.1, 3.0, 3.0, 20_000.0] {
+            metrics.request(
+                "CreateItem",
+                "Success",
+                Duration::from_secs_f64(millis / 1000.0),
+            );
+        }
+        let text = metrics.render();
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+        };
+        let bucket = |le: &str| {
+            value(&format!(
+                "ingest_request_duration_seconds_bucket{{le=\"{le}\"}} "
+            ))
+        };
+        assert_eq!(bucket("0.0005"), 1);
+        assert_eq!(bucket("0.002"), 1);
+        assert_eq!(bucket("0.005"), 3);
+        assert_eq!(bucket("10"), 3);
+        assert_eq!(bucket("+Inf"), 4);
+        assert_eq!(value("ingest_request_duration_seconds_count "), 4);
+        let mut previous = 0;
+        for bound in BUCKETS {
+            let n = bucket(&bound.to_string());
+            assert!(n >= previous, "le={bound}: {n} < {previous}");
+            previous = n;
+        }
+    }
 }

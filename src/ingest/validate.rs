@@ -153,6 +153,9 @@ fn message_class(message: &Message) -> Result<MessageClass, ItemError> {
     })
 }
 
+/// The longest message class ([MS-OXCMSG] 2.2.1.3).
+const MAX_CLASS_LENGTH: usize = 255;
+
 /// Splits `IPM.NOTE.<Source>[.<Event>]` (prefix case-insensitive).
 pub fn parse_class(class: &str) -> Option<MessageClass> {
     const PREFIX: &str = "IPM.NOTE.";
@@ -165,9 +168,14 @@ pub fn parse_class(class: &str) -> Option<MessageClass> {
         Some((source, event)) => (source, Some(event)),
         None => (rest, None),
     };
-    let valid =
-        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || "-_ ".contains(c));
-    if !valid(source) || event.is_some_and(|e| e.split('.').any(|part| !valid(part))) {
+    // [MS-OXCMSG] 2.2.1.3 PidTagMessageClass: printable ASCII (0x20 to 0x7E), at most 255
+    // characters, no empty segment (so no trailing period). `IPM.NOTE.Yahoo!.IM` is one of
+    // the classes Content Search documents.
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| (0x20..=0x7E).contains(&b));
+    if class.len() > MAX_CLASS_LENGTH
+        || !valid(source)
+        || event.is_some_and(|e| e.split('.').any(|part| !valid(part)))
+    {
         return None;
     }
     Some(MessageClass {
@@ -299,6 +307,26 @@ mod tests {
         assert!(parse_class("IPM.NOTE").is_none());
         assert!(parse_class("IPM.Appointment.Twitter").is_none());
         assert!(parse_class("IPM.NOTE..Tweet").is_none());
+        assert!(
+            parse_class("IPM.NOTE.Twitter.").is_none(),
+            "a trailing period"
+        );
+        assert!(
+            parse_class("IPM.NOTE.Yahoo!.IM").is_some(),
+            "documented by Content Search"
+        );
+        assert!(parse_class("IPM.NOTE.Slack Export.Message (edited)").is_some());
+        assert!(parse_class("IPM.NOTE.Wéchat").is_none(), "not ASCII");
+        assert!(
+            parse_class("IPM.NOTE.Tab\tChar").is_none(),
+            "a control character"
+        );
+        let longest = format!("IPM.NOTE.{}", "x".repeat(255 - 9));
+        assert!(parse_class(&longest).is_some());
+        assert!(
+            parse_class(&format!("{longest}y")).is_none(),
+            "over 255 characters"
+        );
     }
 
     #[test]
