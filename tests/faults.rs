@@ -190,6 +190,52 @@ fn latency_delays_then_the_request_proceeds() {
     assert_eq!(reply.status, 429);
 }
 
+/// A client that goes away before the answer (here an HTTP/2 stream reset while an injected
+/// latency runs) is counted in `/metrics` as outcome `Cancelled`, and the request is not
+/// stored (it was cancelled before the store was reached).
+#[test]
+fn a_request_the_client_abandons_is_counted_as_cancelled() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let before = stored(&server, &token);
+    add_rule(
+        &server,
+        json!({"operation": "CreateItem", "count": 1, "fault": {"kind": "latency", "milliseconds": 3000}}),
+    );
+    let pem = std::fs::read(server.ca_cert.as_ref().expect("CA")).unwrap();
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let sent = impatient
+        .post(format!("{}{SERVICE_PATH}", server.url))
+        .bearer_auth(&token)
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .body(one_item())
+        .send();
+    assert!(sent.is_err(), "the client gave up");
+    let cancelled = || {
+        let text = server.get("/metrics").send().unwrap().text().unwrap();
+        text.lines()
+            .find(|l| {
+                l.starts_with(
+                    "ingest_requests_total{operation=\"CreateItem\",outcome=\"Cancelled\"}",
+                )
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cancelled().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cancelled().as_deref(), Some("1"));
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(stored(&server, &token), before, "nothing stored");
+}
+
 /// A client that speaks only HTTP/1.1, or only HTTP/2, and keeps no idle connections.
 fn client(server: &Server, http2: bool) -> reqwest::blocking::Client {
     let pem = std::fs::read(server.ca_cert.as_ref().expect("CA")).unwrap();

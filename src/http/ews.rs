@@ -35,8 +35,16 @@ async fn endpoint(
     let started = std::time::Instant::now();
     // Indexing waits while ingestion requests are answered (it runs in the gaps).
     let _hold_off = state.search.hold_off();
-    let mut operation = "Unknown";
-    let result = handle(&state, correlation_id, request, &mut operation).await;
+    // Set once parsed (`OnceLock`: the future must be `Send`).
+    let operation = std::sync::OnceLock::new();
+    let mut unanswered = Unanswered {
+        operation: &operation,
+        started,
+        answered: false,
+    };
+    let result = handle(&state, correlation_id, request, &operation).await;
+    unanswered.answered = true;
+    let operation = operation.get().copied().unwrap_or("Unknown");
     let metrics = &super::metrics::METRICS;
     match result {
         Ok(crate::ingest::Answer { xml, items }) => {
@@ -76,6 +84,32 @@ async fn endpoint(
     }
 }
 
+/// Counts and logs a request whose client went away before the answer (an HTTP/2 stream
+/// reset, a connection closed, the shutdown grace running out: the handler is dropped).
+/// Whatever it had committed stays committed: its ingestion record tells what.
+struct Unanswered<'a> {
+    operation: &'a std::sync::OnceLock<&'static str>,
+    started: std::time::Instant,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let operation = self.operation.get().copied().unwrap_or("Unknown");
+        super::metrics::METRICS.request(operation, "Cancelled", elapsed);
+        info!(
+            operation,
+            outcome = "Cancelled",
+            micros = elapsed.as_micros() as u64,
+            "EWS request cancelled: the client went away before the answer"
+        );
+    }
+}
+
 fn with_correlation_id(mut response: Response, correlation_id: uuid::Uuid) -> Response {
     if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
         response
@@ -108,7 +142,7 @@ async fn handle(
     state: &AppState,
     correlation_id: uuid::Uuid,
     request: Request,
-    operation: &mut &'static str,
+    operation: &std::sync::OnceLock<&'static str>,
 ) -> Result<crate::ingest::Answer, EndpointError> {
     let principal = crate::identity::authenticate(state, request.headers())?;
     let span = tracing::Span::current();
@@ -120,7 +154,7 @@ async fn handle(
     let body = read_body(&parts.headers, body, limit, timeout).await?;
     let parsed = crate::ews::parse::parse_request(&body)?;
     let label = super::metrics::operation_label(&parsed.operation);
-    *operation = label;
+    let _ = operation.set(label);
     debug!(bytes = body.len(), "EWS request");
     // An oversized batch is refused as such before any fault rule sees it (an injected
     // per-item fault would answer one message per item).
