@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// received.
     #[arg(long, env = "INGEST_BODY_TIMEOUT_SECS")]
     pub body_timeout_secs: Option<u64>,
+    /// Time a graceful shutdown (SIGTERM, Ctrl-C) lets requests in flight finish, in seconds
+    /// (default 8: within `docker stop`'s 10).
+    #[arg(long, env = "INGEST_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
     /// Most connections served at once; more wait in the kernel's accept queue (default 4096).
     #[arg(long, env = "INGEST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -127,6 +131,7 @@ struct FileConfig {
     max_items_per_request: Option<usize>,
     header_timeout_secs: Option<u64>,
     body_timeout_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
     max_connections: Option<usize>,
     clock_skew_secs: Option<u64>,
     token_lifetime_secs: Option<u64>,
@@ -158,6 +163,8 @@ pub struct Config {
     pub header_timeout_secs: u64,
     /// Time a client has to send a whole request body.
     pub body_timeout_secs: u64,
+    /// Time a graceful shutdown lets requests in flight finish.
+    pub shutdown_grace_secs: u64,
     /// Most connections served at once (at least 1).
     pub max_connections: usize,
     pub clock_skew_secs: u64,
@@ -257,6 +264,10 @@ impl Config {
                 .or(file.body_timeout_secs)
                 .unwrap_or(30)
                 .max(1),
+            shutdown_grace_secs: args
+                .shutdown_grace_secs
+                .or(file.shutdown_grace_secs)
+                .unwrap_or(8),
             max_connections: args
                 .max_connections
                 .or(file.max_connections)

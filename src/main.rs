@@ -59,7 +59,8 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> Result<(), String> {
     let started = Instant::now();
     let config = Config::resolve(args).map_err(|e| e.to_string())?;
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&config.log)
+        .map_err(|e| format!("invalid --log filter '{}': {e}", config.log))?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -81,6 +82,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 async fn run(config: Config, started: Instant) -> Result<(), String> {
+    // First of all: a SIGTERM while the store opens (a long log replay) must stop the server
+    // gracefully once it can, not kill it mid-replay with the default action.
+    let shutdown = shutdown_signal();
     let ephemeral_dir = if config.ephemeral {
         Some(
             ingest_emulator::ephemeral::create()
@@ -137,7 +141,6 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
     } else {
         data_dir.display().to_string()
     };
-    let shutdown = shutdown_signal();
     println!(
         "ingest-emulator {} ready in {} ms",
         env!("CARGO_PKG_VERSION"),
@@ -161,9 +164,23 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
         ingest_emulator::connectors::SCHEDULER_TICK,
     );
     let router = http::router(state);
+    // On the signal, background work stops first (no import starts during the drain); a
+    // second signal exits at once (every acknowledged write is in the log already).
+    let (retention_job, scheduler_job) = (retention.abort_handle(), scheduler.abort_handle());
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("stopping: no new connections, requests in flight finish");
+        retention_job.abort();
+        scheduler_job.abort();
+        tokio::spawn(async {
+            shutdown_signal().await;
+            tracing::warn!("second stop signal: exiting now");
+            std::process::exit(1);
+        });
+    };
     http::serve(listener, tls_config, router, shutdown).await;
-    retention.abort();
-    scheduler.abort();
+    let _ = retention.await;
+    let _ = scheduler.await;
     store.flush().map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     drop(ephemeral_dir);

@@ -189,3 +189,46 @@ fn sigterm_shuts_down_gracefully_with_exit_0() {
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// A stop does not wait on what cannot finish soon: connections that never asked anything are
+/// closed at once, and a request still running when `--shutdown-grace-secs` is over is
+/// abandoned (the server exits 0 within the grace, inside `docker stop`'s window).
+#[test]
+fn a_stop_waits_at_most_the_shutdown_grace() {
+    let mut server = Server::start(&["--shutdown-grace-secs", "1"]);
+    let token = server.token();
+    let rule = serde_json::json!({"operation": "CreateItem",
+        "fault": {"kind": "latency", "milliseconds": 20000}});
+    let added = server
+        .admin(reqwest::Method::POST, "/api/faults")
+        .json(&rule)
+        .send()
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    // A connection that says nothing (it would hold the drain for the header timeout) and a
+    // request held by the injected latency.
+    let _silent = std::net::TcpStream::connect(server.addr()).unwrap();
+    let slow = {
+        let client = server.client().clone();
+        let url = format!("{}{SERVICE_PATH}", server.url);
+        let token = token.clone();
+        std::thread::spawn(move || {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .header("Content-Type", "text/xml; charset=utf-8")
+                .body(create_item(&[Msg::default().xml()]))
+                .send()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    let _ = slow.join();
+}

@@ -29,16 +29,16 @@ use crate::app::AppState;
 
 /// Time a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a graceful shutdown waits for in-flight requests before giving up on them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Connection-level limits of `serve` (`--max-connections`, `--header-timeout-secs`).
+/// Connection-level limits of `serve` (`--max-connections`, `--header-timeout-secs`,
+/// `--shutdown-grace-secs`).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// Most connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Time a client has to send its first bytes and then each request head.
     pub header_timeout: Duration,
+    /// Time a graceful shutdown waits for in-flight requests before giving up on them.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -46,6 +46,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 4096,
             header_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(8),
         }
     }
 }
@@ -55,6 +56,7 @@ impl ConnectionLimits {
         ConnectionLimits {
             max_connections: config.max_connections.max(1),
             header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         }
     }
 }
@@ -302,9 +304,19 @@ pub async fn serve_with(
         tokio::spawn(async move {
             let _permit = permit;
             let _open = metrics::ConnectionGuard::open();
+            // A shutdown does not wait for a connection that has not asked anything yet.
+            let mut stopping = stop.clone();
+            let stopped = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            tokio::pin!(stopped);
             match acceptor {
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake = tokio::select! {
+                        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
+                        _ = &mut stopped => return,
+                    };
+                    match handshake {
                         Ok(Ok(tls)) => {
                             // ALPN decides the protocol: no version sniffing on TLS.
                             let protocol = match tls.get_ref().1.alpn_protocol() {
@@ -329,8 +341,11 @@ pub async fn serve_with(
                     // A client that connects and sends nothing is closed after the header
                     // timeout (the protocol sniffing below would otherwise wait forever).
                     let mut first = [0u8; 1];
-                    match tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await
-                    {
+                    let peeked = tokio::select! {
+                        peeked = tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)) => peeked,
+                        _ = &mut stopped => return,
+                    };
+                    match peeked {
                         Ok(Ok(n)) if n > 0 => {
                             serve_connection(
                                 TokioIo::new(stream),
@@ -352,10 +367,18 @@ pub async fn serve_with(
     // Stop accepting; ask open connections to finish their current request and close.
     drop(listener);
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
         let _ = limit.acquire_many(max as u32).await;
     })
     .await;
+    if drained.is_err() {
+        let open = max.saturating_sub(limit.available_permits());
+        warn!(
+            connections = open,
+            grace_secs = limits.shutdown_grace.as_secs(),
+            "shutdown grace over: connections still answering are abandoned (what they committed stays)"
+        );
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
