@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (HTTPS on 127.0.0.1:8443, store in ./data, default tenant fixture).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Register, consent, revoke and list connector apps on a running server.
     Apps(cli::AppsArgs),
     /// Print an access token for a client id and secret, from a running server.
@@ -43,7 +43,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Apps(args) => cli::apps(args).map_err(|e| e.to_string()),
         Command::Token(args) => cli::token(args).map_err(|e| e.to_string()),
     };
