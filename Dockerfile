@@ -25,6 +25,12 @@ EXPOSE 8443
 # so that a published port reaches it. The CA to trust is /data/certs/ca.pem.
 ENV INGEST_LISTEN=0.0.0.0:8443 \
     INGEST_DATA=/data/data \
-    INGEST_CERTS=/data/certs
+    INGEST_CERTS=/data/certs \
+    INGEST_URL=https://127.0.0.1:8443
+# `health` asks /healthz on the container's own address, INGEST_URL (503 when the store
+# cannot take writes; the certificate is not checked on a loopback address). With
+# INGEST_NO_TLS=1, set INGEST_URL=http://127.0.0.1:8443 too.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["ingest-emulator", "health"]
 ENTRYPOINT ["ingest-emulator"]
 CMD ["serve"]

@@ -1,6 +1,7 @@
 //! The command-line client of a running server: `apps` (register, consent, revoke, list
-//! connector apps through the admin API) and `token` (an access token from the token
-//! endpoint). Blocking HTTP; call these outside any async runtime.
+//! connector apps through the admin API), `token` (an access token from the token endpoint)
+//! and `health` (the server's `/healthz`, for container health checks). Blocking HTTP; call
+//! these outside any async runtime.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,8 +32,8 @@ pub enum CliError {
     #[error("invalid --url '{0}': expected http://host:port or https://host:port")]
     Url(String),
     #[error(
-        "no admin key: pass --admin-key or set INGEST_ADMIN_KEY (the server prints it at \
-         start-up and keeps a generated one in <data>/admin.key)"
+        "no admin key: pass --admin-key or set INGEST_ADMIN_KEY (the server keeps a generated \
+         one in <data>/admin.key; its start-up banner says where)"
     )]
     NoAdminKey,
     #[error("cannot build the HTTP client: {0}")]
@@ -136,6 +137,55 @@ pub struct TokenArgs {
     /// Scope requested.
     #[arg(long, default_value = "https://outlook.office365.com/.default")]
     pub scope: String,
+}
+
+/// `health`: asks a running server's `/healthz` (exit 0 when it answers `ok`).
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Asks `/healthz`: Ok when the server answers 200, else why not (a 503 names the reason). On
+/// a loopback address (a container's own health check) the certificate is not checked: the
+/// server may serve one made for its public name.
+pub fn health(args: HealthArgs) -> Result<(), CliError> {
+    let base = base_url(&args.connection.url)?;
+    let url = format!("{base}/healthz");
+    let loopback = reqwest::Url::parse(&base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .is_some_and(|host| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+    let client = if loopback {
+        Client::builder()
+            .timeout(Duration::from_secs(10))
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| CliError::Client(error_chain(&e)))?
+    } else {
+        http_client(&base, args.connection.ca_cert.as_deref())?
+    };
+    let response = client
+        .get(&url)
+        .send()
+        .map_err(|e| connect_error(&url, e))?;
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    if status.is_success() {
+        println!("{}", text.trim());
+        Ok(())
+    } else {
+        Err(CliError::Protocol {
+            url,
+            message: format!("{status}: {}", text.trim()),
+        })
+    }
 }
 
 pub fn apps(args: AppsArgs) -> Result<(), CliError> {

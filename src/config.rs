@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// Directory of the generated development CA and server certificate.
     #[arg(long, env = "INGEST_CERTS")]
     pub certs: Option<PathBuf>,
+    /// More names (DNS names or IP addresses) for the generated server certificate, besides
+    /// localhost, 127.0.0.1 and ::1: e.g. the service name other containers call it by.
+    /// Repeatable or comma-separated; the certificate is issued again by the same CA when a
+    /// name is missing from it.
+    #[arg(long = "tls-san", env = "INGEST_TLS_SANS", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
     /// Tenant fixture(s) loaded into an empty store (default: the embedded contoso.toml).
     #[arg(long = "fixture", env = "INGEST_FIXTURE", value_delimiter = ',')]
     pub fixtures: Vec<PathBuf>,
@@ -125,6 +131,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     certs: Option<PathBuf>,
+    tls_san: Option<Vec<String>>,
     fixture: Option<Vec<PathBuf>>,
     admin_key: Option<String>,
     max_body_bytes: Option<u64>,
@@ -155,6 +162,8 @@ pub struct Config {
     /// fdatasync each group commit.
     pub fsync: bool,
     pub tls: TlsSource,
+    /// Extra names of the generated server certificate (`--tls-san`).
+    pub tls_sans: Vec<String>,
     pub fixtures: Vec<PathBuf>,
     pub admin_key: Option<String>,
     pub max_body_bytes: u64,
@@ -226,6 +235,15 @@ impl Config {
                 ))
             }
         };
+        let tls_sans: Vec<String> = if args.tls_sans.is_empty() {
+            file.tls_san.unwrap_or_default()
+        } else {
+            args.tls_sans
+        }
+        .into_iter()
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
         let fixtures = if args.fixtures.is_empty() {
             file.fixture.unwrap_or_default()
         } else {
@@ -244,6 +262,7 @@ impl Config {
             ephemeral,
             fsync: args.fsync || file.fsync.unwrap_or(false),
             tls,
+            tls_sans,
             fixtures,
             admin_key: args.admin_key.or(file.admin_key),
             max_body_bytes: args

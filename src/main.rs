@@ -38,6 +38,8 @@ enum Command {
     Apps(cli::AppsArgs),
     /// Print an access token for a client id and secret, from a running server.
     Token(cli::TokenArgs),
+    /// Check a running server's health (`/healthz`): exit 0 when healthy (for HEALTHCHECK).
+    Health(cli::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Apps(args) => cli::apps(args).map_err(|e| e.to_string()),
         Command::Token(args) => cli::token(args).map_err(|e| e.to_string()),
+        Command::Health(args) => cli::health(args).map_err(|e| e.to_string()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,7 +108,7 @@ async fn run(config: Config, started: Instant) -> Result<(), String> {
         ),
         TlsSource::Generated(dir) => {
             let dir = dir.clone().unwrap_or_else(|| data_dir.join("certs"));
-            let certs = tls::dev_certificates(&dir).map_err(|e| e.to_string())?;
+            let certs = tls::dev_certificates(&dir, &config.tls_sans).map_err(|e| e.to_string())?;
             let config = tls::server_config(&certs.server_cert, &certs.server_key)
                 .map_err(|e| e.to_string())?;
             (Some(config), Some(certs.ca_cert))

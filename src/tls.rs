@@ -40,18 +40,46 @@ pub struct DevCertificates {
 }
 
 /// Loads the development CA and server certificate from `dir`, generating them on first use.
-pub fn dev_certificates(dir: &Path) -> Result<DevCertificates, TlsError> {
+/// The server certificate names localhost, 127.0.0.1, ::1 and `names` (DNS names or IP
+/// addresses); when one of `names` is missing from it, it is issued again by the same CA (the
+/// CA clients trust does not change).
+pub fn dev_certificates(dir: &Path, names: &[String]) -> Result<DevCertificates, TlsError> {
     let paths = DevCertificates {
         ca_cert: dir.join(CA_CERT),
         server_cert: dir.join(SERVER_CERT),
         server_key: dir.join(SERVER_KEY),
     };
-    if paths.ca_cert.exists() && paths.server_cert.exists() && paths.server_key.exists() {
+    // IP addresses as the certificate reader writes them back.
+    let names: Vec<String> = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => n.to_ascii_lowercase(),
+        })
+        .collect();
+    let names = names.as_slice();
+    let ca_key_path = dir.join(CA_KEY);
+    let complete =
+        paths.ca_cert.exists() && paths.server_cert.exists() && paths.server_key.exists();
+    if complete
+        && names
+            .iter()
+            .all(|n| certificate_names(&paths.server_cert).contains(n))
+    {
         return Ok(paths);
     }
     std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.to_path_buf(), e))?;
 
-    let ca_key = KeyPair::generate()?;
+    // The CA: the one made before (its key, and the same name and validity, sign as it did),
+    // or a new one.
+    let reuse = complete && ca_key_path.exists();
+    let ca_key = if reuse {
+        let pem = std::fs::read_to_string(&ca_key_path)
+            .map_err(|e| TlsError::Read(ca_key_path.clone(), e))?;
+        KeyPair::from_pem(&pem)?
+    } else {
+        KeyPair::generate()?
+    };
     let mut ca_params = CertificateParams::default();
     let mut ca_name = DistinguishedName::new();
     ca_name.push(DnType::CommonName, "ingest-emulator development CA");
@@ -71,6 +99,15 @@ pub fn dev_certificates(dir: &Path) -> Result<DevCertificates, TlsError> {
     params
         .subject_alt_names
         .push(SanType::IpAddress("::1".parse().expect("IPv6 literal")));
+    for name in names {
+        let san = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.clone().try_into()?),
+        };
+        if !params.subject_alt_names.contains(&san) {
+            params.subject_alt_names.push(san);
+        }
+    }
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, "localhost");
     params.distinguished_name = name;
@@ -79,12 +116,55 @@ pub fn dev_certificates(dir: &Path) -> Result<DevCertificates, TlsError> {
     params.not_after = rcgen::date_time_ymd(2049, 12, 31);
     let server = params.signed_by(&server_key, &ca, &ca_key)?;
 
-    write_private(&dir.join(CA_KEY), &ca_key.serialize_pem())?;
+    if !reuse {
+        write_private(&ca_key_path, &ca_key.serialize_pem())?;
+    }
     write_private(&paths.server_key, &server_key.serialize_pem())?;
-    write(&paths.server_cert, &(server.pem() + &ca.pem()))?;
+    let ca_pem = if reuse {
+        std::fs::read_to_string(&paths.ca_cert)
+            .map_err(|e| TlsError::Read(paths.ca_cert.clone(), e))?
+    } else {
+        ca.pem()
+    };
+    write(&paths.server_cert, &(server.pem() + &ca_pem))?;
     // The CA certificate last: its presence marks a complete set.
-    write(&paths.ca_cert, &ca.pem())?;
+    if !reuse {
+        write(&paths.ca_cert, &ca.pem())?;
+    }
     Ok(paths)
+}
+
+/// The DNS names and IP addresses (lower case, as text) of the first certificate in `path`.
+fn certificate_names(path: &Path) -> Vec<String> {
+    let Ok(pem) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let Some(Ok(der)) = rustls_pemfile::certs(&mut pem.as_slice()).next() else {
+        return Vec::new();
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            x509_parser::extensions::GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 fn write(path: &Path, text: &str) -> Result<(), TlsError> {

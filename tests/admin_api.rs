@@ -1261,3 +1261,25 @@ fn the_directory_refuses_names_and_changes_that_would_strand_data() {
         );
     }
 }
+
+/// `health` (the container's HEALTHCHECK) exits 0 with `ok` while the server is healthy, on
+/// its loopback address whatever certificate it serves, and fails when nothing answers.
+#[test]
+fn the_health_command_checks_a_running_server() {
+    let mut server = Server::start(&[]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingest-emulator"));
+    command
+        .args(["health", "--url", &server.url])
+        .env_remove("INGEST_CA_CERT");
+    let out = command.output().expect("run health");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "ok");
+    let url = server.url.clone();
+    server.kill();
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-emulator"))
+        .args(["health", "--url", &url])
+        .output()
+        .expect("run health");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+}

@@ -232,3 +232,41 @@ fn a_stop_waits_at_most_the_shutdown_grace() {
     );
     let _ = slow.join();
 }
+
+/// `--tls-san` adds names to the generated server certificate: a store whose certificate
+/// lacks one gets it issued again by the same CA, so a client that trusts the CA from before
+/// reaches the server by the new name (another container's name for it, say).
+#[test]
+fn tls_san_names_are_added_to_the_certificate_under_the_same_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start_in(dir.path(), &[]);
+    let ca = std::fs::read(first.ca_cert.as_ref().expect("generated CA")).unwrap();
+    drop(first);
+    let server = Server::start_in(dir.path(), &["--tls-san", "emulator.test,10.9.8.7"]);
+    assert_eq!(
+        std::fs::read(server.ca_cert.as_ref().unwrap()).unwrap(),
+        ca,
+        "the same CA"
+    );
+    let addr: std::net::SocketAddr = server.addr().parse().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("emulator.test", addr)
+        .build()
+        .unwrap();
+    let url = format!("https://emulator.test:{}/healthz", addr.port());
+    let answer = client.get(&url).send().expect("TLS by the new name");
+    assert_eq!(answer.status(), 200);
+    // A name the certificate does not carry is still refused.
+    let other = reqwest::blocking::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("elsewhere.test", addr)
+        .build()
+        .unwrap();
+    assert!(other
+        .get(format!("https://elsewhere.test:{}/healthz", addr.port()))
+        .send()
+        .is_err());
+}
