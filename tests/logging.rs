@@ -71,6 +71,21 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
         .to_str()
         .unwrap()
         .to_string();
+    // A refused token request is logged with the Trace ID its client got, not its secret.
+    const WRONG_SECRET: &str = "wrong-secret-never-logged-7f3a";
+    let refused: serde_json::Value = client
+        .post(format!("{url}/{TENANT}/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP_ID),
+            ("client_secret", WRONG_SECRET),
+            ("scope", EXCHANGE_SCOPE),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let trace_id = refused["trace_id"].as_str().expect("trace_id").to_string();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -79,11 +94,19 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
 
     let mut request_lines = 0;
     let mut answered_lines = 0;
+    let mut refused_lines = 0;
     for line in logs.lines() {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(!line.contains(&token), "a token was logged: {line}");
         assert!(!line.contains(APP_SECRET), "a secret was logged: {line}");
+        assert!(!line.contains(WRONG_SECRET), "a secret was logged: {line}");
+        if value["fields"]["message"] == "identity request refused" {
+            assert_eq!(value["fields"]["trace_id"], trace_id.as_str(), "{line}");
+            assert_eq!(value["fields"]["code"], 7000215, "{line}");
+            assert!(value["span"]["correlation_id"].is_string(), "{line}");
+            refused_lines += 1;
+        }
         if value["span"]["path"] == SERVICE_PATH {
             assert_eq!(
                 value["span"]["correlation_id"],
@@ -103,6 +126,7 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
     }
     assert!(request_lines >= 2, "the request logged its lines: {logs}");
     assert_eq!(answered_lines, 1, "one 'answered' line: {logs}");
+    assert_eq!(refused_lines, 1, "the refused token request's line: {logs}");
 }
 
 /// The start-up banner says where the generated admin key is, never the key: stdout ends up

@@ -97,6 +97,15 @@ impl EntraError {
     pub fn into_response_for(self, request_headers: &HeaderMap) -> Response {
         let correlation = correlation_id(request_headers);
         let trace = Uuid::new_v4();
+        // The line that ties the client's error (its Trace ID) to this request's logs. The
+        // summary names codes and ids, never a secret or an assertion.
+        tracing::info!(
+            code = self.code,
+            status = self.status.as_u16(),
+            trace_id = %trace,
+            error = %self.summary(),
+            "identity request refused"
+        );
         let body = self.body(trace, &correlation, Utc::now());
         let mut response = (self.status, axum::Json(body)).into_response();
         add_token_headers(response.headers_mut(), trace, &correlation);
