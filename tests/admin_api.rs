@@ -1165,7 +1165,8 @@ fn the_cli_registers_consents_lists_revokes_and_gets_tokens() {
 /// Names and addresses the directory keeps clean: a user principal name with characters Entra
 /// refuses (a NUL would also split the store's keys: its copies would show as another
 /// mailbox's), display names over 256 characters; and changes that would strand data: renaming
-/// a user whose mailbox holds items, deleting or renaming a user a data connector maps.
+/// a user whose mailbox holds items, removing a domain users are in, deleting or renaming a
+/// user a data connector maps.
 #[test]
 fn the_directory_refuses_names_and_changes_that_would_strand_data() {
     let server = Server::start(&[]);
@@ -1231,6 +1232,29 @@ fn the_directory_refuses_names_and_changes_that_would_strand_data() {
         Some(json!({"userPrincipalName": "alice.w@contoso.com"})),
     );
     assert_graph_error(status, &body, 409, "Conflict");
+
+    // The tenant keeps the domains its users' principal names are in.
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        &format!("/api/tenants/{TENANT}"),
+        Some(json!({"domains": ["contoso.onmicrosoft.com", "contoso.net"]})),
+    );
+    assert_graph_error(status, &body, 409, "Conflict");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("contoso.com"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        &format!("/api/tenants/{TENANT}"),
+        Some(json!({"domains": ["contoso.onmicrosoft.com", "contoso.com", "contoso.net"]})),
+    );
+    assert_eq!(status, 200, "adding one is fine: {body}");
 
     // Carol is mapped by a connector: neither deleted nor renamed.
     let (status, body) = call(

@@ -213,7 +213,24 @@ pub async fn patch_tenant(
             record.display_name = display_name(&name, "displayName")?;
         }
         if let Some(domains) = patch.domains {
-            record.domains = check_domains(&domains)?;
+            let domains = check_domains(&domains)?;
+            // A domain a user's principal name is in stays (as Graph refuses to remove a
+            // domain objects still reference): those users would fail every check.
+            for user in state.store.users(TenantId(record.id))? {
+                let domain = user
+                    .user_principal_name
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_lowercase())
+                    .unwrap_or_default();
+                if !domains.contains(&domain) {
+                    return Err(ApiError::Conflict(format!(
+                        "The domain '{domain}' is in use by '{}' (userPrincipalName): change or \
+                         delete the user before removing the domain.",
+                        user.user_principal_name
+                    )));
+                }
+            }
+            record.domains = domains;
         }
         if let Some(mailbox) = patch.third_party_mailbox {
             if let Some(mailbox) = &mailbox {
