@@ -81,7 +81,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(run(config, started))
+    let outcome = runtime.block_on(run(config, started));
+    // Blocking work a stop abandoned (a sweep, an import, an admin reset) must not keep the
+    // process past the stop window: every acknowledged write is in the log already.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    outcome
 }
 
 async fn run(config: Config, started: Instant) -> Result<(), String> {

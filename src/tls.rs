@@ -24,6 +24,11 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("invalid TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error(
+        "cannot add names to the generated certificate: the development CA's key {0} is \
+         missing (remove the certificate directory to start over with a new CA)"
+    )]
+    CaKeyMissing(PathBuf),
 }
 
 /// File names inside the certificate directory.
@@ -71,8 +76,12 @@ pub fn dev_certificates(dir: &Path, names: &[String]) -> Result<DevCertificates,
     std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.to_path_buf(), e))?;
 
     // The CA: the one made before (its key, and the same name and validity, sign as it did),
-    // or a new one.
-    let reuse = complete && ca_key_path.exists();
+    // or a new one. A complete set without the CA's key cannot get a name added: replacing
+    // the CA would break every client that trusts it.
+    let reuse = paths.ca_cert.exists();
+    if reuse && !ca_key_path.exists() {
+        return Err(TlsError::CaKeyMissing(ca_key_path));
+    }
     let ca_key = if reuse {
         let pem = std::fs::read_to_string(&ca_key_path)
             .map_err(|e| TlsError::Read(ca_key_path.clone(), e))?;
@@ -119,14 +128,22 @@ pub fn dev_certificates(dir: &Path, names: &[String]) -> Result<DevCertificates,
     if !reuse {
         write_private(&ca_key_path, &ca_key.serialize_pem())?;
     }
-    write_private(&paths.server_key, &server_key.serialize_pem())?;
     let ca_pem = if reuse {
         std::fs::read_to_string(&paths.ca_cert)
             .map_err(|e| TlsError::Read(paths.ca_cert.clone(), e))?
     } else {
         ca.pem()
     };
-    write(&paths.server_cert, &(server.pem() + &ca_pem))?;
+    // The new key and certificate are written aside, then each moved in at once (a rename):
+    // neither is ever half written.
+    let key_new = dir.join(format!("{SERVER_KEY}.new"));
+    let cert_new = dir.join(format!("{SERVER_CERT}.new"));
+    write_private(&key_new, &server_key.serialize_pem())?;
+    write(&cert_new, &(server.pem() + &ca_pem))?;
+    std::fs::rename(&key_new, &paths.server_key)
+        .map_err(|e| TlsError::Write(paths.server_key.clone(), e))?;
+    std::fs::rename(&cert_new, &paths.server_cert)
+        .map_err(|e| TlsError::Write(paths.server_cert.clone(), e))?;
     // The CA certificate last: its presence marks a complete set.
     if !reuse {
         write(&paths.ca_cert, &ca.pem())?;
@@ -202,4 +219,35 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .with_single_cert(chain, key_der)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names are added under the same CA; without the CA's key they are refused, and the CA
+    /// clients trust stays as it was.
+    #[test]
+    fn names_are_added_under_the_same_ca_or_refused_without_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dev_certificates(dir.path(), &[]).unwrap();
+        let ca = std::fs::read(&first.ca_cert).unwrap();
+        dev_certificates(dir.path(), &["ingest".into(), "10.1.2.3".into()]).unwrap();
+        assert_eq!(std::fs::read(&first.ca_cert).unwrap(), ca);
+        let names = certificate_names(&first.server_cert);
+        for name in ["localhost", "127.0.0.1", "::1", "ingest", "10.1.2.3"] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
+        // Already there: nothing to do, even without the key.
+        std::fs::remove_file(dir.path().join(CA_KEY)).unwrap();
+        dev_certificates(dir.path(), &["INGEST".into()]).unwrap();
+        let refused = dev_certificates(dir.path(), &["other".into()]);
+        assert!(
+            matches!(refused, Err(TlsError::CaKeyMissing(_))),
+            "{:?}",
+            refused.err()
+        );
+        assert_eq!(std::fs::read(&first.ca_cert).unwrap(), ca, "the CA stays");
+        server_config(&first.server_cert, &first.server_key).expect("a matching pair");
+    }
 }

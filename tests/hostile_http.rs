@@ -574,3 +574,18 @@ fn a_large_body_arriving_steadily_is_not_cut_by_the_body_timeout() {
     assert!(answer.contains("at most 256 characters"), "{answer}");
     still_serves(&server, &token, 1);
 }
+
+/// A body timeout too long for the clock (`u64::MAX` seconds) is as good as none; bodies are
+/// read and answered (a deadline past the clock's range panicked on every request).
+#[test]
+fn a_body_timeout_past_the_clock_range_still_serves() {
+    let server = Server::start(&["--body-timeout-secs", "18446744073709551615"]);
+    let token = server.token();
+    let reply = server.ews(&token, &create_item(&[Msg::default().xml()]));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let response = server
+        .admin(reqwest::Method::GET, &format!("/api/tenants/{TENANT}"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

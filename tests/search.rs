@@ -183,6 +183,9 @@ fn every_kql_form_selects_the_right_items() {
         ("from:bob.kelly@bloom*", "B"),
         ("participants:bob@contoso.com", "C"),
         ("to:alice@contoso", ""),
+        // half an address is words
+        ("participants:@contoso.com", "BCE"),
+        ("from:bob.kelly@", "B"),
         // free text reaches participants too
         ("trader", "B"),
         ("news", "E"),

@@ -117,6 +117,21 @@ fn cookie_kept(state: &AppState, headers: &HeaderMap) -> bool {
     if !matches!(state.config.tls, crate::config::TlsSource::None) {
         return true;
     }
+    // Behind a proxy that terminates TLS, the browser is on HTTPS: it keeps the cookie.
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    if text("x-forwarded-proto").split(',').next().map(str::trim) == Some("https")
+        || text("forwarded")
+            .split([';', ','])
+            .any(|part| part.trim() == "proto=https")
+    {
+        return true;
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -200,7 +200,7 @@ impl DeadlineBody {
         let started = tokio::time::Instant::now();
         let body = DeadlineBody {
             inner: body,
-            deadline: Box::pin(tokio::time::sleep_until(started + limit)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline_after(started, limit))),
             started,
             received: 0,
             limit,
@@ -208,6 +208,13 @@ impl DeadlineBody {
         };
         (body, expired)
     }
+}
+
+/// `start + wait`, or a year from `start` when that is too far for the clock (a huge
+/// `--body-timeout-secs`).
+fn deadline_after(start: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    let year = Duration::from_secs(365 * 86_400);
+    start.checked_add(wait.min(year)).unwrap_or(start)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +239,7 @@ impl hyper::body::Body for DeadlineBody {
                     let earned = Duration::from_secs_f64(
                         this.received as f64 / MIN_BODY_BYTES_PER_SEC as f64,
                     );
-                    let deadline = this.started + this.limit + earned;
+                    let deadline = deadline_after(this.started, this.limit.saturating_add(earned));
                     this.deadline.as_mut().reset(deadline);
                 }
             }

@@ -368,6 +368,12 @@ async fn grant(state: &AppState, request: &Request) -> Result<(), crate::store::
             request.app.app_id
         )));
     }
+    if !state.store.has_tenant(tenant)? {
+        return Err(crate::store::StoreError::NotFound(format!(
+            "tenant {} (deleted meanwhile)",
+            request.tenant.id
+        )));
+    }
     let sp = match state.store.service_principal(tenant, request.app.app_id)? {
         Some(sp) => {
             let mut sp = Arc::unwrap_or_clone(sp);

@@ -97,13 +97,13 @@ impl EntraError {
     pub fn into_response_for(self, request_headers: &HeaderMap) -> Response {
         let correlation = correlation_id(request_headers);
         let trace = Uuid::new_v4();
-        // The line that ties the client's error (its Trace ID) to this request's logs. The
-        // summary names codes and ids, never a secret or an assertion.
+        // The line that ties the client's error (its Trace ID) to this request's logs: the
+        // code only (the message echoes what the client sent, which may be a pasted secret).
         tracing::info!(
             code = self.code,
+            error = self.error,
             status = self.status.as_u16(),
             trace_id = %trace,
-            error = %self.summary(),
             "identity request refused"
         );
         let body = self.body(trace, &correlation, Utc::now());

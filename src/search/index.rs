@@ -1252,7 +1252,12 @@ impl SearchIndex {
                     TextField::Participants => Some(f.participant_address),
                     _ => None,
                 };
-                let one_address = text.contains('@') && !text.trim().contains(char::is_whitespace);
+                // `local@domain`, both parts given (`@contoso.com` or `bob@` are words).
+                let one_address = !text.trim().contains(char::is_whitespace)
+                    && text
+                        .trim()
+                        .split_once('@')
+                        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
                 if let Some(exact) = exact.filter(|_| one_address) {
                     let address = text.trim().to_lowercase();
                     return Ok(Some(raw(exact, &address, *prefix)?));

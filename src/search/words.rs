@@ -12,14 +12,15 @@ use tantivy::tokenizer::{
     LowerCaser, RemoveLongFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 
-/// Longest word kept, in bytes (long identifiers such as a SHA-256 in hex are kept).
+/// Longest word kept, in bytes (long identifiers such as a SHA-512 in hex are kept).
 const MAX_WORD_BYTES: usize = 128;
 
 /// The analyzer of every text field: [`WordTokenizer`], lower case, words up to
 /// [`MAX_WORD_BYTES`].
 pub fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(WordTokenizer::default())
-        .filter(RemoveLongFilter::limit(MAX_WORD_BYTES))
+        // The filter keeps words shorter than its limit.
+        .filter(RemoveLongFilter::limit(MAX_WORD_BYTES + 1))
         .filter(LowerCaser)
         .build()
 }
@@ -121,11 +122,10 @@ pub fn html_text(html: &str) -> String {
         let skip_to = if tag.starts_with("<!--") {
             tag.find("-->").map(|end| end + 3)
         } else if let Some(name) = raw_text_element(tag) {
-            // `<script ...>` or `<style ...>`: up to and past its closing tag.
-            let lower = tag.to_ascii_lowercase();
-            lower
-                .find(&format!("</{name}"))
-                .and_then(|close| lower[close..].find('>').map(|end| close + end + 1))
+            // `<script ...>` or `<style ...>`: up to and past its closing tag (found without
+            // copying the rest of the document: a body of many such elements stays linear).
+            closing_tag(tag, name)
+                .and_then(|close| tag[close..].find('>').map(|end| close + end + 1))
         } else {
             tag.find('>').map(|end| end + 1)
         };
@@ -140,6 +140,14 @@ pub fn html_text(html: &str) -> String {
     }
     decode_into(rest, &mut out);
     out
+}
+
+/// Where `</name` (any case) first begins in `text`.
+fn closing_tag(text: &str, name: &str) -> Option<usize> {
+    text.match_indices("</").map(|(at, _)| at).find(|&at| {
+        text.get(at + 2..at + 2 + name.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+    })
 }
 
 /// `script` or `style` when `tag` opens one of them.
@@ -216,8 +224,12 @@ mod tests {
         assert_eq!(words("決算報告"), ["決", "算", "報", "告"]);
         assert_eq!(words("Q3の決算です"), ["q3", "の", "決", "算", "で", "す"]);
         assert_eq!(words("Größe Ünïcode"), ["größe", "ünïcode"]);
-        let hash = "a".repeat(64);
-        assert_eq!(words(&hash), std::slice::from_ref(&hash));
+        let hash = "a".repeat(128);
+        assert_eq!(
+            words(&hash),
+            std::slice::from_ref(&hash),
+            "128 bytes are kept"
+        );
         assert!(
             words(&"b".repeat(200)).is_empty(),
             "pathological words are dropped"
@@ -238,6 +250,16 @@ mod tests {
             assert!(!text.contains(markup), "{markup} in {text}");
         }
         assert_eq!(html_text("plain text"), "plain text");
+        assert_eq!(html_text("<STYLE>x</Style>y").trim(), "y");
+        // Many elements: linear (it copied the rest of the document per element before).
+        let many = "<style>a{}</style>w ".repeat(200_000);
+        let started = std::time::Instant::now();
+        assert_eq!(html_text(&many).split_whitespace().count(), 200_000);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(
             html_text("<日本語>テキスト<scr").contains("テキスト"),
             "no panic on non-ASCII tags"
