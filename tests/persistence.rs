@@ -78,14 +78,8 @@ fn journal_entries_of_faulted_and_refused_requests_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_in(dir.path(), &[]);
     let token = server.token();
-    let rule = serde_json::json!({"operation": "CreateItem", "count": 1,
-        "fault": {"kind": "serverBusy", "backOffMilliseconds": 500}});
-    let added = server
-        .admin(reqwest::Method::POST, "/api/faults")
-        .json(&rule)
-        .send()
-        .unwrap();
-    assert_eq!(added.status(), 201);
+    server.add_fault(serde_json::json!({"operation": "CreateItem", "count": 1,
+        "fault": {"kind": "serverBusy", "backOffMilliseconds": 500}}));
     let faulted = server.ews(&token, &create_item(&[Msg::default().xml()]));
     assert_eq!(faulted.status, 500, "{}", faulted.body);
     let faulted = faulted.correlation_id().expect("correlation id");
@@ -197,14 +191,8 @@ fn sigterm_shuts_down_gracefully_with_exit_0() {
 fn a_stop_waits_at_most_the_shutdown_grace() {
     let mut server = Server::start(&["--shutdown-grace-secs", "1"]);
     let token = server.token();
-    let rule = serde_json::json!({"operation": "CreateItem",
-        "fault": {"kind": "latency", "milliseconds": 20000}});
-    let added = server
-        .admin(reqwest::Method::POST, "/api/faults")
-        .json(&rule)
-        .send()
-        .unwrap();
-    assert_eq!(added.status(), 201);
+    server.add_fault(serde_json::json!({"operation": "CreateItem",
+        "fault": {"kind": "latency", "milliseconds": 20000}}));
     // A connection that says nothing (it would hold the drain for the header timeout) and a
     // request held by the injected latency.
     let _silent = std::net::TcpStream::connect(server.addr()).unwrap();

@@ -194,6 +194,18 @@ impl Server {
         response.json().expect("JSON")
     }
 
+    /// Adds a fault rule (`POST /api/faults`); its id.
+    pub fn add_fault(&self, rule: serde_json::Value) -> String {
+        let response = self
+            .admin(reqwest::Method::POST, "/api/faults")
+            .json(&rule)
+            .send()
+            .expect("fault rule");
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().expect("JSON");
+        body["id"].as_str().expect("id").to_string()
+    }
+
     /// The newest `top` entries of the test tenant's ingestion journal, newest first.
     pub fn journal(&self, top: usize) -> Vec<serde_json::Value> {
         let response = self
