@@ -875,6 +875,30 @@ pub(crate) mod tests {
     /// A native import whose connector was deleted meanwhile stores nothing (its run answers
     /// 404, so nothing may be stored); an EWS request of a deleted partner connector stores
     /// its items all the same (the partner sent them), without an import record.
+    /// An import of `connector` storing one item of `tenant` (its id), consuming `consumed`,
+    /// scheduling a next run, for a native connector (`requires_connector`).
+    fn one_item_import(
+        tenant: Uuid,
+        connector: Uuid,
+        consumed: Vec<Vec<u8>>,
+    ) -> (Uuid, ImportCommit) {
+        let item = crate::store::mailbox::tests::item(tenant, &["a@x"], Utc::now());
+        let id = item.id;
+        let commit = ImportCommit {
+            ingestion: super::super::IngestionCommit {
+                record: crate::store::mailbox::tests::record_of(&item),
+                items: vec![(item, vec![])],
+                after: None,
+            },
+            import: ImportRecord::partner(connector, Uuid::new_v4(), &[]),
+            seen: vec![],
+            consumed,
+            next_run: Some(Utc::now()),
+            requires_connector: true,
+        };
+        (id, commit)
+    }
+
     #[tokio::test]
     async fn an_import_of_a_deleted_connector() {
         let dir = tempfile::tempdir().expect("dir");
@@ -882,20 +906,9 @@ pub(crate) mod tests {
         let tenant = Uuid::new_v4();
         let gone = connector(tenant, "Gone", None);
         for requires_connector in [true, false] {
-            let item = crate::store::mailbox::tests::item(tenant, &["a@x"], Utc::now());
-            let id = item.id;
-            let commit = ImportCommit {
-                ingestion: super::super::IngestionCommit {
-                    record: crate::store::mailbox::tests::record_of(&item),
-                    items: vec![(item, vec![])],
-                    after: None,
-                },
-                import: ImportRecord::partner(gone.id, Uuid::new_v4(), &[]),
-                seen: vec![],
-                consumed: vec![],
-                next_run: None,
-                requires_connector,
-            };
+            let (id, mut commit) = one_item_import(tenant, gone.id, vec![]);
+            commit.next_run = None;
+            commit.requires_connector = requires_connector;
             assert!(
                 !store.commit_import(commit).await.expect("commit"),
                 "no import recorded"
@@ -923,24 +936,7 @@ pub(crate) mod tests {
                 base64: "x".repeat(10),
             },
         };
-        let commit = |consumed: Vec<Vec<u8>>| {
-            let item = crate::store::mailbox::tests::item(tenant, &["a@x"], Utc::now());
-            let id = item.id;
-            let import = ImportRecord::partner(c.id, Uuid::new_v4(), &[]);
-            let commit = ImportCommit {
-                ingestion: super::super::IngestionCommit {
-                    record: crate::store::mailbox::tests::record_of(&item),
-                    items: vec![(item, vec![])],
-                    after: None,
-                },
-                import,
-                seen: vec![],
-                consumed,
-                next_run: Some(Utc::now()),
-                requires_connector: true,
-            };
-            (id, commit)
-        };
+        let commit = |consumed: Vec<Vec<u8>>| one_item_import(tenant, c.id, consumed);
         for reset in [true, false] {
             store
                 .stage(c.id, std::slice::from_ref(&record))
