@@ -89,7 +89,7 @@ pub fn parse_mime(bytes: &[u8]) -> Result<MimeMessage, MimeError> {
                 .content_id()
                 .map(|c| c.trim_matches(|ch| ch == '<' || ch == '>').to_owned()),
             is_inline: p.content_disposition().is_some_and(|d| d.is_inline()),
-            content: p.contents().to_vec(),
+            content: attachment_bytes(msg.raw_message(), p),
         })
         .collect();
 
@@ -107,6 +107,38 @@ pub fn parse_mime(bytes: &[u8]) -> Result<MimeMessage, MimeError> {
     })
 }
 
+/// The bytes the client sent as an attachment. For a text part (or one without a
+/// Content-Type, which counts as text) mail-parser gives its text converted to UTF-8 (another
+/// charset's bytes changed, binary bytes replaced): those parts are read from the raw
+/// message and only their transfer encoding is undone. A transfer encoding that does not
+/// decode leaves mail-parser's reading.
+fn attachment_bytes(raw: &[u8], p: &mail_parser::MessagePart<'_>) -> Vec<u8> {
+    if !matches!(p.body, PartType::Text(_) | PartType::Html(_)) {
+        return p.contents().to_vec();
+    }
+    let Some(body) = raw.get(p.raw_body_offset() as usize..p.raw_end_offset() as usize) else {
+        return p.contents().to_vec();
+    };
+    let encoding = p
+        .content_transfer_encoding()
+        .map(|e| e.trim().to_ascii_lowercase());
+    let decoded = match encoding.as_deref() {
+        Some("base64") => mail_parser::decoders::base64::base64_decode(body),
+        Some("quoted-printable") => {
+            mail_parser::decoders::quoted_printable::quoted_printable_decode(body)
+        }
+        // 7bit, 8bit, binary: the bytes themselves, without the line break that belongs to
+        // the boundary after them.
+        _ => Some(
+            body.strip_suffix(b"\r\n")
+                .or_else(|| body.strip_suffix(b"\n"))
+                .unwrap_or(body)
+                .to_vec(),
+        ),
+    };
+    decoded.unwrap_or_else(|| p.contents().to_vec())
+}
+
 fn to_mailbox(a: &mail_parser::Addr<'_>) -> Mailbox {
     Mailbox {
         name: a.name().map(str::to_owned),
@@ -120,6 +152,39 @@ mod tests {
     use super::*;
 
     const SMS: &[u8] = b"From: SMS Gateway <+15551234567@sms.example>\r\nTo: Alice <alice@contoso.com>\r\nSubject: SMS from +1 555 123 4567\r\nDate: Fri, 01 Mar 2024 12:10:00 +0000\r\nMessage-ID: <sms-0001@sms.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nX-MS-Exchange-Organization-SCL: -1\r\n\r\nRunning late, see you at 5.\r\n";
+
+    /// Attachments come back as the bytes sent: a text attachment in another charset, or
+    /// binary bytes in a part without a Content-Type, are not converted to UTF-8.
+    #[test]
+    fn text_and_untyped_attachments_keep_their_bytes() {
+        let latin1 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            b"caf\xe9;na\xefve\r\n",
+        );
+        let raw = format!(
+            "From: a@contoso.com\r\nTo: b@contoso.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nbody\r\n\
+--B\r\nContent-Disposition: attachment; filename=\"a.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n/wD+\r\n\
+--B\r\nContent-Type: text/csv; charset=windows-1252\r\nContent-Disposition: attachment; filename=\"l.csv\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{latin1}\r\n\
+--B\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Disposition: attachment; filename=\"q.txt\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nd=E9j=E0 vu\r\n\
+--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=\"plain.txt\"\r\n\r\nline one\r\nline two\r\n\
+--B--\r\n"
+        );
+        let m = parse_mime(raw.as_bytes()).unwrap();
+        let content = |name: &str| {
+            m.attachments
+                .iter()
+                .find(|a| a.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("{name} in {:?}", m.attachments))
+                .content
+                .clone()
+        };
+        assert_eq!(content("a.bin"), [0xFF, 0x00, 0xFE]);
+        assert_eq!(content("l.csv"), b"caf\xe9;na\xefve\r\n");
+        assert_eq!(content("q.txt"), b"d\xe9j\xe0 vu");
+        assert_eq!(content("plain.txt"), b"line one\r\nline two");
+    }
 
     #[test]
     fn sms_capture() {
