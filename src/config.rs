@@ -210,6 +210,9 @@ pub enum ConfigError {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
+/// The longest access-token lifetime taken (Entra's configurable maximum is a day).
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
+
 impl Config {
     pub fn resolve(args: ServeArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
@@ -226,6 +229,13 @@ impl Config {
             .or(file.certs)
             .or_else(|| (!ephemeral).then(|| PathBuf::from("certs")));
         let tls = match (no_tls, tls_cert, tls_key) {
+            (true, Some(_), _) | (true, _, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "no-tls and tls-cert/tls-key contradict each other (one may come from the \
+                     config file or the environment): give one of them"
+                        .into(),
+                ))
+            }
             (true, _, _) => TlsSource::None,
             (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
             (false, None, None) => TlsSource::Generated(certs),
@@ -264,7 +274,16 @@ impl Config {
             tls,
             tls_sans,
             fixtures,
-            admin_key: args.admin_key.or(file.admin_key),
+            admin_key: match args.admin_key.or(file.admin_key) {
+                // An empty value (an unset variable of a compose file) would lock everyone
+                // out: the admin check refuses empty keys. Spaces around it never match.
+                Some(key) if key.trim().is_empty() => {
+                    return Err(ConfigError::Invalid(
+                        "the admin key is empty: give one, or none to have one generated".into(),
+                    ))
+                }
+                key => key.map(|k| k.trim().to_string()),
+            },
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -293,10 +312,19 @@ impl Config {
                 .unwrap_or(4096)
                 .clamp(1, u32::MAX as usize >> 3),
             clock_skew_secs: args.clock_skew_secs.or(file.clock_skew_secs).unwrap_or(300),
-            token_lifetime_secs: args
+            token_lifetime_secs: match args
                 .token_lifetime_secs
                 .or(file.token_lifetime_secs)
-                .unwrap_or(3599),
+                .unwrap_or(3599)
+            {
+                secs @ 1..=MAX_TOKEN_LIFETIME_SECS => secs,
+                secs => {
+                    return Err(ConfigError::Invalid(format!(
+                        "token-lifetime-secs {secs} is out of range: 1 to \
+                         {MAX_TOKEN_LIFETIME_SECS} (a day)"
+                    )))
+                }
+            },
             revocation: args
                 .revocation
                 .or(file.revocation)
@@ -320,4 +348,46 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that would be taken and misbehave later are refused at start: an empty admin
+    /// key (everyone locked out), a token lifetime that overflows token times, no-tls with a
+    /// certificate (one of them silently ignored).
+    #[test]
+    fn values_that_would_misbehave_later_are_refused() {
+        let resolve = |args: ServeArgs| Config::resolve(args);
+        assert!(resolve(ServeArgs {
+            admin_key: Some("   ".into()),
+            ..ServeArgs::default()
+        })
+        .is_err());
+        let trimmed = resolve(ServeArgs {
+            admin_key: Some(" key-with-spaces-around ".into()),
+            ..ServeArgs::default()
+        })
+        .expect("taken");
+        assert_eq!(trimmed.admin_key.as_deref(), Some("key-with-spaces-around"));
+        for secs in [0, MAX_TOKEN_LIFETIME_SECS + 1, u64::MAX] {
+            assert!(
+                resolve(ServeArgs {
+                    token_lifetime_secs: Some(secs),
+                    ..ServeArgs::default()
+                })
+                .is_err(),
+                "{secs}"
+            );
+        }
+        assert!(resolve(ServeArgs {
+            no_tls: true,
+            tls_cert: Some("cert.pem".into()),
+            tls_key: Some("key.pem".into()),
+            ..ServeArgs::default()
+        })
+        .is_err());
+        assert!(resolve(ServeArgs::default()).is_ok());
+    }
 }

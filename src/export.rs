@@ -115,12 +115,18 @@ pub fn to_eml(item: &ItemRecord, attachments: &[Vec<u8>]) -> std::io::Result<Vec
     message.write_to_vec()
 }
 
-/// A mailbox header value; control characters and angle brackets cannot reach the header.
+/// A mailbox header value. Control characters, white space and the characters that are
+/// syntax around an address (`< > ( ) , ; : \ "`) cannot reach the header: inside `<...>`
+/// they would hide the next recipient (`(` opens a comment) or end the address early.
 fn address(record: &AddressRecord) -> Address<'static> {
     let email: String = record
         .address
         .chars()
-        .filter(|c| !c.is_control() && !matches!(c, '<' | '>'))
+        .filter(|c| {
+            !c.is_control()
+                && !c.is_whitespace()
+                && !matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | ':' | '\\' | '"')
+        })
         .collect();
     let name = record
         .name
@@ -224,6 +230,42 @@ mod tests {
             size: 100,
             copies: vec![],
         }
+    }
+
+    /// Characters that are address syntax cannot hide a recipient: `alice@x(` and `bob@x)`
+    /// as two To addresses made `<alice@x(>, <bob@x)>`, which parsers read as one address
+    /// and a comment.
+    #[test]
+    fn address_syntax_in_stored_addresses_hides_no_recipient() {
+        let mut item = item();
+        item.to = [
+            "alice@contoso.com(",
+            "bob@contoso.com)",
+            "carol@contoso.com\",\"x",
+        ]
+        .iter()
+        .map(|a| AddressRecord {
+            name: None,
+            address: a.to_string(),
+        })
+        .collect();
+        let eml = to_eml(&item, &[b"x".to_vec()]).expect("eml");
+        let parsed = MessageParser::default().parse(&eml).expect("parses");
+        let to: Vec<String> = parsed
+            .to()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|a| a.address())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            to,
+            ["alice@contoso.com", "bob@contoso.com", "carol@contoso.comx"],
+            "{}",
+            String::from_utf8_lossy(&eml)
+        );
     }
 
     #[test]
