@@ -144,8 +144,28 @@ pub(crate) fn read_fixtures(fixtures: &[PathBuf]) -> Result<Vec<(Fixture, String
             .map(|path| Ok((Fixture::read(path)?, path.display().to_string())))
             .collect::<Result<_, FixtureError>>()?
     };
+    let mut domains: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    let mut tenants = std::collections::HashSet::new();
     for (fixture, path) in &read {
         fixture.validate(path)?;
+        let invalid = |message: String| FixtureError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        if !tenants.insert(fixture.tenant.id) {
+            return Err(invalid(format!(
+                "tenant {} is in another fixture file too",
+                fixture.tenant.id
+            )));
+        }
+        for domain in &fixture.tenant.domains {
+            let other = domains.insert(domain.to_lowercase(), path.as_str());
+            if let Some(other) = other.filter(|other| *other != path.as_str()) {
+                return Err(invalid(format!(
+                    "the domain {domain} is also a domain of the tenant of {other}"
+                )));
+            }
+        }
     }
     Ok(read)
 }

@@ -103,16 +103,32 @@ fn sweep(tmp: &Path) -> usize {
     removed
 }
 
+/// How old a directory of an older version must be before its pid is trusted: a pid may be
+/// of another PID namespace (a container sharing `/tmp`), and a directory being created has
+/// its pid before its lock file.
+const LEGACY_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A directory of an older version names its owner's pid only: gone when no such process
-/// runs (known on Linux only). Without a pid file, the directory is left alone.
+/// runs (known on Linux only, with `/proc` mounted), and the directory was left untouched for
+/// an hour. Without a pid file, or when a lock file appeared meanwhile, it is left alone.
 fn legacy_owner_gone(dir: &Path) -> bool {
-    if !cfg!(target_os = "linux") || dir.join(format!("{LOCK}.new")).exists() {
+    if !cfg!(target_os = "linux")
+        || !Path::new("/proc/self").exists()
+        || dir.join(format!("{LOCK}.new")).exists()
+    {
         return false;
     }
-    std::fs::read_to_string(dir.join(OWNER))
+    let old = std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age >= LEGACY_MIN_AGE);
+    let pid_gone = std::fs::read_to_string(dir.join(OWNER))
         .ok()
         .and_then(|pid| pid.trim().parse::<u32>().ok())
-        .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+        .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
+    // A server that started meanwhile has its lock file by now.
+    old && pid_gone && !dir.join(LOCK).exists()
 }
 
 #[cfg(test)]
@@ -140,10 +156,21 @@ mod tests {
         std::fs::write(legacy.join(OWNER), "4294967").expect("pid");
         let (legacy_alive, _) = make("ingest-emulator-legacy-alive", false);
         std::fs::write(legacy_alive.join(OWNER), std::process::id().to_string()).expect("pid");
+        // A dead pid in a directory touched within the hour (being created, or of another
+        // PID namespace): left alone.
+        let (legacy_recent, _) = make("ingest-emulator-legacy-recent", false);
+        std::fs::write(legacy_recent.join(OWNER), "4294967").expect("pid");
+        let two_hours_ago = std::time::SystemTime::now() - 2 * LEGACY_MIN_AGE;
+        for dir in [&legacy, &legacy_alive] {
+            File::open(dir)
+                .and_then(|d| d.set_modified(two_hours_ago))
+                .expect("age");
+        }
         let linux = cfg!(target_os = "linux");
         assert_eq!(sweep(tmp.path()), 1 + usize::from(linux));
         assert!(!dead.exists());
         assert_eq!(legacy.exists(), !linux);
         assert!(alive.exists() && unknown.exists() && other.exists() && legacy_alive.exists());
+        assert!(legacy_recent.exists());
     }
 }

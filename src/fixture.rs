@@ -139,6 +139,29 @@ impl Fixture {
                 )));
             }
         }
+        // One address, one user (the store refuses the second one halfway through a load).
+        let mut owners: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+        for user in &self.users {
+            let smtp = user.proxy_addresses.iter().filter_map(|p| {
+                p.split_once(':')
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("smtp"))
+                    .map(|(_, address)| address)
+            });
+            let addresses = std::iter::once(user.upn.as_str())
+                .chain(user.mail.as_deref())
+                .chain(smtp);
+            for address in addresses {
+                let owner = owners
+                    .entry(address.trim().to_lowercase())
+                    .or_insert(user.upn.as_str());
+                if !owner.eq_ignore_ascii_case(&user.upn) {
+                    return Err(invalid(format!(
+                        "the address {address} belongs to both {owner} and {}",
+                        user.upn
+                    )));
+                }
+            }
+        }
         for mapping in &self.external_identities {
             if !self
                 .users
@@ -261,6 +284,26 @@ mod tests {
         assert_eq!(fixture.tenant.domains[0], "contoso.onmicrosoft.com");
         assert!(fixture.users.iter().any(|u| !u.mailbox_enabled));
         assert!(fixture.tenant.third_party_mailbox.is_some());
+    }
+
+    /// An address of two users is refused before anything is written (the store refused the
+    /// second user halfway through a load, which left a reset half restored).
+    #[test]
+    fn an_address_of_two_users_is_refused_before_anything_is_written() {
+        let mut fixture = Fixture::parse(DEFAULT_FIXTURE, "contoso.toml").expect("parses");
+        fixture
+            .validate("contoso.toml")
+            .expect("the default fixture is valid");
+        let taken = format!("SMTP:{}", fixture.users[0].upn.to_uppercase());
+        fixture.users[1].proxy_addresses.push(taken);
+        let e = fixture.validate("contoso.toml").expect_err("refused");
+        assert!(e.to_string().contains("belongs to both"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fixture
+            .load_into(&store, "contoso.toml")
+            .expect_err("refused");
+        assert!(store.tenant(TenantId(fixture.tenant.id)).unwrap().is_none());
     }
 
     #[test]
