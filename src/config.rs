@@ -49,15 +49,15 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_DATA")]
     pub data: Option<PathBuf>,
     /// Use a throw-away store, removed on exit (for test suites).
-    #[arg(long, env = "INGEST_EPHEMERAL")]
-    pub ephemeral: bool,
+    #[arg(long, env = "INGEST_EPHEMERAL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::FalseyValueParser::new())]
+    pub ephemeral: Option<bool>,
     /// Sync every group commit to the disk (fdatasync): acknowledged items then survive power
     /// loss too. Without it they survive a crash of the server (kill -9), not of the machine.
-    #[arg(long, env = "INGEST_FSYNC")]
-    pub fsync: bool,
+    #[arg(long, env = "INGEST_FSYNC", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::FalseyValueParser::new())]
+    pub fsync: Option<bool>,
     /// Serve plain HTTP instead of HTTPS.
-    #[arg(long, env = "INGEST_NO_TLS")]
-    pub no_tls: bool,
+    #[arg(long, env = "INGEST_NO_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_tls: Option<bool>,
     /// PEM certificate chain to serve (with --tls-key); else a local development CA is used.
     #[arg(long, env = "INGEST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -109,8 +109,8 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_REVOCATION", value_enum)]
     pub revocation: Option<RevocationMode>,
     /// Accept HTTP Basic with the third-party data mailbox's credentials (pre-OAuth partners).
-    #[arg(long, env = "INGEST_LEGACY_BASIC_AUTH")]
-    pub legacy_basic_auth: bool,
+    #[arg(long, env = "INGEST_LEGACY_BASIC_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::FalseyValueParser::new())]
+    pub legacy_basic_auth: Option<bool>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ingest_emulator=debug`.
     #[arg(long, env = "INGEST_LOG")]
     pub log: Option<String>,
@@ -221,8 +221,10 @@ impl Config {
         };
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
-        let no_tls = args.no_tls || file.no_tls.unwrap_or(false);
-        let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
+        // A flag given on the command line or in the environment (`--fsync=false`,
+        // `INGEST_FSYNC=0`) overrides the file either way.
+        let no_tls = args.no_tls.or(file.no_tls).unwrap_or(false);
+        let ephemeral = args.ephemeral.or(file.ephemeral).unwrap_or(false);
         // An ephemeral server keeps its generated CA in its throw-away directory unless told.
         let certs = args
             .certs
@@ -259,7 +261,10 @@ impl Config {
         } else {
             args.fixtures
         };
-        let legacy_basic_auth = args.legacy_basic_auth || file.legacy_basic_auth.unwrap_or(false);
+        let legacy_basic_auth = args
+            .legacy_basic_auth
+            .or(file.legacy_basic_auth)
+            .unwrap_or(false);
         Ok(Config {
             listen: args
                 .listen
@@ -270,7 +275,7 @@ impl Config {
                 .or(file.data)
                 .unwrap_or_else(|| PathBuf::from("data")),
             ephemeral,
-            fsync: args.fsync || file.fsync.unwrap_or(false),
+            fsync: args.fsync.or(file.fsync).unwrap_or(false),
             tls,
             tls_sans,
             fixtures,
@@ -382,12 +387,52 @@ mod tests {
             );
         }
         assert!(resolve(ServeArgs {
-            no_tls: true,
+            no_tls: Some(true),
             tls_cert: Some("cert.pem".into()),
             tls_key: Some("key.pem".into()),
             ..ServeArgs::default()
         })
         .is_err());
         assert!(resolve(ServeArgs::default()).is_ok());
+    }
+
+    /// A flag on the command line (or in the environment) overrides the file both ways:
+    /// `--fsync=false` turns off the file's `fsync = true`; a bare `--fsync` is true.
+    #[test]
+    fn flags_override_the_file_both_ways() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from(
+                std::iter::once("serve").chain(args.iter().copied()),
+            )
+            .expect("parses")
+            .serve
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "fsync = true\nno-tls = true\nephemeral = true\n").unwrap();
+        let file = file.to_str().unwrap();
+        let from_file = Config::resolve(parse(&["--config", file])).unwrap();
+        assert!(from_file.fsync && from_file.ephemeral);
+        assert!(matches!(from_file.tls, TlsSource::None));
+        let overridden = Config::resolve(parse(&[
+            "--config",
+            file,
+            "--fsync=false",
+            "--no-tls=false",
+            "--ephemeral=0",
+        ]))
+        .unwrap();
+        assert!(!overridden.fsync && !overridden.ephemeral);
+        assert!(matches!(overridden.tls, TlsSource::Generated(_)));
+        let bare = parse(&["--fsync", "--no-tls", "--listen", "127.0.0.1:0"]);
+        assert_eq!(
+            (bare.fsync, bare.no_tls, bare.ephemeral),
+            (Some(true), Some(true), None)
+        );
     }
 }
