@@ -141,7 +141,7 @@ fn state() -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::resolve(ServeArgs {
         admin_key: Some("proptest-admin-key".into()),
-        legacy_basic_auth: true,
+        legacy_basic_auth: Some(true),
         ephemeral: true,
         ..ServeArgs::default()
     })
