@@ -142,7 +142,7 @@ fn state() -> (tempfile::TempDir, AppState) {
     let config = Config::resolve(ServeArgs {
         admin_key: Some("proptest-admin-key".into()),
         legacy_basic_auth: Some(true),
-        ephemeral: true,
+        ephemeral: Some(true),
         ..ServeArgs::default()
     })
     .unwrap();
