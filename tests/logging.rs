@@ -8,9 +8,10 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-#[test]
-fn json_logs_carry_the_correlation_id_and_never_the_token() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-emulator"))
+/// The server on a throw-away store, plain HTTP, any port, its banner on a pipe.
+fn ephemeral_server() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingest-emulator"));
+    command
         .args([
             "serve",
             "--ephemeral",
@@ -18,6 +19,13 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
             "--listen",
             "127.0.0.1:0",
         ])
+        .stdout(Stdio::piped());
+    command
+}
+
+#[test]
+fn json_logs_carry_the_correlation_id_and_never_the_token() {
+    let mut child = ephemeral_server()
         .args([
             "--admin-key",
             "log-test-key",
@@ -26,7 +34,6 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
             "--log",
             "info,tantivy=warn,ingest_emulator=debug",
         ])
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start");
@@ -133,16 +140,8 @@ fn json_logs_carry_the_correlation_id_and_never_the_token() {
 /// in container and CI logs.
 #[test]
 fn the_banner_names_the_admin_key_file_not_the_key() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-emulator"))
-        .args([
-            "serve",
-            "--ephemeral",
-            "--no-tls",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = ephemeral_server()
         .env_remove("INGEST_ADMIN_KEY")
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start");
