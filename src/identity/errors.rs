@@ -95,7 +95,11 @@ impl EntraError {
     /// The complete HTTP answer; the correlation id is the client's `client-request-id` when it
     /// sent one.
     pub fn into_response_for(self, request_headers: &HeaderMap) -> Response {
-        let correlation = correlation_id(request_headers);
+        self.into_response_with(correlation_id(request_headers))
+    }
+
+    /// The complete HTTP answer, with this correlation id (see [`client_request_id`]).
+    pub fn into_response_with(self, correlation: String) -> Response {
         let trace = Uuid::new_v4();
         // The line that ties the client's error (its Trace ID) to this request's logs: the
         // code only (the message echoes what the client sent, which may be a pasted secret).
@@ -121,12 +125,28 @@ impl std::fmt::Display for EntraError {
 
 impl std::error::Error for EntraError {}
 
-/// The client's `client-request-id` when it is a GUID (as Entra), else a new one.
+/// The client's `client-request-id` header when it is a GUID (as Entra), else a new one.
 pub fn correlation_id(headers: &HeaderMap) -> String {
+    client_request_id(headers, None, &[])
+}
+
+/// The correlation id of a token request: the client's `client-request-id`, a GUID, from the
+/// header (MSAL for Python, .NET), else the query string, else the form (MSAL Node and MSAL.js
+/// send it only there); else a new one.
+pub fn client_request_id(headers: &HeaderMap, query: Option<&str>, form: &[u8]) -> String {
+    fn in_form(encoded: &[u8]) -> Option<Uuid> {
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(encoded)
+            .ok()?
+            .into_iter()
+            .find(|(name, _)| name == "client-request-id")
+            .and_then(|(_, value)| Uuid::parse_str(value.trim()).ok())
+    }
     headers
         .get("client-request-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        .or_else(|| query.and_then(|q| in_form(q.as_bytes())))
+        .or_else(|| in_form(form))
         .unwrap_or_else(Uuid::new_v4)
         .to_string()
 }
@@ -250,6 +270,17 @@ mod tests {
         headers.insert("client-request-id", HeaderValue::from_static(id));
         assert_eq!(correlation_id(&headers), id);
         assert_ne!(correlation_id(&HeaderMap::new()), id);
+
+        // MSAL Node sends it in the query string and the form, not as a header.
+        let other = "9d40706e-5d3e-4a4c-9f7e-2f4f6a0b1c2d";
+        let query = format!("client-request-id={other}");
+        let form = format!("client_id=x&client-request-id={other}");
+        let none = HeaderMap::new();
+        assert_eq!(client_request_id(&none, Some(&query), b""), other);
+        assert_eq!(client_request_id(&none, None, form.as_bytes()), other);
+        assert_eq!(client_request_id(&headers, Some(&query), form.as_bytes()), id);
+        let bad = client_request_id(&none, Some("client-request-id=not-a-guid"), b"");
+        assert!(Uuid::parse_str(&bad).is_ok() && bad != other);
     }
 
     #[test]

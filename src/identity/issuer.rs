@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::assertion::{verify_client_assertion, JWT_BEARER};
 use super::bearer::{is_accepted_audience, EMULATOR_RESOURCE, EXCHANGE_APP_ID};
 use super::credentials::{check_secret, SecretCheck};
-use super::errors::{add_token_headers, correlation_id, html_error_page, EntraError};
+use super::errors::{add_token_headers, client_request_id, html_error_page, EntraError};
 use crate::app::AppState;
 use crate::store::model::{AppRecord, ServicePrincipalRecord, TenantRecord};
 
@@ -277,29 +277,32 @@ pub enum Endpoint {
 async fn token_v2(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token(state, tenant, headers, body, Endpoint::V2).await
+    token(state, tenant, &uri, headers, body, Endpoint::V2).await
 }
 
 async fn token_v1(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token(state, tenant, headers, body, Endpoint::V1).await
+    token(state, tenant, &uri, headers, body, Endpoint::V1).await
 }
 
 async fn token(
     state: AppState,
     tenant: String,
+    uri: &Uri,
     headers: HeaderMap,
     body: Bytes,
     endpoint: Endpoint,
 ) -> Response {
-    let request_headers = headers.clone();
+    let correlation = client_request_id(&headers, uri.query(), &body);
     // Signing (and on a new store, waiting for the first key) is CPU work: off the workers.
     let outcome = crate::task::spawn_blocking(move || {
         let base = crate::http::base_url(&state, &headers);
@@ -317,12 +320,11 @@ async fn token(
     .unwrap_or_else(|_| Err(transient()));
     match outcome {
         Ok(body) => {
-            let correlation = correlation_id(&request_headers);
             let mut response = (StatusCode::OK, Json(body)).into_response();
             add_token_headers(response.headers_mut(), Uuid::new_v4(), &correlation);
             response
         }
-        Err(error) => error.into_response_for(&request_headers),
+        Err(error) => error.into_response_with(correlation),
     }
 }
 

@@ -140,6 +140,10 @@ describe('MSAL Node against the emulated Entra ID', () => {
     assert.equal(String(e.errorNo), '7000215');
     assert.match(e.errorMessage, /Description: AADSTS7000215: Invalid client secret provided\./);
     assert.match(e.errorMessage, /Trace ID: [0-9a-f-]{36}/);
+    // MSAL Node sends its correlation id as `client-request-id` in the query string and the
+    // form (no header): the answer carries it, so both sides log the same id.
+    assert.match(e.correlationId, /^[0-9a-f-]{36}$/);
+    assert.ok(e.errorMessage.includes(`Correlation ID: ${e.correlationId}`), e.errorMessage);
   });
 
   test('unconsented, disabled and unknown apps, and an unknown tenant, are refused as Entra refuses them', async () => {
