@@ -278,7 +278,10 @@ mod tests {
         let none = HeaderMap::new();
         assert_eq!(client_request_id(&none, Some(&query), b""), other);
         assert_eq!(client_request_id(&none, None, form.as_bytes()), other);
-        assert_eq!(client_request_id(&headers, Some(&query), form.as_bytes()), id);
+        assert_eq!(
+            client_request_id(&headers, Some(&query), form.as_bytes()),
+            id
+        );
         let bad = client_request_id(&none, Some("client-request-id=not-a-guid"), b"");
         assert!(Uuid::parse_str(&bad).is_ok() && bad != other);
     }
