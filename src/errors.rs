@@ -34,8 +34,11 @@ pub enum EndpointError {
         fault: Fault,
         /// The operation label of the request (`CreateItem`, `GetFolder`, ...).
         operation: &'static str,
-        /// How many items (CreateItem) the request carried: one error message each.
-        items: usize,
+        /// How many response messages the answer has ([`Operation::response_messages`]):
+        /// an item-level fault is one error message each.
+        ///
+        /// [`Operation::response_messages`]: crate::ews::types::Operation::response_messages
+        messages: usize,
         correlation_id: uuid::Uuid,
     },
 }
@@ -142,10 +145,10 @@ impl IntoResponse for EndpointError {
             EndpointError::Injected {
                 fault,
                 operation,
-                items,
+                messages,
                 correlation_id,
                 ..
-            } => injected(fault, operation, items, correlation_id),
+            } => injected(fault, operation, messages, correlation_id),
             EndpointError::Ingest(IngestError::Store(
                 error @ crate::store::StoreError::OutcomeUnknown(_),
             )) => {
@@ -176,14 +179,36 @@ fn fault(status: StatusCode, code: &str, message: &str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/xml; charset=utf-8"),
     );
+    if status != StatusCode::INTERNAL_SERVER_ERROR {
+        // EWS clients read a SOAP fault only from a 500 (the Managed API gives the caller the
+        // `x-ms-diagnostics` header of any other status): the reason goes there too.
+        response
+            .headers_mut()
+            .insert("x-ms-diagnostics", diagnostics(code, message));
+    }
     response
+}
+
+/// `x-ms-diagnostics` of a refusal: `{ResponseCode};reason="{text}"`, the text in printable
+/// ASCII without quotes (a header value carries nothing else).
+fn diagnostics(code: &str, message: &str) -> HeaderValue {
+    let reason: String = message
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect();
+    HeaderValue::from_str(&format!("{code};reason=\"{reason}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("ErrorInternalServerError"))
 }
 
 /// The wire answer of an injected fault.
 fn injected(
     fault: Fault,
     operation: &'static str,
-    items: usize,
+    messages: usize,
     correlation_id: uuid::Uuid,
 ) -> Response {
     let mut response = match fault {
@@ -201,7 +226,7 @@ fn injected(
             back_off_milliseconds,
         } => soap(
             StatusCode::OK,
-            item_server_busy(operation, items, back_off_milliseconds),
+            item_server_busy(operation, messages, back_off_milliseconds),
         ),
         Fault::Http503 {
             retry_after_seconds,
@@ -251,22 +276,23 @@ fn retry_after(status: StatusCode, seconds: u64, text: &'static str) -> Response
 }
 
 /// A 200 reply whose every response message is an `ErrorServerBusy` error with
-/// `BackOffMilliseconds` in `MessageXml` (one per item of a CreateItem, else one).
-fn item_server_busy(operation: &str, items: usize, back_off_milliseconds: u64) -> String {
+/// `BackOffMilliseconds` in `MessageXml`: one per element the request asked about (item,
+/// folder, id, attachment), as clients read one per element.
+fn item_server_busy(operation: &str, messages: usize, back_off_milliseconds: u64) -> String {
     use reply::ItemResult;
-    let xml = if operation == "CreateItem" && items > 0 {
+    let xml = if operation == "CreateItem" {
         let failed = ItemResult::Failed {
             code: "ErrorServerBusy".into(),
             message: SERVER_BUSY_TEXT.into(),
         };
-        reply::create_item(&vec![failed; items])
+        reply::create_item(&vec![failed; messages.max(1)])
     } else {
         let operation = if operation == "Unsupported" {
             "CreateItem"
         } else {
             operation
         };
-        reply::error_message(operation, "ErrorServerBusy", SERVER_BUSY_TEXT)
+        reply::error_messages(operation, "ErrorServerBusy", SERVER_BUSY_TEXT, messages)
     };
     // MessageXml follows DescriptiveLinkKey in a response message (schema order). The message
     // text is escaped, so the marker occurs only where the writer put it.

@@ -572,3 +572,56 @@ fn an_item_budget_throttles_with_the_back_off_that_recovers_it() {
     let (_, list) = call(&server, Method::GET, "/api/faults", None);
     assert_eq!(list["value"][0]["injected"], 1);
 }
+
+/// An item-level fault answers one error message per element the request asked about, for
+/// every operation (EWS clients read one per element: the Managed API fails on a missing one),
+/// and ConvertId answers each of its ids.
+#[test]
+fn item_server_busy_and_convert_id_answer_one_message_per_element_asked_about() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let two_folders = get_folder("alice@contoso.com", "inbox").replace(
+        r#"<t:DistinguishedFolderId Id="inbox"/>"#,
+        r#"<t:DistinguishedFolderId Id="inbox"/><t:DistinguishedFolderId Id="recoverableitemspurges"/>"#,
+    );
+    let three_ids = get_folder("alice@contoso.com", "inbox").replace(
+        r#"<m:GetFolder><m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>"#,
+        r#"<m:ConvertId DestinationFormat="EwsId"><m:SourceIds><t:AlternateId Format="EwsId" Id="AAA" Mailbox="alice@contoso.com"/><t:AlternateId Format="EwsId" Id="BBB" Mailbox="alice@contoso.com"/><t:AlternatePublicFolderId Format="EwsId" FolderId="CCC"/></m:SourceIds></m:ConvertId>"#,
+    );
+    assert!(three_ids.contains("m:ConvertId"), "{three_ids}");
+
+    let convert = server.ews(&token, &three_ids);
+    assert_eq!(convert.status, 200, "{}", convert.body);
+    let messages = convert.messages();
+    assert_eq!(messages.len(), 3, "{}", convert.body);
+    assert!(messages
+        .iter()
+        .all(|(class, code, _)| class == "Error" && code == "ErrorInvalidRequest"));
+
+    add_rule(
+        &server,
+        json!({"fault": {"kind": "itemServerBusy", "backOffMilliseconds": 700}}),
+    );
+    for (request, expected) in [(&two_folders, 2), (&three_ids, 3)] {
+        let reply = server.ews(&token, request);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let messages = reply.messages();
+        assert_eq!(messages.len(), expected, "{}", reply.body);
+        assert!(
+            messages
+                .iter()
+                .all(|(class, code, _)| class == "Error" && code == "ErrorServerBusy"),
+            "{}",
+            reply.body
+        );
+        assert_eq!(
+            reply
+                .body
+                .matches(r#"<t:Value Name="BackOffMilliseconds">700</t:Value>"#)
+                .count(),
+            expected,
+            "{}",
+            reply.body
+        );
+    }
+}

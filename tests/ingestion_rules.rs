@@ -249,6 +249,14 @@ fn a_sender_of_the_tenant_without_an_active_mailbox_fails_the_whole_request_with
         assert_eq!(reply.status, 401, "{sender}: {}", reply.body);
         assert!(reply.body.contains("One or more messages in the Request failed to be delivered to either From or Sender email address. You will need to resend your entire Request. Error: The request failed. The remote server returned an error: (401) Unauthorized."), "{}", reply.body);
         assert!(reply.correlation_id().is_none());
+        // EWS clients read a fault only from a 500: the reason is in x-ms-diagnostics too.
+        let diagnostics = reply.headers["x-ms-diagnostics"].to_str().unwrap();
+        assert!(
+            diagnostics.starts_with(
+                "ErrorAccessDenied;reason=\"One or more messages in the Request failed to be delivered"
+            ),
+            "{diagnostics}"
+        );
     }
     // Nothing of those requests was stored, not even the good item.
     assert_eq!(

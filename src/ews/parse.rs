@@ -603,11 +603,15 @@ impl<'i> Parser<'i> {
                             while let Some((ns, s)) = self.next_child("t:ConnectingSID")? {
                                 match (ns, s.local_name().as_ref()) {
                                     (Ns::T, b"PrimarySmtpAddress") => {
-                                        h.impersonated_smtp =
-                                            Some(self.string("t:PrimarySmtpAddress")?)
+                                        h.impersonated = Some(self.string("t:PrimarySmtpAddress")?)
                                     }
                                     (Ns::T, b"SmtpAddress") => {
-                                        h.impersonated_smtp = Some(self.string("t:SmtpAddress")?)
+                                        h.impersonated = Some(self.string("t:SmtpAddress")?)
+                                    }
+                                    // A user principal name: every user's UPN is one of its
+                                    // addresses (`ConnectingIdType.PrincipalName`).
+                                    (Ns::T, b"PrincipalName") => {
+                                        h.impersonated = Some(self.string("t:PrincipalName")?)
                                     }
                                     _ => self.skip()?,
                                 }
@@ -631,10 +635,9 @@ impl<'i> Parser<'i> {
             match e.local_name().as_ref() {
                 b"CreateItem" => Operation::CreateItem(self.parse_create_item(&e)?),
                 b"GetFolder" => Operation::GetFolder(self.parse_get_folder()?),
-                b"ConvertId" => {
-                    self.skip()?;
-                    Operation::ConvertId
-                }
+                b"ConvertId" => Operation::ConvertId {
+                    source_ids: self.parse_convert_id()?,
+                },
                 b"CreateAttachment" => Operation::CreateAttachment(self.parse_create_attachment()?),
                 other => {
                     let name = String::from_utf8_lossy(other).into_owned();
@@ -709,6 +712,23 @@ impl<'i> Parser<'i> {
             return Err(self.schema("m:GetFolder requires the element m:FolderIds"));
         }
         Ok(gf)
+    }
+
+    /// Counts the ids of `m:SourceIds` (`t:AlternateId` and the public folder forms): the
+    /// service converts none, but answers each.
+    fn parse_convert_id(&mut self) -> Result<usize> {
+        let mut ids = 0;
+        while let Some((ns, c)) = self.next_child("m:ConvertId")? {
+            if ns == Ns::M && c.local_name().as_ref() == b"SourceIds" {
+                while self.next_child("m:SourceIds")?.is_some() {
+                    ids += 1;
+                    self.skip()?;
+                }
+            } else {
+                self.skip()?;
+            }
+        }
+        Ok(ids)
     }
 
     fn parse_create_attachment(&mut self) -> Result<CreateAttachment> {
@@ -1155,13 +1175,13 @@ mod tests {
     #[test]
     fn convert_id_capture() {
         let req = parse_request(&capture("exchangelib/001-ConvertId.http")).unwrap();
-        assert_eq!(req.operation, Operation::ConvertId);
+        assert_eq!(req.operation, Operation::ConvertId { source_ids: 1 });
         assert_eq!(
             req.header.request_server_version.as_deref(),
             Some("Exchange2016")
         );
         assert_eq!(
-            req.header.impersonated_smtp.as_deref(),
+            req.header.impersonated.as_deref(),
             Some("alice@contoso.com")
         );
     }
@@ -1725,10 +1745,7 @@ bG8=</t:Content></t:FileAttachment></m:Attachments></m:CreateAttachment></s:Body
             req.header.request_server_version.as_deref(),
             Some("Exchange2013_SP1")
         );
-        assert_eq!(
-            req.header.impersonated_smtp.as_deref(),
-            Some("bob@contoso.com")
-        );
+        assert_eq!(req.header.impersonated.as_deref(), Some("bob@contoso.com"));
         // GetFolder without FolderIds.
         let d = format!("{ENV_OPEN}<s:Body><m:GetFolder/></s:Body></s:Envelope>");
         assert!(is_schema(parse_request(d.as_bytes())));

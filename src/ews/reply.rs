@@ -287,20 +287,30 @@ pub fn get_folder(results: &[FolderResult]) -> String {
 
 /// `m:ConvertIdResponse` with one Error message: this service does not convert ids. The
 /// ServerVersionInfo header is what exchangelib's version probe needs.
-pub fn convert_id_error() -> String {
-    error_message(
+pub fn convert_id_error(source_ids: usize) -> String {
+    error_messages(
         "ConvertId",
         "ErrorInvalidRequest",
         "ConvertId is not supported by the third-party data ingestion service.",
+        source_ids,
     )
 }
 
 /// An `m:{operation}Response` with a single Error response message.
 pub fn error_message(operation: &str, code: &str, message: &str) -> String {
-    let mut out = open(operation, message.len() + 256);
-    message_open(&mut out, operation, false);
-    push_error_fields(&mut out, code, message);
-    message_close(&mut out, operation);
+    error_messages(operation, code, message, 1)
+}
+
+/// An `m:{operation}Response` with `count` (at least one) identical Error response messages:
+/// one per element the request asked about.
+pub fn error_messages(operation: &str, code: &str, message: &str, count: usize) -> String {
+    let count = count.max(1);
+    let mut out = open(operation, count * (message.len() + 256));
+    for _ in 0..count {
+        message_open(&mut out, operation, false);
+        push_error_fields(&mut out, code, message);
+        message_close(&mut out, operation);
+    }
     close(&mut out, operation);
     out
 }
@@ -581,7 +591,7 @@ mod tests {
 
     #[test]
     fn errors_and_faults() {
-        let xml = convert_id_error();
+        let xml = convert_id_error(2);
         let els = walk(&xml);
         assert!(els.iter().any(|e| e.1 == "ServerVersionInfo"));
         let m = els
@@ -589,6 +599,18 @@ mod tests {
             .find(|e| e.1 == "ConvertIdResponseMessage")
             .unwrap();
         assert_eq!(m.2, vec![("ResponseClass".into(), "Error".into())]);
+        let messages = els
+            .iter()
+            .filter(|e| e.1 == "ConvertIdResponseMessage")
+            .count();
+        assert_eq!(messages, 2, "one message per id asked about");
+        assert_eq!(
+            names(&convert_id_error(0))
+                .iter()
+                .filter(|n| *n == "ConvertIdResponseMessage")
+                .count(),
+            1
+        );
 
         let xml = error_message(
             "FindItem",

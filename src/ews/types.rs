@@ -19,8 +19,9 @@ pub struct EwsRequest {
 pub struct SoapHeader {
     /// `t:RequestServerVersion/@Version`, e.g. `Exchange2016`.
     pub request_server_version: Option<String>,
-    /// `t:ExchangeImpersonation/t:ConnectingSID/(PrimarySmtpAddress|SmtpAddress)`.
-    pub impersonated_smtp: Option<String>,
+    /// `t:ExchangeImpersonation/t:ConnectingSID/(PrimarySmtpAddress|SmtpAddress|PrincipalName)`
+    /// (a `t:SID` names no user of this directory, which has no SIDs: ignored).
+    pub impersonated: Option<String>,
 }
 
 /// The operation: the first child element of `soap:Body`, dispatched by local name.
@@ -28,10 +29,30 @@ pub struct SoapHeader {
 pub enum Operation {
     CreateItem(CreateItem),
     GetFolder(GetFolder),
-    ConvertId,
+    /// `ConvertId`, with how many ids `m:SourceIds` lists (each gets its own error message).
+    ConvertId {
+        source_ids: usize,
+    },
     CreateAttachment(CreateAttachment),
     /// Any other operation in the messages namespace: answered with an EWS error.
     Unsupported(String),
+}
+
+impl Operation {
+    /// How many response messages the answer has: one per item, folder, id or attachment
+    /// asked about, at least one. EWS clients read one message per element they sent (the
+    /// Managed API fails on a missing one), so an error answered to the whole request is
+    /// repeated that many times.
+    pub fn response_messages(&self) -> usize {
+        let asked = match self {
+            Operation::CreateItem(create) => create.items.len(),
+            Operation::GetFolder(get) => get.folders.len(),
+            Operation::ConvertId { source_ids } => *source_ids,
+            Operation::CreateAttachment(create) => create.attachments.len(),
+            Operation::Unsupported(_) => 1,
+        };
+        asked.max(1)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -196,7 +196,7 @@ async fn inject_faults(
         rule,
         fault,
         operation,
-        items,
+        messages: parsed.operation.response_messages(),
         correlation_id,
     };
     warn!(fault = %fault, "injected fault");

@@ -43,7 +43,7 @@ pub fn operation_label(operation: &crate::ews::types::Operation) -> &'static str
     match operation {
         Operation::CreateItem(_) => "CreateItem",
         Operation::GetFolder(_) => "GetFolder",
-        Operation::ConvertId => "ConvertId",
+        Operation::ConvertId { .. } => "ConvertId",
         Operation::CreateAttachment(_) => "CreateAttachment",
         Operation::Unsupported(_) => "Unsupported",
     }

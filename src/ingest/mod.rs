@@ -100,13 +100,10 @@ pub async fn execute(
         Operation::CreateItem(create) => {
             return create_item(state, principal, create, correlation_id).await
         }
-        Operation::GetFolder(get) => get_folder(
-            state,
-            principal,
-            &request.header.impersonated_smtp,
-            &get.folders,
-        )?,
-        Operation::ConvertId => reply::convert_id_error(),
+        Operation::GetFolder(get) => {
+            get_folder(state, principal, &request.header.impersonated, &get.folders)?
+        }
+        Operation::ConvertId { source_ids } => reply::convert_id_error(source_ids),
         Operation::CreateAttachment(create) => create_attachment(state, principal, create).await?,
         Operation::Unsupported(name) => return Err(IngestError::UnsupportedOperation(name)),
     };
@@ -179,10 +176,15 @@ async fn create_item(
                     &item,
                     &destinations,
                 );
+                // One id per `t:FileAttachment` of the request, in its order (the Managed API
+                // matches them to its attachment collection, count and order); the parts of a
+                // `MimeContent`, stored first, have none.
+                let listed = create.items.get(index).map_or(0, |m| m.attachments.len());
+                let stored = item.attachments.len();
                 results.push(ItemResult::Created {
                     item_id: id.to_string(),
                     change_key: change_key(id),
-                    attachment_ids: (0..item.attachments.len())
+                    attachment_ids: (stored.saturating_sub(listed)..stored)
                         .map(|n| attachment_id(id, n))
                         .collect(),
                 });

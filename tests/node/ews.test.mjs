@@ -139,6 +139,71 @@ describe('ews-javascript-api (the EWS Managed API) against the ingestion endpoin
     assert.deepEqual(item.copies, [{ mailbox: ALICE, folder: PURGES }]);
   });
 
+  test('a MIME message with its own attachment and one more added gets the ids of the added one only', async () => {
+    // The Managed API matches the reply's attachment ids to its attachment collection: one
+    // id too many and it sends the attachment again with CreateAttachment (stored twice).
+    const service = exchange(server, token);
+    const message = new ews.EmailMessage(service);
+    message.ItemClass = 'IPM.Note.Slack.Message';
+    const mime = [
+      'From: someone@slack.example',
+      `To: ${ALICE}`,
+      'Subject: MIME with an attachment',
+      'Date: Fri, 01 Mar 2024 12:00:00 +0000',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b"',
+      '',
+      '--b',
+      'Content-Type: text/plain',
+      '',
+      'see attached',
+      '--b',
+      'Content-Type: application/octet-stream',
+      'Content-Disposition: attachment; filename="in-mime.bin"',
+      'Content-Transfer-Encoding: base64',
+      '',
+      Buffer.from([0, 1, 2, 3]).toString('base64'),
+      '--b--',
+      '',
+    ].join('\r\n');
+    message.MimeContent = new ews.MimeContent('UTF-8', Buffer.from(mime).toString('base64'));
+    message.Attachments.AddFileAttachment('added.txt', Buffer.from('added').toString('base64'));
+    await message.Save(purges());
+
+    const item = await server.item(message.Id.UniqueId);
+    assert.deepEqual(item.attachments.map((a) => a.name), ['in-mime.bin', 'added.txt']);
+    const operations = (await server.ingestions()).slice(0, 2).map((r) => r.operation);
+    assert.equal(operations[0], 'CreateItem', 'no CreateAttachment followed');
+    assert.equal(message.Attachments.Items[0].Id, `${message.Id.UniqueId}.1`);
+  });
+
+  test('ConvertIds answers every id it was given (each an error: this service converts none)', async () => {
+    const service = exchange(server, token);
+    const ids = ['AAMkAD1', 'AAMkAD2'].map((id) => new ews.AlternateId(ews.IdFormat.EwsId, id, ALICE));
+    const responses = await service.ConvertIds(ids, ews.IdFormat.EwsId);
+    assert.equal(responses.Count, 2);
+    for (const response of responses.Responses) {
+      assert.equal(response.Result, ews.ServiceResult.Error);
+      assert.equal(response.ErrorCode, ews.ServiceError.ErrorInvalidRequest);
+    }
+  });
+
+  test('impersonation by user principal name binds that user\'s folders', async () => {
+    const service = exchange(server, token);
+    service.ImpersonatedUserId = new ews.ImpersonatedUserId(ews.ConnectingIdType.PrincipalName, 'bob@contoso.com');
+    const folder = await ews.Folder.Bind(service, ews.WellKnownFolderName.Inbox);
+    assert.equal(folder.DisplayName, 'Inbox');
+  });
+
+  test('a sender of the tenant without an active mailbox: 401, the reason in x-ms-diagnostics', async () => {
+    const service = exchange(server, token);
+    const message = tweet(service, 'from a disabled mailbox');
+    message.From = new ews.EmailAddress('dave@contoso.com');
+    const refused = await rejection(message.Save(purges()));
+    assert.equal(refused.HttpStatusCode, 401);
+    assert.match(refused.Message, /^ErrorAccessDenied;reason="One or more messages in the Request failed to be delivered to either From or Sender email address\./);
+  });
+
   test('an item no participant of which has a mailbox goes to the third-party data mailbox', async () => {
     const service = exchange(server, token);
     const message = tweet(service, 'nobody here', { to: ['someone@elsewhere.example'] });
