@@ -353,7 +353,8 @@ fn a_sign_in_over_plain_http_off_this_machine_says_why_it_cannot_work() {
     ] {
         assert_eq!(attempt(host).status(), 303, "{host}");
     }
-    // Behind a proxy that terminates TLS the browser is on HTTPS and keeps the cookie.
+    // Behind a proxy that terminates TLS the browser is on HTTPS and keeps the cookie; its
+    // form names the HTTPS origin, which is this server's as the browser sees it.
     for (name, value) in [
         ("X-Forwarded-Proto", "https"),
         ("Forwarded", "for=1.2.3.4;proto=https"),
@@ -361,6 +362,7 @@ fn a_sign_in_over_plain_http_off_this_machine_says_why_it_cannot_work() {
         let response = server
             .post("/signin")
             .header("Host", "emulator.example")
+            .header("Origin", "https://emulator.example")
             .header(name, value)
             .form(&[("key", server.admin_key.as_str())])
             .send()

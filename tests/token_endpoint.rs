@@ -113,6 +113,60 @@ fn openid_documents_name_the_scheme_host_and_port_the_client_used() {
     );
 }
 
+/// Behind a proxy that terminates TLS (`--no-tls`), clients use HTTPS: the documents say
+/// `https` when the proxy says so, else MSAL Node refuses the issuer (its scheme and host must
+/// be the authority's) and a client assertion's audience (the HTTPS token endpoint) would not
+/// match.
+#[test]
+fn openid_documents_behind_a_tls_terminating_proxy_name_https() {
+    let server = Server::start(&["--no-tls"]);
+    let document = |forwarded: Option<(&str, &str)>| -> Value {
+        let mut request = server
+            .get(&format!(
+                "/{TENANT_DOMAIN}/v2.0/.well-known/openid-configuration"
+            ))
+            .header("Host", "ingest.example");
+        if let Some((name, value)) = forwarded {
+            request = request.header(name, value);
+        }
+        request.send().unwrap().json().unwrap()
+    };
+    let direct = document(None);
+    assert!(
+        direct["token_endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://ingest.example/"),
+        "{direct}"
+    );
+    for forwarded in [
+        ("X-Forwarded-Proto", "https"),
+        ("Forwarded", "for=10.0.0.1;proto=https;host=ingest.example"),
+    ] {
+        let doc = document(Some(forwarded));
+        for field in [
+            "token_endpoint",
+            "jwks_uri",
+            "issuer",
+            "authorization_endpoint",
+        ] {
+            assert!(
+                doc[field]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("https://ingest.example/"),
+                "{forwarded:?}: {field} in {doc}"
+            );
+        }
+    }
+    // Only the proxy's word for HTTPS counts; anything else is plain HTTP.
+    let other = document(Some(("X-Forwarded-Proto", "ws")));
+    assert!(
+        other["issuer"].as_str().unwrap().starts_with("http://"),
+        "{other}"
+    );
+}
+
 #[test]
 fn jwks_publishes_kid_x5t_n_e_and_x5c_and_tokens_look_like_entra_v1_app_tokens() {
     let server = Server::start(&[]);

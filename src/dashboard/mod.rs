@@ -118,18 +118,7 @@ fn cookie_kept(state: &AppState, headers: &HeaderMap) -> bool {
         return true;
     }
     // Behind a proxy that terminates TLS, the browser is on HTTPS: it keeps the cookie.
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase()
-    };
-    if text("x-forwarded-proto").split(',').next().map(str::trim) == Some("https")
-        || text("forwarded")
-            .split([';', ','])
-            .any(|part| part.trim() == "proto=https")
-    {
+    if crate::http::forwarded_https(headers) {
         return true;
     }
     let host = headers

@@ -532,11 +532,14 @@ pub fn text(status: http::StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
 }
 
-/// `scheme://host[:port]` as the client reached us: `https` unless TLS is off, and the host from
+/// `scheme://host[:port]` as the client reached us: `https` unless TLS is off (and no proxy
+/// that terminates TLS says the client used HTTPS: [`forwarded_https`]), and the host from
 /// `Host` (HTTP/2's authority is copied there by `correlate`), when it is a plausible host.
+/// The OpenID documents, the audience of client assertions, the WSDL and the dashboard's
+/// same-origin check all use it.
 pub fn base_url(state: &AppState, headers: &http::HeaderMap) -> String {
     let scheme = match state.config.tls {
-        crate::config::TlsSource::None => "http",
+        crate::config::TlsSource::None if !forwarded_https(headers) => "http",
         _ => "https",
     };
     let valid = |h: &&str| {
@@ -552,4 +555,21 @@ pub fn base_url(state: &AppState, headers: &http::HeaderMap) -> String {
         .map(str::to_string)
         .unwrap_or_else(|| state.config.listen.to_string());
     format!("{scheme}://{host}")
+}
+
+/// Whether a proxy that terminates TLS says the client reached it over HTTPS
+/// (`X-Forwarded-Proto: https`, or `Forwarded: proto=https`, RFC 7239). Only ever turns a
+/// plain-HTTP server's `http` into `https`: what the client itself used.
+pub fn forwarded_https(headers: &http::HeaderMap) -> bool {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    text("x-forwarded-proto").split(',').next().map(str::trim) == Some("https")
+        || text("forwarded")
+            .split([';', ','])
+            .any(|part| part.trim() == "proto=https")
 }
