@@ -181,7 +181,23 @@ const COMPACT_TEXT_DATES: u8 = 0;
 /// every other record is JSON. [`decode`] reads both, so records written as JSON before still
 /// read.
 fn encode_compact<T: serde::Serialize>(record: &T) -> Result<Vec<u8>> {
-    Ok(postcard::to_extend(record, vec![COMPACT])?)
+    // Serialised into a buffer each thread keeps (growing a new vector from one byte to an
+    // item's size took a reallocation per doubling), then copied out at its exact size.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    const KEEP_AT_MOST: usize = 1 << 20;
+    SCRATCH.with(|scratch| {
+        let mut buffer = std::mem::take(&mut *scratch.borrow_mut());
+        buffer.clear();
+        buffer.push(COMPACT);
+        let buffer = postcard::to_extend(record, buffer)?;
+        let encoded = buffer.as_slice().to_vec();
+        if buffer.capacity() <= KEEP_AT_MOST {
+            *scratch.borrow_mut() = buffer;
+        }
+        Ok(encoded)
+    })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
