@@ -126,6 +126,7 @@ impl IntoResponse for EndpointError {
             EndpointError::Ingest(
                 error @ (IngestError::TooManyItems { .. }
                 | IngestError::TooManyFolders { .. }
+                | IngestError::TooManyElements { .. }
                 | IngestError::UnsupportedOperation(_)),
             ) => fault(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -190,12 +191,13 @@ fn fault(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// `x-ms-diagnostics` of a refusal: `{ResponseCode};reason="{text}"`, the text in printable
-/// ASCII without quotes (a header value carries nothing else).
+/// ASCII without quotes or backslashes (a header value carries nothing else, and a quoted
+/// string would take a backslash as an escape).
 fn diagnostics(code: &str, message: &str) -> HeaderValue {
     let reason: String = message
         .chars()
         .map(|c| match c {
-            '"' => '\'',
+            '"' | '\\' => '\'',
             ' '..='~' => c,
             _ => '?',
         })

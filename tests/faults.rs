@@ -590,6 +590,21 @@ fn item_server_busy_and_convert_id_answer_one_message_per_element_asked_about() 
     );
     assert!(three_ids.contains("m:ConvertId"), "{three_ids}");
 
+    // Each id costs a message: a ConvertId is bounded like a GetFolder.
+    let many_ids = three_ids.replace(
+        r#"<t:AlternatePublicFolderId Format="EwsId" FolderId="CCC"/>"#,
+        &r#"<t:AlternateId Format="EwsId" Id="X" Mailbox="a@b.example"/>"#.repeat(200),
+    );
+    let refused = server.ews(&token, &many_ids);
+    assert_eq!(refused.status, 500, "{}", refused.body);
+    assert!(
+        refused.body.contains(
+            "The request names 202 ids; at most 100 are accepted in one ConvertId request."
+        ),
+        "{}",
+        refused.body
+    );
+
     let convert = server.ews(&token, &three_ids);
     assert_eq!(convert.status, 200, "{}", convert.body);
     let messages = convert.messages();

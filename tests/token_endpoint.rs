@@ -113,6 +113,49 @@ fn openid_documents_name_the_scheme_host_and_port_the_client_used() {
     );
 }
 
+/// The correlation id of a token answer is the client's `client-request-id`: MSAL for Python
+/// and .NET send it as a header, MSAL Node and MSAL.js in the query string and the form.
+#[test]
+fn the_correlation_id_is_the_client_request_id_wherever_the_client_puts_it() {
+    let server = Server::start(&[]);
+    let id = "9d40706e-5d3e-4a4c-9f7e-2f4f6a0b1c2d";
+    let path = format!("/{TENANT}/oauth2/v2.0/token");
+    let wrong = secret_form(APP_ID, "not-the-secret");
+    let mut in_form = wrong.clone();
+    in_form.push(("client-request-id", id));
+    for request in [
+        server
+            .post(&path)
+            .header("client-request-id", id)
+            .form(&wrong),
+        server
+            .post(&format!("{path}?client-request-id={id}"))
+            .form(&wrong),
+        server.post(&path).form(&in_form),
+    ] {
+        let response = request.send().unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+        assert_eq!(response.headers()["client-request-id"], id);
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["correlation_id"], id, "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("Correlation ID: {id}")),
+            "{body}"
+        );
+    }
+    // A success echoes it too; without one, each answer has its own.
+    let mut good = secret_form(APP_ID, APP_SECRET);
+    good.push(("client-request-id", id));
+    let response = server.post(&path).form(&good).send().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["client-request-id"], id);
+    let response = server.post(&path).form(&wrong).send().unwrap();
+    assert_ne!(response.headers()["client-request-id"], id);
+}
+
 /// Behind a proxy that terminates TLS (`--no-tls`), clients use HTTPS: the documents say
 /// `https` when the proxy says so, else MSAL Node refuses the issuer (its scheme and host must
 /// be the authority's) and a client assertion's audience (the HTTPS token endpoint) would not

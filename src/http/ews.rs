@@ -131,6 +131,7 @@ fn error_outcome(error: &EndpointError) -> &'static str {
         EndpointError::Ingest(IngestError::SenderNotActive { .. }) => "SenderNotActive",
         EndpointError::Ingest(IngestError::TooManyItems { .. }) => "TooManyItems",
         EndpointError::Ingest(IngestError::TooManyFolders { .. }) => "TooManyFolders",
+        EndpointError::Ingest(IngestError::TooManyElements { .. }) => "TooManyElements",
         EndpointError::Ingest(IngestError::Store(_)) => "StoreError",
         EndpointError::Ingest(IngestError::ConnectorPaused { .. }) => "ConnectorPaused",
         EndpointError::Ingest(_) => "Refused",

@@ -561,15 +561,62 @@ pub fn base_url(state: &AppState, headers: &http::HeaderMap) -> String {
 /// (`X-Forwarded-Proto: https`, or `Forwarded: proto=https`, RFC 7239). Only ever turns a
 /// plain-HTTP server's `http` into `https`: what the client itself used.
 pub fn forwarded_https(headers: &http::HeaderMap) -> bool {
-    let text = |name: &str| {
+    // The first element of each list: what the proxy nearest the client saw.
+    let first = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
             .unwrap_or("")
-            .to_ascii_lowercase()
     };
-    text("x-forwarded-proto").split(',').next().map(str::trim) == Some("https")
-        || text("forwarded")
-            .split([';', ','])
-            .any(|part| part.trim() == "proto=https")
+    if first("x-forwarded-proto").eq_ignore_ascii_case("https") {
+        return true;
+    }
+    // `Forwarded: for=1.2.3.4;proto=https;host=...` (values may be quoted, names any case).
+    first("forwarded").split(';').any(|pair| {
+        pair.split_once('=').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("proto")
+                && value.trim().trim_matches('"').eq_ignore_ascii_case("https")
+        })
+    })
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::forwarded_https;
+
+    fn with(name: &'static str, value: &'static str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(name, http::HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn only_the_proxy_nearest_the_client_says_https() {
+        for (name, value) in [
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "HTTPS, http"),
+            ("forwarded", "for=1.2.3.4;proto=https"),
+            (
+                "forwarded",
+                "Proto=\"HTTPS\";host=ingest.example, for=10.0.0.1;proto=http",
+            ),
+        ] {
+            assert!(forwarded_https(&with(name, value)), "{name}: {value}");
+        }
+        for (name, value) in [
+            ("x-forwarded-proto", "http, https"),
+            ("x-forwarded-proto", "wss"),
+            (
+                "forwarded",
+                "for=1.2.3.4;proto=http, for=10.0.0.1;proto=https",
+            ),
+            ("forwarded", "for=\"proto=https\""),
+            ("x-forwarded-host", "https"),
+        ] {
+            assert!(!forwarded_https(&with(name, value)), "{name}: {value}");
+        }
+        assert!(!forwarded_https(&http::HeaderMap::new()));
+    }
 }

@@ -27,6 +27,15 @@ pub enum IngestError {
     TooManyItems { count: usize, max: usize },
     #[error("The request names {count} folders; at most {MAX_FOLDER_IDS} folders are accepted in one GetFolder request.")]
     TooManyFolders { count: usize },
+    /// Too many ids in a ConvertId or attachments in a CreateAttachment: each costs a response
+    /// message (about 300 bytes), a bound on what one request can make the server write.
+    #[error("The request names {count} {element}; at most {max} are accepted in one {operation} request.")]
+    TooManyElements {
+        operation: &'static str,
+        element: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("The operation {0} is not supported by the third-party ingestion service; it accepts CreateItem (and GetFolder, ConvertId, CreateAttachment for client compatibility).")]
     UnsupportedOperation(String),
     #[error("the token's tenant {0} does not exist")]
@@ -67,9 +76,17 @@ impl ItemTally {
 /// count of the folder's items).
 pub const MAX_FOLDER_IDS: usize = 100;
 
-/// The request-size rules (at most `max_items_per_request` items in a CreateItem, at most
-/// [`MAX_FOLDER_IDS`] folders in a GetFolder): checked before anything else looks at the
-/// request, fault injection included.
+/// Most ids one ConvertId request may name (clients send one, as a version probe).
+pub const MAX_CONVERT_IDS: usize = 100;
+
+/// Most attachments one CreateAttachment request may carry.
+pub const MAX_ATTACHMENTS_PER_REQUEST: usize = 1000;
+
+/// The request-size rules (at most `max_items_per_request` items in a CreateItem,
+/// [`MAX_FOLDER_IDS`] folders in a GetFolder, [`MAX_CONVERT_IDS`] ids in a ConvertId,
+/// [`MAX_ATTACHMENTS_PER_REQUEST`] attachments in a CreateAttachment): checked before anything
+/// else looks at the request, fault injection included, so what one request makes the server
+/// write (one response message per element) is bounded.
 pub fn check_limits(state: &AppState, request: &EwsRequest) -> Result<(), IngestError> {
     let max = state.config.max_items_per_request;
     match &request.operation {
@@ -82,6 +99,24 @@ pub fn check_limits(state: &AppState, request: &EwsRequest) -> Result<(), Ingest
         Operation::GetFolder(get) if get.folders.len() > MAX_FOLDER_IDS => {
             Err(IngestError::TooManyFolders {
                 count: get.folders.len(),
+            })
+        }
+        Operation::ConvertId { source_ids } if *source_ids > MAX_CONVERT_IDS => {
+            Err(IngestError::TooManyElements {
+                operation: "ConvertId",
+                element: "ids",
+                count: *source_ids,
+                max: MAX_CONVERT_IDS,
+            })
+        }
+        Operation::CreateAttachment(create)
+            if create.attachments.len() > MAX_ATTACHMENTS_PER_REQUEST =>
+        {
+            Err(IngestError::TooManyElements {
+                operation: "CreateAttachment",
+                element: "attachments",
+                count: create.attachments.len(),
+                max: MAX_ATTACHMENTS_PER_REQUEST,
             })
         }
         _ => Ok(()),

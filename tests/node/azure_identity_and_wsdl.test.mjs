@@ -51,14 +51,12 @@ describe('@azure/identity and node-soap against the emulator', () => {
     assert.equal(claims(byCertificate.token).tid, TENANT);
   });
 
-  test('a wrong secret fails with the AADSTS7000215 answer (MSAL\'s ServerError as the cause)', async () => {
+  test('a wrong secret fails with the text of the AADSTS7000215 answer', async () => {
     const wrong = new ClientSecretCredential(TENANT_DOMAIN, APP_ID, 'not-the-secret', options(server));
     await assert.rejects(wrong.getToken(EXCHANGE_SCOPE), (e) => {
-      // The Azure SDK wraps every MSAL server error so.
+      // The Azure SDK wraps every MSAL server error so, keeping MSAL's message.
       assert.equal(e.name, 'AuthenticationRequiredError');
-      assert.match(e.message, /AADSTS7000215: Invalid client secret provided/);
-      assert.equal(e.cause?.errorCode, 'invalid_client');
-      assert.equal(String(e.cause?.errorNo), '7000215');
+      assert.match(e.message, /^invalid_client: Error\(s\): 7000215 - .* Description: AADSTS7000215: Invalid client secret provided/);
       return true;
     });
   });

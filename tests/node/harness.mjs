@@ -30,6 +30,13 @@ export const SERVICE_PATH = '/service/ThirdPartyIngestionService.svc';
 
 const STARTUP_MS = Number(process.env.INGEST_TEST_STARTUP_TIMEOUT ?? 60) * 1000;
 
+// Servers still running when this process exits (a test file killed, or one that forgot to
+// stop its server) are killed with it: an orphan would keep its port and ephemeral store.
+const running = new Set();
+process.on('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
 /**
  * Starts a server (`serve --ephemeral` on a free port, plus `args`) and resolves once its
  * banner is printed. `stop()` sends SIGTERM and waits for the exit.
@@ -42,16 +49,30 @@ export async function startServer(...args) {
   if (!certs) throw new Error('INGEST_TEST_CERTS is not set: run the suite with `node run.mjs`');
   const adminKey = 'node-admin-' + randomBytes(16).toString('hex');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('INGEST_')));
+  // Every server of the suite reads the certificate directory `run.mjs` filled; none adds a
+  // name to it (`--tls-san`), which would have concurrent servers rewrite it.
   const proc = spawn(
     BIN,
     ['serve', '--ephemeral', '--listen', '127.0.0.1:0', '--admin-key', adminKey, '--certs', certs, ...args],
     { env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  running.add(proc);
   let stderr = '';
   proc.stderr.on('data', (chunk) => {
     stderr = (stderr + chunk).slice(-8000);
   });
-  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise((resolve) => {
+    proc.once('exit', (code, signal) => {
+      running.delete(proc);
+      resolve({ code, signal });
+    });
+    // Could not be started at all: no `exit` follows.
+    proc.once('error', (error) => {
+      running.delete(proc);
+      stderr += `\n${error.message}`;
+      resolve({ code: null, signal: null, error });
+    });
+  });
   const banner = await new Promise((resolve, reject) => {
     const seen = {};
     const timer = setTimeout(() => {
@@ -98,7 +119,7 @@ export class Server {
   }
 
   async stop() {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+    if (this.proc.exitCode === null && this.proc.signalCode === null && this.proc.pid !== undefined) {
       this.proc.kill('SIGTERM');
       const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
       await this.exited;

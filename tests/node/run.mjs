@@ -21,10 +21,19 @@ try {
     .filter((f) => f.endsWith('.test.mjs'))
     .sort()
     .map((f) => path.join(here, f));
-  const run = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], {
-    stdio: 'inherit',
-    env: { ...process.env, NODE_EXTRA_CA_CERTS: path.join(certs, 'ca.pem') },
-  });
+  // A test that hangs (a client library waiting forever) fails after 2 minutes; the whole
+  // run is cut after 15.
+  const run = spawnSync(
+    process.execPath,
+    ['--test', '--test-concurrency=2', '--test-timeout=120000', ...files],
+    {
+      stdio: 'inherit',
+      timeout: 15 * 60_000,
+      killSignal: 'SIGTERM',
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: path.join(certs, 'ca.pem') },
+    },
+  );
+  if (run.error) console.error(`node --test: ${run.error.message}`);
   status = run.status ?? 1;
 } finally {
   rmSync(certs, { recursive: true, force: true });
