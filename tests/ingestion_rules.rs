@@ -418,3 +418,52 @@ fn create_attachment_adds_to_an_item_just_created() {
         .unwrap();
     assert_eq!(item["attachments"].as_array().unwrap().len(), 1, "{item}");
 }
+
+/// As Exchange: every EWS answer has a `request-id` (here the request's correlation id), and
+/// a client that sends `return-client-request-id: true` gets its `client-request-id` back.
+#[test]
+fn answers_carry_request_id_and_echo_client_request_id_when_asked() {
+    let server = Server::start(&[]);
+    let token = server.token();
+    let send = |token: &str, echo: Option<&str>| {
+        let mut request = server
+            .post(SERVICE_PATH)
+            .bearer_auth(token)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("client-request-id", "6f1c2a1e-0b7e-4e43-9d0a-2f6a3c1d9e55");
+        if let Some(value) = echo {
+            request = request.header("return-client-request-id", value);
+        }
+        EwsReply::from(
+            request
+                .body(create_item(&[Msg::default().xml()]))
+                .send()
+                .expect("EWS request"),
+        )
+    };
+    let asked = send(&token, Some("true"));
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert_eq!(
+        asked.headers["client-request-id"],
+        "6f1c2a1e-0b7e-4e43-9d0a-2f6a3c1d9e55"
+    );
+    assert_eq!(
+        asked.headers["request-id"].to_str().unwrap(),
+        asked.correlation_id().unwrap()
+    );
+    for echo in [None, Some("false")] {
+        let reply = send(&token, echo);
+        assert_eq!(reply.status, 200);
+        assert!(!reply.headers.contains_key("client-request-id"), "{echo:?}");
+        assert!(reply.headers.contains_key("request-id"));
+    }
+    // A refusal has them too (it has no correlation id header: nothing was stored).
+    let refused = send("not.a.token", Some("true"));
+    assert_eq!(refused.status, 401);
+    assert!(refused.correlation_id().is_none());
+    assert!(refused.headers.contains_key("request-id"));
+    assert_eq!(
+        refused.headers["client-request-id"],
+        "6f1c2a1e-0b7e-4e43-9d0a-2f6a3c1d9e55"
+    );
+}

@@ -42,8 +42,21 @@ async fn endpoint(
         started,
         answered: false,
     };
+    let echo = client_request_id_to_echo(request.headers());
     let result = handle(&state, correlation_id, request, &operation).await;
     unanswered.answered = true;
+    let mut response = respond(result, correlation_id, &operation, started);
+    add_request_ids(response.headers_mut(), correlation_id, echo);
+    response
+}
+
+/// The answer to a handled request, counted and logged.
+fn respond(
+    result: Result<crate::ingest::Answer, EndpointError>,
+    correlation_id: uuid::Uuid,
+    operation: &std::sync::OnceLock<&'static str>,
+    started: std::time::Instant,
+) -> Response {
     let operation = operation.get().copied().unwrap_or("Unknown");
     let metrics = &super::metrics::METRICS;
     match result {
@@ -107,6 +120,34 @@ impl Drop for Unanswered<'_> {
             micros = elapsed.as_micros() as u64,
             "EWS request cancelled: the client went away before the answer"
         );
+    }
+}
+
+/// The client's `client-request-id`, when it asked for it back (`return-client-request-id:
+/// true`), as Exchange echoes it.
+fn client_request_id_to_echo(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let asked = headers
+        .get("return-client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    asked
+        .then(|| headers.get("client-request-id").cloned())
+        .flatten()
+}
+
+/// Exchange's ids of an EWS answer: `request-id` (here the request's correlation id, the one
+/// its log lines and journal entry carry) on every answer, and the client's own
+/// `client-request-id` when it asked for it back.
+fn add_request_ids(
+    headers: &mut http::HeaderMap,
+    correlation_id: uuid::Uuid,
+    echo: Option<HeaderValue>,
+) {
+    if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+        headers.insert("request-id", value);
+    }
+    if let Some(value) = echo {
+        headers.insert("client-request-id", value);
     }
 }
 
