@@ -595,14 +595,9 @@ fn item_server_busy_and_convert_id_answer_one_message_per_element_asked_about() 
         r#"<t:AlternatePublicFolderId Format="EwsId" FolderId="CCC"/>"#,
         &r#"<t:AlternateId Format="EwsId" Id="X" Mailbox="a@b.example"/>"#.repeat(200),
     );
-    let refused = server.ews(&token, &many_ids);
-    assert_eq!(refused.status, 500, "{}", refused.body);
-    assert!(
-        refused.body.contains(
-            "The request names 202 ids; at most 100 are accepted in one ConvertId request."
-        ),
-        "{}",
-        refused.body
+    server.ews(&token, &many_ids).assert_refused(
+        500,
+        "The request names 202 ids; at most 100 are accepted in one ConvertId request.",
     );
 
     let convert = server.ews(&token, &three_ids);

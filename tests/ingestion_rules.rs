@@ -398,14 +398,9 @@ fn create_attachment_adds_to_an_item_just_created() {
     // At most 1,000 attachments in one request (each is a response message): refused whole.
     let one = r#"<t:FileAttachment><t:Name>a.txt</t:Name><t:Content>aGVsbG8=</t:Content></t:FileAttachment>"#;
     let many = envelope.replace(one, &one.repeat(1001));
-    let reply = server.ews(&token, &many);
-    assert_eq!(reply.status, 500, "{}", reply.body);
-    assert!(
-        reply.body.contains(
-            "The request names 1001 attachments; at most 1000 are accepted in one CreateAttachment request."
-        ),
-        "{}",
-        reply.body
+    server.ews(&token, &many).assert_refused(
+        500,
+        "The request names 1001 attachments; at most 1000 are accepted in one CreateAttachment request.",
     );
     let item: serde_json::Value = server
         .admin(

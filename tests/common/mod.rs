@@ -286,6 +286,12 @@ impl From<reqwest::blocking::Response> for EwsReply {
 }
 
 impl EwsReply {
+    /// Asserts a refusal: `status`, and a body that says `text`.
+    pub fn assert_refused(&self, status: u16, text: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert!(self.body.contains(text), "{text:?} not in {}", self.body);
+    }
+
     pub fn correlation_id(&self) -> Option<String> {
         self.headers
             .get("x-ingestioncorrelationid")
