@@ -15,6 +15,13 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 #[test]
 fn metrics_count_requests_items_latency_and_connections() {
     let server = Server::start(&[]);
+    // Before any request, the CreateItem series exist at zero (rate() and alerts need them).
+    let text = server.get("/metrics").send().unwrap().text().unwrap();
+    for outcome in ["Success", "PartialSuccess", "Failed"] {
+        let series =
+            format!("ingest_requests_total{{operation=\"CreateItem\",outcome=\"{outcome}\"}} 0");
+        assert!(text.lines().any(|l| l == series), "{series} not in {text}");
+    }
     let token = server.token();
     let good = Msg::default().xml();
     let bad = Msg {

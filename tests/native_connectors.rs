@@ -161,6 +161,21 @@ fn an_import_fans_out_to_inbox_source_and_counts_every_participant() {
     assert_eq!(import["failed"], 2);
     assert_eq!(import["itemsAvailableForImport"], 6);
     assert_invariant(import);
+    // The same counts in /metrics (native imports do not go through the endpoint's counters).
+    let metrics = server.get("/metrics").send().unwrap().text().unwrap();
+    for line in [
+        "ingest_connector_imports_total 1",
+        "ingest_connector_items_total{outcome=\"imported\"} 3",
+        "ingest_connector_items_total{outcome=\"partiallyImported\"} 1",
+        "ingest_connector_items_total{outcome=\"skipped\"} 0",
+        "ingest_connector_items_total{outcome=\"failed\"} 2",
+        "ingest_items_stored_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
     let failed = import["failedItems"].as_array().expect("failed items");
     let stranger = failed
         .iter()

@@ -120,6 +120,7 @@ pub async fn run(
     if !store.commit_import(commit).await? {
         return Err(ImportError::NotFound(connector));
     }
+    crate::http::metrics::METRICS.connector_import(&import);
     info!(
         connector = %c.id,
         import = %import.id,

@@ -33,9 +33,32 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     open_connections: AtomicI64,
     connections_total: AtomicU64,
+    /// Imports of native data connectors committed.
+    connector_imports: AtomicU64,
+    /// Items of those imports after fan-out, by [`CONNECTOR_OUTCOMES`].
+    connector_items: [AtomicU64; 4],
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+/// The outcomes of a connector's items after fan-out, as Purview's import summary counts them.
+const CONNECTOR_OUTCOMES: [&str; 4] = ["imported", "partiallyImported", "skipped", "failed"];
+
+/// The series a scraper sees from the start, at zero: `rate()` and alerts need them before
+/// the first request.
+const INITIAL_REQUEST_SERIES: [(&str, &str); 3] = [
+    ("CreateItem", "Success"),
+    ("CreateItem", "PartialSuccess"),
+    ("CreateItem", "Failed"),
+];
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let metrics = Metrics::default();
+    if let Ok(mut map) = metrics.requests.lock() {
+        for (operation, outcome) in INITIAL_REQUEST_SERIES {
+            map.insert((operation, outcome.to_string()), 0);
+        }
+    }
+    metrics
+});
 
 /// The EWS operation of a parsed request, as a label.
 pub fn operation_label(operation: &crate::ews::types::Operation) -> &'static str {
@@ -78,6 +101,20 @@ impl Metrics {
         }
     }
 
+    /// Counts a committed import of a native data connector.
+    pub fn connector_import(&self, import: &crate::store::connectors::ImportRecord) {
+        self.connector_imports.fetch_add(1, Ordering::Relaxed);
+        let counts = [
+            import.imported,
+            import.partially_imported,
+            import.skipped,
+            import.failed,
+        ];
+        for (counter, n) in self.connector_items.iter().zip(counts) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     pub fn connection_opened(&self) {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
         self.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -104,7 +141,7 @@ impl Metrics {
             &mut out,
             "ingest_items_stored_total",
             "counter",
-            "Items stored.",
+            "Items stored by the ingestion endpoint (native connector imports: ingest_connector_items_total).",
             self.items_stored.load(Ordering::Relaxed),
         );
         let _ = writeln!(
@@ -155,6 +192,22 @@ impl Metrics {
             "Client connections accepted.",
             self.connections_total.load(Ordering::Relaxed),
         );
+        single(
+            &mut out,
+            "ingest_connector_imports_total",
+            "counter",
+            "Imports of native data connectors committed.",
+            self.connector_imports.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP ingest_connector_items_total Items of native data connector imports after fan-out to participants, by outcome.");
+        let _ = writeln!(out, "# TYPE ingest_connector_items_total counter");
+        for (outcome, n) in CONNECTOR_OUTCOMES.iter().zip(&self.connector_items) {
+            let _ = writeln!(
+                out,
+                "ingest_connector_items_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }
