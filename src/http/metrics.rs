@@ -1,6 +1,6 @@
 //! `GET /metrics`: Prometheus text exposition of the ingestion endpoint's counters: requests by
 //! operation and outcome, items stored and rejected by reason, request latency histogram, open
-//! connections. Process-wide (one server per process), lock-free on the hot path except for the
+//! connections; and of native data connector imports (imports, items by outcome). Process-wide (one server per process), lock-free on the hot path except for the
 //! small labelled maps.
 
 use std::collections::BTreeMap;
