@@ -452,6 +452,20 @@ fn answers_carry_request_id_and_echo_client_request_id_when_asked() {
         assert!(!reply.headers.contains_key("client-request-id"), "{echo:?}");
         assert!(reply.headers.contains_key("request-id"));
     }
+    // A client-request-id too long to echo is not.
+    let long = EwsReply::from(
+        server
+            .post(SERVICE_PATH)
+            .bearer_auth(&token)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("client-request-id", "x".repeat(300))
+            .header("return-client-request-id", "true")
+            .body(create_item(&[Msg::default().xml()]))
+            .send()
+            .expect("EWS request"),
+    );
+    assert_eq!(long.status, 200);
+    assert!(!long.headers.contains_key("client-request-id"));
     // A refusal has them too (it has no correlation id header: nothing was stored).
     let refused = send("not.a.token", Some("true"));
     assert_eq!(refused.status, 401);

@@ -130,9 +130,12 @@ fn client_request_id_to_echo(headers: &http::HeaderMap) -> Option<HeaderValue> {
         .get("return-client-request-id")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    // Any string (the Managed API's `ClientRequestId` is free-form), but short: a long one
+    // echoed back could overflow a proxy's or client's header buffers.
     asked
         .then(|| headers.get("client-request-id").cloned())
         .flatten()
+        .filter(|v| v.len() <= 256)
 }
 
 /// Exchange's ids of an EWS answer: `request-id` (here the request's correlation id, the one
