@@ -475,4 +475,23 @@ fn answers_carry_request_id_and_echo_client_request_id_when_asked() {
         refused.headers["client-request-id"],
         "6f1c2a1e-0b7e-4e43-9d0a-2f6a3c1d9e55"
     );
+    // So do the endpoint's other answers: its WSDL, and a method it does not take.
+    for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+        let answer = server
+            .client()
+            .request(method.clone(), format!("{}{SERVICE_PATH}?wsdl", server.url))
+            .header("client-request-id", "c-1")
+            .header("return-client-request-id", "true")
+            .send()
+            .expect("request");
+        let expected = if method == reqwest::Method::GET {
+            200
+        } else {
+            405
+        };
+        assert_eq!(answer.status().as_u16(), expected, "{method}");
+        let id = answer.headers()["request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{method}: {id}");
+        assert_eq!(answer.headers()["client-request-id"], "c-1", "{method}");
+    }
 }

@@ -25,6 +25,22 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(SERVICE_PATH, post(endpoint).get(description))
         .route(EWS_PATH, post(endpoint).get(description))
+        // Every answer of these paths, the WSDL's and a 405 included, as Exchange's.
+        .layer(axum::middleware::from_fn(request_ids))
+}
+
+/// Adds Exchange's request ids to every answer of the EWS paths (see [`add_request_ids`]).
+async fn request_ids(request: Request, next: axum::middleware::Next) -> Response {
+    let correlation_id = request
+        .extensions()
+        .get::<CorrelationId>()
+        .map(|CorrelationId(id)| *id);
+    let echo = client_request_id_to_echo(request.headers());
+    let mut response = next.run(request).await;
+    if let Some(id) = correlation_id {
+        add_request_ids(response.headers_mut(), id, echo);
+    }
+    response
 }
 
 async fn endpoint(
@@ -42,12 +58,9 @@ async fn endpoint(
         started,
         answered: false,
     };
-    let echo = client_request_id_to_echo(request.headers());
     let result = handle(&state, correlation_id, request, &operation).await;
     unanswered.answered = true;
-    let mut response = respond(result, correlation_id, &operation, started);
-    add_request_ids(response.headers_mut(), correlation_id, echo);
-    response
+    respond(result, correlation_id, &operation, started)
 }
 
 /// The answer to a handled request, counted and logged.
