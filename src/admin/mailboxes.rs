@@ -346,9 +346,16 @@ async fn list_items(
         state
             .store
             .mailbox_page(id, &mailbox.key, folder_path.as_deref(), skip, top)?;
+    let ids: Vec<uuid::Uuid> = page.iter().map(|entry| entry.item).collect();
+    let items: std::collections::HashMap<uuid::Uuid, _> = state
+        .store
+        .items(&ids)?
+        .into_iter()
+        .map(|item| (item.id, item))
+        .collect();
     let mut value = Vec::with_capacity(page.len());
     for entry in &page {
-        if let Some(item) = state.store.item(entry.item)? {
+        if let Some(item) = items.get(&entry.item) {
             let folder = item
                 .copies
                 .iter()
@@ -358,7 +365,7 @@ async fn list_items(
                 })
                 .map(|c| c.folder.clone())
                 .unwrap_or_else(|| entry.folder.clone());
-            value.push(summary(&item, entry, &folder));
+            value.push(summary(item, entry, &folder));
         }
     }
     let mut body = json!({

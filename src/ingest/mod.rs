@@ -184,6 +184,8 @@ async fn create_item(
     }
 
     let received = Utc::now();
+    // The items of one request are stored as one group (see `store::ItemIds`).
+    let mut ids = crate::store::ItemIds::new();
     let mut results = Vec::with_capacity(validated.len());
     let mut outcomes = Vec::with_capacity(validated.len());
     let mut items = Vec::new();
@@ -201,7 +203,7 @@ async fn create_item(
         });
         match routed {
             Ok((item, destinations)) => {
-                let id = Uuid::now_v7();
+                let id = ids.next_id();
                 let record = item_record(
                     id,
                     tenant.id,

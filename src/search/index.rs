@@ -466,10 +466,7 @@ impl SearchIndex {
     fn reindex(&self, ids: &[Uuid]) -> Result<()> {
         for (n, chunk) in ids.chunks(CATCH_UP_CHUNK).enumerate() {
             self.store.with_committer_paused(|| -> Result<()> {
-                let mut items = Vec::with_capacity(chunk.len());
-                for id in chunk {
-                    items.extend(self.store.item(*id)?);
-                }
+                let items = self.store.items(chunk)?;
                 let ids = chunk.to_vec();
                 self.queued_items.fetch_add(ids.len(), Ordering::SeqCst);
                 self.send(Op::Replace { ids, items }, true)
@@ -578,10 +575,7 @@ impl SearchIndex {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut items = Vec::new();
-        for id in ids {
-            items.extend(store.item(*id)?);
-        }
+        let items = store.items(ids)?;
         self.queued_items.fetch_add(ids.len(), Ordering::SeqCst);
         self.send(
             Op::Replace {
@@ -997,10 +991,7 @@ impl Indexer {
     }
 
     fn add_stored(&mut self, ids: &[Uuid]) -> Result<()> {
-        let mut items = Vec::with_capacity(ids.len());
-        for id in ids {
-            items.extend(self.shared.store.item(*id)?);
-        }
+        let items = self.shared.store.items(ids)?;
         self.add(&items)
     }
 

@@ -673,7 +673,7 @@ impl Store {
     pub async fn commit_import(&self, mut commit: ImportCommit) -> Result<bool> {
         let after = commit.ingestion.after.take();
         let tenant = commit.ingestion.record.tenant;
-        let prepared = self.prepare_ingestion(commit.ingestion)?;
+        let prepared = self.prepare_ingestion(commit.ingestion, false)?;
         let connector = commit.import.connector;
         let import = commit.import;
         let history_entry = (

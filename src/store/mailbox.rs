@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::model::*;
 use super::{
-    abort, blob_key, copy_key, copy_prefix, decode, encode, encode_compact, wal, Hook,
+    abort, blob_key, copy_key, copy_prefix, decode, encode, encode_compact, groups, wal, Hook,
     OnItemsChanged, Result, Store, StoreError, BLOBS, COPIES, INGESTIONS, ITEMS,
 };
 use crate::domain::TenantId;
@@ -118,24 +118,49 @@ pub struct CopyEntry {
     pub item: Uuid,
 }
 
-/// Parses a key of the `copies` tree (see `copy_key`).
-fn parse_copy_key(key: &[u8]) -> Option<CopyEntry> {
-    if key.len() < 16 + 2 + 24 {
-        return None;
-    }
-    let (head, tail) = key.split_at(key.len() - 24);
-    let rest = head.get(16..)?;
-    let mut parts = rest.split(|b| *b == 0);
+/// The copies an entry of the `copies` tree lists: one (`copy_key`: the key ends with the
+/// item's id), or those of the members of an item group in one folder
+/// (`groups::copy_group_key`: the key ends with the group's key, the value lists the members).
+pub(super) fn parse_copies(key: &[u8], value: &[u8]) -> Vec<CopyEntry> {
+    parse_copies_with(key, value).unwrap_or_default()
+}
+
+fn parse_copies_with(key: &[u8], value: &[u8]) -> Option<Vec<CopyEntry>> {
+    // tenant (16) || mailbox \0 folder \0 || inverted micros (8) || item id (16) | group key
+    let mut parts = key.get(16..)?.splitn(3, |b| *b == 0);
     let mailbox = String::from_utf8(parts.next()?.to_vec()).ok()?;
     let folder = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let tail = parts.next()?;
     let inverted = u64::from_be_bytes(tail.get(..8)?.try_into().ok()?);
-    let item = Uuid::from_slice(tail.get(8..)?).ok()?;
-    Some(CopyEntry {
-        mailbox,
-        folder,
+    let entry = |item| CopyEntry {
+        mailbox: mailbox.clone(),
+        folder: folder.clone(),
         received_micros: u64::MAX - inverted,
         item,
-    })
+    };
+    match tail.len() - 8 {
+        16 => Some(vec![entry(Uuid::from_slice(&tail[8..]).ok()?)]),
+        groups::KEY_LEN => {
+            let group: groups::GroupKey = tail[8..].try_into().ok()?;
+            Some(
+                groups::member_indices(value)
+                    .map(|n| entry(groups::member_id(&group, n)))
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// How many copies an entry of the `copies` tree lists (see [`parse_copies`]).
+pub(super) fn copies_in(key: &[u8], value: &[u8]) -> usize {
+    // A group's entry ends with its 14-byte key, a copy's own with a 16-byte id; a group's
+    // value lists two bytes a member, a copy's own is empty.
+    if value.is_empty() {
+        usize::from(key.len() >= 16 + 2 + 24)
+    } else {
+        value.len() / 2
+    }
 }
 
 fn newest_first_key(tenant: Uuid, at: DateTime<Utc>, id: Uuid) -> Vec<u8> {
@@ -261,42 +286,56 @@ impl Store {
         let on_change = on_change.cloned();
         self.apply_logged(move || {
             let i = &store.inner;
-            let (outcome, payload) =
-                (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
-                    let mut outcome = DeleteOutcome::default();
-                    let mut payload = wal::Payload::default();
-                    for id in &ids {
-                        // Read inside the transaction: an attachment may have been added since.
-                        let Some(bytes) = items.get(id.as_bytes())? else {
+            let wanted: HashSet<Uuid> = ids.iter().copied().collect();
+            let trees = (&i.items, &i.blobs, &i.copies, &i.groups);
+            let (outcome, payload) = trees.transaction(|(items, blobs, copies, groups)| {
+                let mut outcome = DeleteOutcome::default();
+                let mut payload = wal::Payload::default();
+                for id in &ids {
+                    if within.is_none() {
+                        let trees = [items, blobs, copies, groups];
+                        if store.remove_whole_group(
+                            id,
+                            &wanted,
+                            trees,
+                            &mut payload,
+                            &mut outcome,
+                        )? {
                             continue;
-                        };
-                        let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
-                        let (go, stay): (Vec<CopyRecord>, Vec<CopyRecord>) =
-                            item.copies.iter().cloned().partition(|c| {
-                                within
-                                    .as_ref()
-                                    .is_none_or(|w| w.contains(&c.mailbox.to_lowercase()))
-                            });
-                        if go.is_empty() {
-                            continue;
-                        }
-                        for copy in &go {
-                            remove_copy(copies, &item, copy, &mut payload)?;
-                        }
-                        outcome.copies_removed += go.len();
-                        if stay.is_empty() {
-                            remove_item(items, blobs, &item, &mut payload)?;
-                            outcome.deleted.push(item.id);
-                        } else {
-                            item.copies = stay;
-                            let bytes = encode_compact(&item).map_err(abort)?;
-                            items.insert(item.id.as_bytes(), bytes.as_slice())?;
-                            payload.insert(ITEMS, item.id.as_bytes(), &bytes);
-                            outcome.changed.push(item.id);
                         }
                     }
-                    Ok::<_, ConflictableTransactionError<StoreError>>((outcome, payload))
-                })?;
+                    store.explode_group_of(id, [items, copies, groups], &mut payload)?;
+                    // Read inside the transaction: an attachment may have been added since.
+                    let Some(bytes) = items.get(id.as_bytes())? else {
+                        continue;
+                    };
+                    let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
+                    let (go, stay): (Vec<CopyRecord>, Vec<CopyRecord>) =
+                        item.copies.iter().cloned().partition(|c| {
+                            within
+                                .as_ref()
+                                .is_none_or(|w| w.contains(&c.mailbox.to_lowercase()))
+                        });
+                    if go.is_empty() {
+                        continue;
+                    }
+                    for copy in &go {
+                        remove_copy(copies, &item, copy, &mut payload)?;
+                    }
+                    outcome.copies_removed += go.len();
+                    if stay.is_empty() {
+                        remove_item(items, blobs, &item, &mut payload)?;
+                        outcome.deleted.push(item.id);
+                    } else {
+                        item.copies = stay;
+                        let bytes = encode_compact(&item).map_err(abort)?;
+                        items.insert(item.id.as_bytes(), bytes.as_slice())?;
+                        payload.insert(ITEMS, item.id.as_bytes(), &bytes);
+                        outcome.changed.push(item.id);
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>((outcome, payload))
+            })?;
             let touched: Vec<Uuid> = outcome
                 .deleted
                 .iter()
@@ -313,6 +352,50 @@ impl Store {
         })
     }
 
+    /// In [`Store::remove_items`]' transaction: when `id` is a member of a stored group whose
+    /// members are all `wanted`, removes the group whole (every member's copies, attachments
+    /// and record, logged as for an item of its own) without writing it out first, and says
+    /// so.
+    fn remove_whole_group(
+        &self,
+        id: &Uuid,
+        wanted: &HashSet<Uuid>,
+        [items, blobs, copies, groups]: [&TransactionalTree; 4],
+        payload: &mut wal::Payload,
+        outcome: &mut DeleteOutcome,
+    ) -> std::result::Result<bool, ConflictableTransactionError<StoreError>> {
+        let key = groups::group_key(id);
+        let Some(value) = groups.get(key)? else {
+            return Ok(false);
+        };
+        let group = groups::Group::decode(&key, &value).map_err(abort)?;
+        if !group.ids().all(|member| wanted.contains(&member)) {
+            return Ok(false);
+        }
+        let mut copy_groups = BTreeSet::new();
+        for member in self.group_items(&group).map_err(abort)? {
+            for copy in &member.copies {
+                copy_groups.insert(groups::copy_group_key(
+                    member.tenant,
+                    copy,
+                    member.received,
+                    &key,
+                ));
+            }
+            outcome.copies_removed += member.copies.len();
+            remove_item(items, blobs, &member, payload)?;
+            outcome.deleted.push(member.id);
+        }
+        for copy_group in copy_groups {
+            copies.remove(copy_group.as_slice())?;
+            payload.remove(COPIES, &copy_group);
+        }
+        groups.remove(&key[..])?;
+        payload.remove(groups::GROUPS, &key);
+        self.inner.held.removed_one();
+        Ok(true)
+    }
+
     // ----- mailboxes and folders -----
 
     /// Copy counts of every mailbox of `tenant` that holds copies: mailbox -> folder -> count
@@ -322,12 +405,14 @@ impl Store {
         tenant: TenantId,
     ) -> Result<BTreeMap<String, BTreeMap<String, usize>>> {
         let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-        for key in self.inner.copies.scan_prefix(tenant.0.as_bytes()).keys() {
-            if let Some(entry) = parse_copy_key(&key?) {
-                *out.entry(entry.mailbox)
+        for entry in self.inner.copies.scan_prefix(tenant.0.as_bytes()) {
+            let (key, value) = entry?;
+            let n = copies_in(&key, &value);
+            if let Some(copy) = parse_copies(&key, &value).into_iter().next() {
+                *out.entry(copy.mailbox)
                     .or_default()
-                    .entry(entry.folder)
-                    .or_default() += 1;
+                    .entry(copy.folder)
+                    .or_default() += n;
             }
         }
         Ok(out)
@@ -340,14 +425,15 @@ impl Store {
         mailbox: &str,
     ) -> Result<BTreeMap<String, usize>> {
         let mut out: BTreeMap<String, usize> = BTreeMap::new();
-        for key in self
+        for entry in self
             .inner
             .copies
             .scan_prefix(copy_prefix(tenant.0, mailbox, None))
-            .keys()
         {
-            if let Some(entry) = parse_copy_key(&key?) {
-                *out.entry(entry.folder).or_default() += 1;
+            let (key, value) = entry?;
+            let n = copies_in(&key, &value);
+            if let Some(copy) = parse_copies(&key, &value).into_iter().next() {
+                *out.entry(copy.folder).or_default() += n;
             }
         }
         Ok(out)
@@ -363,33 +449,32 @@ impl Store {
         skip: usize,
         top: usize,
     ) -> Result<(Vec<CopyEntry>, usize)> {
-        let keys = self
+        let entries = self
             .inner
             .copies
-            .scan_prefix(copy_prefix(tenant.0, mailbox, folder))
-            .keys();
+            .scan_prefix(copy_prefix(tenant.0, mailbox, folder));
         match folder {
             Some(_) => {
                 // One folder: the index is already newest first.
                 let mut page = Vec::new();
                 let mut total = 0;
-                for key in keys {
-                    let key = key?;
-                    if total >= skip && page.len() < top {
-                        if let Some(entry) = parse_copy_key(&key) {
-                            page.push(entry);
-                        }
+                for entry in entries {
+                    let (key, value) = entry?;
+                    let n = copies_in(&key, &value);
+                    if total + n > skip && page.len() < top {
+                        let copies = parse_copies(&key, &value);
+                        let from = skip.saturating_sub(total);
+                        page.extend(copies.into_iter().skip(from).take(top - page.len()));
                     }
-                    total += 1;
+                    total += n;
                 }
                 Ok((page, total))
             }
             None => {
                 let mut all = Vec::new();
-                for key in keys {
-                    if let Some(entry) = parse_copy_key(&key?) {
-                        all.push(entry);
-                    }
+                for entry in entries {
+                    let (key, value) = entry?;
+                    all.extend(parse_copies(&key, &value));
                 }
                 let total = all.len();
                 all.sort_by(|a, b| {
@@ -485,8 +570,7 @@ impl Store {
         // meanwhile is either wholly removed or wholly kept, never left half.
         let mut doomed = Vec::new();
         let mut kept_ingestions = HashSet::new();
-        for value in i.items.iter().values() {
-            let item: ItemRecord = decode(&value?)?;
+        let mut judge = |item: ItemRecord| {
             let under_hold = held
                 .get(&item.tenant)
                 .and_then(|addresses| held_copy(&item, addresses));
@@ -497,8 +581,24 @@ impl Store {
                 }
                 None => doomed.push(item.id),
             }
+        };
+        for value in i.items.iter().values() {
+            judge(decode(&value?)?);
         }
-        for chunk in doomed.chunks(CHUNK) {
+        // A group of a tenant without holds goes whole, unread.
+        let mut whole_groups = Vec::new();
+        for group in self.groups() {
+            let group = group?;
+            if !held.contains_key(&group.header.tenant) {
+                whole_groups.extend(group.ids());
+                continue;
+            }
+            for item in self.group_items(&group)? {
+                judge(item);
+            }
+        }
+        doomed.extend(whole_groups);
+        for chunk in groups::chunks_keeping_groups(&doomed, CHUNK) {
             outcome
                 .removed_ids
                 .extend(self.remove_items(chunk, None, on_change)?.deleted);
@@ -571,10 +671,11 @@ impl Store {
         let cutoff_micros = cutoff.timestamp_micros().max(0) as u64;
         // Due item ids, from the copies index (its keys carry the received time).
         let mut due: BTreeSet<Uuid> = BTreeSet::new();
-        for key in self.inner.copies.scan_prefix(tenant.0.as_bytes()).keys() {
-            if let Some(entry) = parse_copy_key(&key?) {
-                if entry.received_micros < cutoff_micros {
-                    due.insert(entry.item);
+        for entry in self.inner.copies.scan_prefix(tenant.0.as_bytes()) {
+            let (key, value) = entry?;
+            for copy in parse_copies(&key, &value) {
+                if copy.received_micros < cutoff_micros {
+                    due.insert(copy.item);
                 }
             }
         }
@@ -590,55 +691,56 @@ impl Store {
             let on_change = on_change.cloned();
             let (r, ri, ci, k) = self.apply_logged(move || {
                 let i = &store.inner;
-                let (outcome, payload) =
-                    (&i.items, &i.blobs, &i.copies).transaction(|(items, blobs, copies)| {
-                        let mut payload = wal::Payload::default();
-                        let mut removed = Vec::new();
-                        let mut removed_items = Vec::new();
-                        let mut changed_items = Vec::new();
-                        let mut kept = 0;
-                        for id in &chunk {
-                            let Some(bytes) = items.get(id.as_bytes())? else {
-                                continue;
-                            };
-                            let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
-                            if item.tenant != tenant.0 || item.received >= cutoff {
-                                continue;
-                            }
-                            let (stay, go): (Vec<CopyRecord>, Vec<CopyRecord>) = item
-                                .copies
-                                .iter()
-                                .cloned()
-                                .partition(|c| held.contains(&c.mailbox.to_lowercase()));
-                            kept += stay.len();
-                            if go.is_empty() {
-                                continue;
-                            }
-                            for copy in &go {
-                                remove_copy(copies, &item, copy, &mut payload)?;
-                                removed.push(SweptCopy {
-                                    item_id: item.id,
-                                    mailbox: copy.mailbox.clone(),
-                                    folder: copy.folder.clone(),
-                                    received: item.received,
-                                });
-                            }
-                            if stay.is_empty() {
-                                remove_item(items, blobs, &item, &mut payload)?;
-                                removed_items.push(item.id);
-                            } else {
-                                item.copies = stay;
-                                let bytes = encode_compact(&item).map_err(abort)?;
-                                items.insert(item.id.as_bytes(), bytes.as_slice())?;
-                                payload.insert(ITEMS, item.id.as_bytes(), &bytes);
-                                changed_items.push(item.id);
-                            }
+                let trees = (&i.items, &i.blobs, &i.copies, &i.groups);
+                let (outcome, payload) = trees.transaction(|(items, blobs, copies, groups)| {
+                    let mut payload = wal::Payload::default();
+                    let mut removed = Vec::new();
+                    let mut removed_items = Vec::new();
+                    let mut changed_items = Vec::new();
+                    let mut kept = 0;
+                    for id in &chunk {
+                        store.explode_group_of(id, [items, copies, groups], &mut payload)?;
+                        let Some(bytes) = items.get(id.as_bytes())? else {
+                            continue;
+                        };
+                        let mut item: ItemRecord = decode(&bytes).map_err(abort)?;
+                        if item.tenant != tenant.0 || item.received >= cutoff {
+                            continue;
                         }
-                        Ok::<_, ConflictableTransactionError<StoreError>>((
-                            (removed, removed_items, changed_items, kept),
-                            payload,
-                        ))
-                    })?;
+                        let (stay, go): (Vec<CopyRecord>, Vec<CopyRecord>) = item
+                            .copies
+                            .iter()
+                            .cloned()
+                            .partition(|c| held.contains(&c.mailbox.to_lowercase()));
+                        kept += stay.len();
+                        if go.is_empty() {
+                            continue;
+                        }
+                        for copy in &go {
+                            remove_copy(copies, &item, copy, &mut payload)?;
+                            removed.push(SweptCopy {
+                                item_id: item.id,
+                                mailbox: copy.mailbox.clone(),
+                                folder: copy.folder.clone(),
+                                received: item.received,
+                            });
+                        }
+                        if stay.is_empty() {
+                            remove_item(items, blobs, &item, &mut payload)?;
+                            removed_items.push(item.id);
+                        } else {
+                            item.copies = stay;
+                            let bytes = encode_compact(&item).map_err(abort)?;
+                            items.insert(item.id.as_bytes(), bytes.as_slice())?;
+                            payload.insert(ITEMS, item.id.as_bytes(), &bytes);
+                            changed_items.push(item.id);
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>((
+                        (removed, removed_items, changed_items, kept),
+                        payload,
+                    ))
+                })?;
                 let touched: Vec<Uuid> = outcome.1.iter().chain(&outcome.2).copied().collect();
                 let after = match on_change {
                     Some(on_change) if !touched.is_empty() => {
@@ -899,19 +1001,31 @@ pub(super) mod tests {
     fn commit(store: &Store, item: &ItemRecord) {
         let record = record_of(item);
         let prepared = store
-            .prepare_ingestion(IngestionCommit {
-                record,
-                items: vec![(item.clone(), vec![b"x".to_vec()])],
-                after: None,
-            })
+            .prepare_ingestion(
+                IngestionCommit {
+                    record,
+                    items: vec![(item.clone(), vec![b"x".to_vec()])],
+                    after: None,
+                },
+                false,
+            )
             .expect("prepare");
         // On the committer's lock, as the committer applies (the attachment sweep relies on it).
         store
-            .with_committer_paused(|| store.apply_ingestion(&prepared))
+            .with_committer_paused(|| {
+                store.apply_ingestion(
+                    &prepared,
+                    wal::RecordAt {
+                        seq: 0,
+                        offset: 0,
+                        len: 0,
+                    },
+                )
+            })
             .expect("commit");
     }
 
-    fn store() -> (tempfile::TempDir, Store, TenantId) {
+    pub(in crate::store) fn store() -> (tempfile::TempDir, Store, TenantId) {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("store");
         let tenant = TenantId(Uuid::new_v4());
@@ -934,7 +1048,7 @@ pub(super) mod tests {
     }
 
     /// Copies a directory tree: what a `kill -9` leaves on disk of a store that is open.
-    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    pub(in crate::store) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::create_dir_all(to).expect("mkdir");
         for entry in std::fs::read_dir(from).expect("read dir").flatten() {
             let target = to.join(entry.file_name());
@@ -1200,11 +1314,27 @@ pub(super) mod tests {
             folder: "Recoverable Items/Purges".into(),
         };
         let received = Utc::now();
-        let entry = parse_copy_key(&copy_key(tenant, &copy, received, item)).expect("parses");
+        let key = copy_key(tenant, &copy, received, item);
+        let [entry] = parse_copies(&key, &[])
+            .try_into()
+            .expect("parses as one copy");
         assert_eq!(entry.mailbox, "alice@contoso.com");
         assert_eq!(entry.folder, "recoverable items/purges");
         assert_eq!(entry.item, item);
         assert_eq!(entry.received_micros, received.timestamp_micros() as u64);
-        assert!(parse_copy_key(b"short").is_none());
+        assert!(parse_copies(b"short", &[]).is_empty());
+        assert_eq!(copies_in(&key, &[]), 1);
+        // A group's entry: its members' copies in that folder.
+        let mut ids = crate::store::ItemIds::new();
+        let (first, second) = (ids.next_id(), ids.next_id());
+        let group = groups::group_key(&first);
+        let key = groups::copy_group_key(tenant, &copy, received, &group);
+        let members = [0u16.to_le_bytes(), 1u16.to_le_bytes()].concat();
+        let parsed: Vec<Uuid> = parse_copies(&key, &members)
+            .iter()
+            .map(|c| c.item)
+            .collect();
+        assert_eq!(parsed, [first, second]);
+        assert_eq!(copies_in(&key, &members), 2);
     }
 }

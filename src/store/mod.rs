@@ -18,6 +18,7 @@
 mod blobs;
 mod cache;
 pub mod connectors;
+mod groups;
 pub mod mailbox;
 pub mod model;
 mod wal;
@@ -35,6 +36,7 @@ use sled::Transactional;
 use uuid::Uuid;
 
 use crate::domain::TenantId;
+pub use groups::ItemIds;
 use model::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,12 @@ struct Inner {
     /// Attachment contents.
     files: blobs::BlobFiles,
     copies: sled::Tree,
+    /// Item groups: one request's items in its log record (see [`groups`]).
+    groups: sled::Tree,
+    /// The log segments groups point into (kept while they do).
+    held: groups::Held,
+    /// Open log segments, to read groups from.
+    segments: groups::SegmentFiles,
     ingestions: sled::Tree,
     journal: sled::Tree,
     committer: mpsc::Sender<Job>,
@@ -253,7 +261,7 @@ impl Store {
         let wal_dir = dir.join("wal");
         let keep_from = if keep_log_for_index { 0 } else { u64::MAX };
         let files = blobs::BlobFiles::open(dir, fsync)?;
-        let (replayed, next) = wal::replay(&wal_dir, &db, &files, keep_from)?;
+        let (replayed, next, with_groups) = wal::replay(&wal_dir, &db, &files, keep_from)?;
         if replayed > 0 {
             tracing::info!(records = replayed, "write-ahead log replayed");
         }
@@ -264,7 +272,7 @@ impl Store {
             checkpointing: Mutex::new(()),
             failed_from: AtomicU64::new(u64::MAX),
             append_failing: std::sync::atomic::AtomicBool::new(false),
-            dir: wal_dir,
+            dir: wal_dir.clone(),
         });
         let committer = spawn_committer(wal.clone());
         let inner = Inner {
@@ -279,6 +287,9 @@ impl Store {
             blobs: db.open_tree(BLOBS)?,
             files,
             copies: db.open_tree(COPIES)?,
+            groups: db.open_tree(groups::GROUPS)?,
+            held: groups::Held::new(next, &with_groups),
+            segments: groups::SegmentFiles::new(wal_dir.clone()),
             ingestions: db.open_tree(INGESTIONS)?,
             journal: db.open_tree(mailbox::JOURNAL_TREE)?,
             committer,
@@ -315,11 +326,14 @@ impl Store {
                     // Keys are 20 bytes: item id, then the attachment's index.
                     let (id, n) = key.split_at(16);
                     let n = u32::from_be_bytes(n.try_into().unwrap_or_default()) as usize;
-                    let named = match self.inner.items.get(id)? {
+                    let Ok(id) = Uuid::from_slice(id) else {
+                        continue;
+                    };
+                    let named = match self.item(id) {
+                        Ok(Some(item)) => n < item.attachments.len(),
+                        Ok(None) => false,
                         // An item that cannot be read keeps its files.
-                        Some(bytes) => decode::<ItemRecord>(&bytes)
-                            .map_or(true, |item| n < item.attachments.len()),
-                        None => false,
+                        Err(_) => true,
                     };
                     if !named {
                         self.inner.files.remove(key)?;
@@ -438,7 +452,10 @@ impl Store {
             .wal
             .index_needs
             .store(first_needed, Ordering::SeqCst);
-        wal::prune_retired(&self.inner.wal.dir, first_needed)
+        let held = &self.inner.held;
+        let deleted = wal::prune_retired(&self.inner.wal.dir, first_needed, &|n| held.is_held(n))?;
+        self.inner.segments.forget(&deleted);
+        Ok(())
     }
 
     /// The first log segment kept for the search index (what its last commit needs).
@@ -460,32 +477,58 @@ impl Store {
     }
 
     /// Up to `limit` stored item ids after `after` (all from the first when `None`), in id
-    /// order (time order: ids are UUIDv7).
+    /// order (time order: ids are UUIDv7), grouped or not.
     pub fn item_ids_after(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>> {
-        let range = match after {
+        let own = match after {
             Some(id) => self
                 .inner
                 .items
                 .range::<&[u8], _>((Bound::Excluded(&id.as_bytes()[..]), Bound::Unbounded)),
             None => self.inner.items.iter(),
         };
-        range
-            .keys()
-            .take(limit)
-            .filter_map(|k| match k {
-                Ok(k) => Uuid::from_slice(&k).ok().map(Ok),
-                Err(e) => Some(Err(e.into())),
-            })
-            .collect()
+        let mut ids = Vec::new();
+        for key in own.keys().take(limit) {
+            ids.extend(Uuid::from_slice(&key?).ok());
+        }
+        // Members of groups: from the group `after` is in (its later members) on.
+        let grouped = match after {
+            Some(id) => self.inner.groups.range::<&[u8], _>((
+                Bound::Included(&groups::group_key(&id)[..]),
+                Bound::Unbounded,
+            )),
+            None => self.inner.groups.iter(),
+        };
+        let mut members = Vec::new();
+        for entry in grouped {
+            let (key, value) = entry?;
+            let group = groups::Group::decode(&key, &value)?;
+            members.extend(
+                group
+                    .ids()
+                    .filter(|id| after.is_none_or(|after| *id > after)),
+            );
+            if members.len() >= limit {
+                break;
+            }
+        }
+        ids.extend(members);
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
     }
 
     /// The greatest stored item id (the newest item: ids are UUIDv7).
     pub fn last_item_id(&self) -> Result<Option<Uuid>> {
-        Ok(self
+        let own = self
             .inner
             .items
             .last()?
-            .and_then(|(k, _)| Uuid::from_slice(&k).ok()))
+            .and_then(|(k, _)| Uuid::from_slice(&k).ok());
+        let grouped = match self.inner.groups.last()? {
+            Some((key, value)) => groups::Group::decode(&key, &value)?.ids().last(),
+            None => None,
+        };
+        Ok(own.max(grouped))
     }
 
     /// Runs `f` while the committer is paused between writes: every write it applied has had
@@ -634,8 +677,8 @@ impl Store {
                 tree.remove(key?)?;
             }
         }
-        let ids: Vec<Uuid> = self.items_of_tenant(id)?.iter().map(|i| i.id).collect();
-        for chunk in ids.chunks(256) {
+        let ids = self.item_ids_of_tenant(id)?;
+        for chunk in groups::chunks_keeping_groups(&ids, 256) {
             self.remove_items(chunk, None, on_change)?;
         }
         self.delete_connectors_of(id)?;
@@ -708,12 +751,18 @@ impl Store {
         Ok(())
     }
 
-    fn items_of_tenant(&self, id: TenantId) -> Result<Vec<ItemRecord>> {
+    fn item_ids_of_tenant(&self, id: TenantId) -> Result<Vec<Uuid>> {
         let mut out = Vec::new();
         for value in self.inner.items.iter().values() {
             let item: ItemRecord = decode(&value?)?;
             if item.tenant == id.0 {
-                out.push(item);
+                out.push(item.id);
+            }
+        }
+        for group in self.groups() {
+            let group = group?;
+            if group.header.tenant == id.0 {
+                out.extend(group.ids());
             }
         }
         Ok(out)
@@ -936,7 +985,7 @@ impl Store {
     pub async fn commit_ingestion(&self, mut commit: IngestionCommit) -> Result<()> {
         let after = commit.after.take();
         let tenant = commit.record.tenant;
-        let prepared = self.prepare_ingestion(commit)?;
+        let prepared = self.prepare_ingestion(commit, true)?;
         let store = self.clone();
         self.submit(Box::new(move || {
             store.check_tenant_not_gone(tenant)?;
@@ -944,8 +993,8 @@ impl Store {
             prepared.log(&mut payload);
             Ok(Logged::Deferred {
                 payload,
-                apply: Box::new(move || {
-                    store.apply_ingestion(&prepared)?;
+                apply: Box::new(move |at| {
+                    store.apply_ingestion(&prepared, at)?;
                     if let Some(after) = after {
                         after(prepared.records);
                     }
@@ -957,8 +1006,22 @@ impl Store {
     }
 
     /// Encodes everything one request writes (on the request's thread, not the committer's).
-    fn prepare_ingestion(&self, commit: IngestionCommit) -> Result<PreparedIngestion> {
+    /// With `grouped`, items of one group ([`ItemIds`]) are written as that group (see
+    /// [`groups`]): only for writes applied once logged ([`Logged::Deferred`]), whose log
+    /// record is then where their items are.
+    fn prepare_ingestion(
+        &self,
+        commit: IngestionCommit,
+        grouped: bool,
+    ) -> Result<PreparedIngestion> {
+        let group = grouped
+            .then(|| {
+                let items: Vec<&ItemRecord> = commit.items.iter().map(|(item, _)| item).collect();
+                groups::GroupPlan::of(&items)
+            })
+            .flatten();
         let mut writes = PreparedIngestion {
+            group,
             items: Vec::with_capacity(commit.items.len()),
             records: Vec::with_capacity(commit.items.len()),
             blobs: Vec::new(),
@@ -974,10 +1037,12 @@ impl Store {
             journal_key: mailbox::journal_key(&commit.record),
         };
         for (item, attachments) in commit.items {
-            for copy in &item.copies {
-                writes
-                    .copies
-                    .push(copy_key(item.tenant, copy, item.received, item.id));
+            if writes.group.is_none() {
+                for copy in &item.copies {
+                    writes
+                        .copies
+                        .push(copy_key(item.tenant, copy, item.received, item.id));
+                }
             }
             for (n, content) in attachments.into_iter().enumerate() {
                 writes.blobs.push((blob_key(item.id, n), content));
@@ -988,19 +1053,36 @@ impl Store {
         Ok(writes)
     }
 
-    /// Applies a prepared request to sled, after the committer appended it to the log (which is
-    /// what makes it all-or-nothing across crashes: see [`Logged::Deferred`]). In the order
-    /// readers follow references, so a reader never finds half a request: attachments before
-    /// the items naming them, items before the copies listing them in folders, the ingestion
-    /// record and journal entry last.
-    fn apply_ingestion(&self, writes: &PreparedIngestion) -> Result<()> {
+    /// Applies a prepared request to sled, after the committer appended it to the log at `at`
+    /// (which is what makes it all-or-nothing across crashes: see [`Logged::Deferred`]). In
+    /// the order readers follow references, so a reader never finds half a request:
+    /// attachments before the items naming them, items (or their group, pointing at `at`)
+    /// before the copies listing them in folders, the ingestion record and journal entry last.
+    fn apply_ingestion(&self, writes: &PreparedIngestion, at: wal::RecordAt) -> Result<()> {
         let i = &self.inner;
         writes.write_files(&i.files, false)?;
-        for (id, bytes) in &writes.items {
-            i.items.insert(id.as_bytes(), bytes.as_slice())?;
-        }
-        for key in &writes.copies {
-            i.copies.insert(key.as_slice(), &[])?;
+        match &writes.group {
+            Some(group) => {
+                let entry = wal::GroupRef {
+                    seq: at.seq,
+                    offset: at.offset,
+                    len: at.len,
+                    header: group.header.encode(),
+                };
+                i.held.add(at.seq);
+                i.groups.insert(group.key, entry.encode())?;
+                for (key, members) in &group.copies {
+                    i.copies.insert(key.as_slice(), members.as_slice())?;
+                }
+            }
+            None => {
+                for (id, bytes) in &writes.items {
+                    i.items.insert(id.as_bytes(), bytes.as_slice())?;
+                }
+                for key in &writes.copies {
+                    i.copies.insert(key.as_slice(), &[])?;
+                }
+            }
         }
         i.ingestions
             .insert(writes.ingestion.0.as_slice(), writes.ingestion.1.as_slice())?;
@@ -1024,7 +1106,7 @@ impl Store {
             payload.insert(mailbox::JOURNAL_TREE, &journal_key, &[]);
             Ok(Logged::Deferred {
                 payload,
-                apply: Box::new(move || {
+                apply: Box::new(move |_| {
                     store.inner.ingestions.insert(key, value)?;
                     store.inner.journal.insert(journal_key, &[])?;
                     Ok(())
@@ -1048,6 +1130,9 @@ impl Store {
     }
 
     pub fn item(&self, id: Uuid) -> Result<Option<ItemRecord>> {
+        if let Some(item) = self.grouped_item(id)? {
+            return Ok(Some(item));
+        }
         match self.inner.items.get(id.as_bytes())? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
@@ -1077,7 +1162,10 @@ impl Store {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Box::new(move || {
             let i = &store.inner;
-            let (index, payload) = i.items.transaction(|items| {
+            let trees = (&i.items, &i.copies, &i.groups);
+            let (index, payload) = trees.transaction(|(items, copies, groups)| {
+                let mut payload = wal::Payload::default();
+                store.explode_group_of(&id, [items, copies, groups], &mut payload)?;
                 let Some(bytes) = items.get(id.as_bytes())? else {
                     return Err(abort(StoreError::NotFound(format!("item {id}"))));
                 };
@@ -1098,7 +1186,6 @@ impl Store {
                     .put_synced([(blob.as_slice(), content.as_slice())])
                     .map_err(abort)?;
                 items.insert(id.as_bytes(), record.as_slice())?;
-                let mut payload = wal::Payload::default();
                 payload.insert(BLOBS, &blob, &content);
                 payload.insert(ITEMS, id.as_bytes(), &record);
                 Ok((index, payload))
@@ -1119,7 +1206,9 @@ impl Store {
         self.inner
             .copies
             .scan_prefix(copy_prefix(tenant.0, mailbox, Some(folder)))
-            .count()
+            .flatten()
+            .map(|(key, value)| mailbox::copies_in(&key, &value))
+            .sum()
     }
 
     /// Whether the mailbox `upn` holds any copy.
@@ -1144,20 +1233,21 @@ impl Store {
         top: usize,
     ) -> Result<Vec<Uuid>> {
         let mut out = Vec::new();
-        for key in self
+        let mut skipped = 0;
+        for entry in self
             .inner
             .copies
             .scan_prefix(copy_prefix(tenant.0, mailbox, Some(folder)))
-            .keys()
-            .skip(skip)
-            .take(top)
         {
-            let key = key?;
-            if let Some(id) = key
-                .get(key.len() - 16..)
-                .and_then(|b| Uuid::from_slice(b).ok())
-            {
-                out.push(id);
+            let (key, value) = entry?;
+            for copy in mailbox::parse_copies(&key, &value) {
+                if skipped < skip {
+                    skipped += 1;
+                } else if out.len() < top {
+                    out.push(copy.item);
+                } else {
+                    return Ok(out);
+                }
             }
         }
         Ok(out)
@@ -1172,6 +1262,8 @@ fn blob_key(item: Uuid, n: usize) -> Vec<u8> {
 
 /// The encoded keys and values of one ingestion request.
 struct PreparedIngestion {
+    /// Its items as one group (`items` are then its members, `copies` empty).
+    group: Option<groups::GroupPlan>,
     items: Vec<(Uuid, Vec<u8>)>,
     /// The items themselves, for the [`AfterApply`] hook.
     records: Vec<ItemRecord>,
@@ -1199,7 +1291,7 @@ impl PreparedIngestion {
     }
 
     /// Writes into the transactional trees `[items, copies, ingestions, journal]`, after
-    /// [`PreparedIngestion::write_files`].
+    /// [`PreparedIngestion::write_files`] (never grouped: see [`Store::prepare_ingestion`]).
     fn write(
         &self,
         [items, copies, ingestions, journal]: [&sled::transaction::TransactionalTree; 4],
@@ -1221,8 +1313,15 @@ impl PreparedIngestion {
         let blobs: usize = self.blobs.iter().map(|(k, v)| OP + k.len() + v.len()).sum();
         let items: usize = self.items.iter().map(|(_, v)| OP + 16 + v.len()).sum();
         let copies: usize = self.copies.iter().map(|k| OP + k.len()).sum();
+        let grouped: usize = self.group.as_ref().map_or(0, |g| {
+            2 * OP
+                + g.copies
+                    .iter()
+                    .map(|(k, v)| OP + k.len() + v.len())
+                    .sum::<usize>()
+        });
         let record = 2 * OP + self.ingestion.0.len() + self.ingestion.1.len();
-        blobs + items + copies + record + self.journal_key.len()
+        blobs + items + copies + grouped + record + self.journal_key.len()
     }
 
     /// The same writes, for the write-ahead log.
@@ -1230,11 +1329,24 @@ impl PreparedIngestion {
         for (key, content) in &self.blobs {
             payload.insert(BLOBS, key, content);
         }
-        for (id, bytes) in &self.items {
-            payload.insert(ITEMS, id.as_bytes(), bytes);
-        }
-        for key in &self.copies {
-            payload.insert(COPIES, key, &[]);
+        match &self.group {
+            Some(group) => {
+                payload.group_header(groups::GROUPS, &group.key, &group.header.encode());
+                for (id, bytes) in &self.items {
+                    payload.group_member(ITEMS, id.as_bytes(), bytes);
+                }
+                for (key, members) in &group.copies {
+                    payload.insert(COPIES, key, members);
+                }
+            }
+            None => {
+                for (id, bytes) in &self.items {
+                    payload.insert(ITEMS, id.as_bytes(), bytes);
+                }
+                for key in &self.copies {
+                    payload.insert(COPIES, key, &[]);
+                }
+            }
         }
         payload.insert(INGESTIONS, &self.ingestion.0, &self.ingestion.1);
         payload.insert(mailbox::JOURNAL_TREE, &self.journal_key, &[]);
@@ -1263,7 +1375,7 @@ enum Logged {
     /// completes what a checkpoint flushed half of), so no sled transaction is needed.
     Deferred {
         payload: wal::Payload,
-        apply: Box<dyn FnOnce() -> Result<()> + Send>,
+        apply: Box<dyn FnOnce(wal::RecordAt) -> Result<()> + Send>,
     },
 }
 
@@ -1274,8 +1386,13 @@ enum Then {
         after: Option<Hook>,
         if_logged: Option<Hook>,
     },
-    /// Apply it with this, if the log has it.
-    Deferred(Box<dyn FnOnce() -> Result<()> + Send>),
+    /// Apply it with this, if the log has it: where its record starts in the appended bytes,
+    /// and its length.
+    Deferred(
+        Box<dyn FnOnce(wal::RecordAt) -> Result<()> + Send>,
+        u64,
+        u32,
+    ),
 }
 
 /// What runs after a [`Logged::Applied`] write is appended to the log, before later writes.
@@ -1321,8 +1438,10 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                                 Then::Applied { after, if_logged }
                             }
                             Logged::Deferred { payload, apply } => {
+                                let start = framed.len();
                                 payload.frame_into(&mut framed);
-                                Then::Deferred(apply)
+                                let len = (framed.len() - start) as u32;
+                                Then::Deferred(apply, start as u64, len)
                             }
                         });
                         drop(entered);
@@ -1331,6 +1450,7 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                     .collect();
                 let appended = segment.append(&framed);
                 let seq = segment.seq();
+                let base = appended.as_ref().map_or(0, |(_, offset)| *offset);
                 wal.current.store(seq, Ordering::SeqCst);
                 if !framed.is_empty() {
                     wal.append_failing.store(appended.is_err(), Ordering::SeqCst);
@@ -1341,7 +1461,7 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                         let _entered = span.enter();
                         let answer = match (outcome, &appended) {
                             (Err(e), _) => Err(e),
-                            (Ok(Then::Applied { after, if_logged }), Ok(())) => {
+                            (Ok(Then::Applied { after, if_logged }), Ok(_)) => {
                                 if let Some(if_logged) = if_logged {
                                     if_logged();
                                 }
@@ -1350,8 +1470,13 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                                 }
                                 Ok(())
                             }
-                            (Ok(Then::Deferred(apply)), Ok(())) => {
-                                apply().map_err(|e| {
+                            (Ok(Then::Deferred(apply, start, len)), Ok(_)) => {
+                                let at = wal::RecordAt {
+                                    seq,
+                                    offset: base + start,
+                                    len,
+                                };
+                                apply(at).map_err(|e| {
                                     // Logged but maybe half applied: the log must stay live.
                                     wal.failed_from.fetch_min(seq, Ordering::SeqCst);
                                     tracing::error!(error = %e, "a logged write could not be applied: the log is kept until a restart replays it");
@@ -1372,7 +1497,7 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                                     "applied, not logged ({e})"
                                 )))
                             }
-                            (Ok(Then::Deferred(_)), Err(e)) => Err(StoreError::Log(e.to_string())),
+                            (Ok(Then::Deferred(..)), Err(e)) => Err(StoreError::Log(e.to_string())),
                         };
                         (answer, reply)
                     })
@@ -1421,7 +1546,10 @@ fn checkpoint(inner: &Inner) -> Result<()> {
         .map(|seq| seq.min(failed_from - 1))
     {
         let keep_from = inner.wal.index_needs.load(Ordering::SeqCst);
-        wal::retire_up_to(&inner.wal.dir, seq, keep_from)?;
+        let held = |n| inner.held.is_held(n);
+        wal::retire_up_to(&inner.wal.dir, seq, keep_from, &held)?;
+        let deleted = wal::prune_retired(&inner.wal.dir, keep_from, &held)?;
+        inner.segments.forget(&deleted);
         if fsync {
             // A retired segment must not come back as live after a power loss (it would be
             // replayed over newer writes).
@@ -1436,18 +1564,45 @@ fn checkpoint(inner: &Inner) -> Result<()> {
 fn spawn_checkpointer(inner: Weak<Inner>) {
     let spawned = std::thread::Builder::new()
         .name("store-checkpoint".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(250));
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            let (written, age) = {
-                let segment = inner.wal.lock();
-                (segment.written(), segment.age())
-            };
-            if written > 0 && (age >= Duration::from_secs(1) || written >= wal::CHECKPOINT_BYTES) {
-                if let Err(e) = checkpoint(&inner) {
-                    tracing::error!(error = %e, "checkpoint failed");
+        .spawn(move || {
+            // The first collection waits a second or so after the start.
+            let now = std::time::Instant::now();
+            let mut last_collection = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let (written, age) = {
+                    let segment = inner.wal.lock();
+                    (segment.written(), segment.age())
+                };
+                if written > 0
+                    && (age >= Duration::from_secs(1) || written >= wal::CHECKPOINT_BYTES)
+                {
+                    if let Err(e) = checkpoint(&inner) {
+                        tracing::error!(error = %e, "checkpoint failed");
+                    }
+                }
+                // Segments no group points into any more go (once after the start, then after
+                // groups were removed; at most every 2 s: it reads every group's entry).
+                if inner.held.due() && last_collection.elapsed() >= Duration::from_secs(2) {
+                    last_collection = std::time::Instant::now();
+                    let store = Store {
+                        inner: inner.clone(),
+                    };
+                    match store.collect_segments() {
+                        Ok(deleted) if !deleted.is_empty() => {
+                            tracing::debug!(
+                                segments = deleted.len(),
+                                "log segments no item group needs deleted"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "log segments could not be collected")
+                        }
+                    }
                 }
             }
         });
@@ -1587,7 +1742,7 @@ mod tests {
                 payload.insert(ITEMS, id.as_bytes(), &bytes);
                 Ok(Logged::Deferred {
                     payload,
-                    apply: Box::new(|| Err(StoreError::Log("injected I/O error".into()))),
+                    apply: Box::new(|_| Err(StoreError::Log("injected I/O error".into()))),
                 })
             });
             let answer = runtime.block_on(store.submit(failing));

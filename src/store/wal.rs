@@ -13,8 +13,11 @@
 //!
 //! Record framing: `len (u32 LE) || crc32 (u32 LE) || payload`; a torn or corrupt tail ends
 //! the replay of its segment. Payload: a sequence of operations, each `tree name len (u8) ||
-//! tree name || key len (u32 LE) || key || tag (u8: 1 insert, 0 remove) || [value len (u32 LE)
-//! || value]`.
+//! tree name || key len (u32 LE) || key || tag (u8) || [value len (u32 LE) || value]`. Tags: 0
+//! remove, 1 insert, and for a request's items stored as a group (see `store::groups`) 2, the
+//! group's header (replayed as an insert of a [`GroupRef`] that points at its own record), and
+//! 3, a member item (not replayed: the segment itself holds it, and is kept while a group
+//! points into it).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -53,6 +56,25 @@ impl Payload {
         self.bytes.push(0);
     }
 
+    /// The header of a group of items stored in this record (`value`: what [`GroupRef`] keeps
+    /// of it): replayed as an insert of `key` -> a [`GroupRef`] to this record.
+    pub fn group_header(&mut self, tree: &str, key: &[u8], value: &[u8]) {
+        self.tagged(tree, key, GROUP_HEADER, value);
+    }
+
+    /// A member of this record's group: read through the group's [`GroupRef`], never replayed.
+    pub fn group_member(&mut self, tree: &str, key: &[u8], value: &[u8]) {
+        self.tagged(tree, key, GROUP_MEMBER, value);
+    }
+
+    fn tagged(&mut self, tree: &str, key: &[u8], tag: u8, value: &[u8]) {
+        self.op(tree, key);
+        self.bytes.push(tag);
+        self.bytes
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(value);
+    }
+
     fn op(&mut self, tree: &str, key: &[u8]) {
         debug_assert!(tree.len() < 256);
         self.bytes.push(tree.len() as u8);
@@ -89,11 +111,121 @@ impl Payload {
     }
 }
 
+const REMOVE: u8 = 0;
+const INSERT: u8 = 1;
+const GROUP_HEADER: u8 = 2;
+const GROUP_MEMBER: u8 = 3;
+
 /// One decoded operation.
 struct Op<'a> {
     tree: &'a str,
     key: &'a [u8],
+    /// `None` for a removal.
     value: Option<&'a [u8]>,
+    tag: u8,
+}
+
+/// Where a group of items is in the log: the record (segment `seq`, its framed bytes at
+/// `offset`, `len` long) and what its header said. Encoded as the value of the group's key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRef {
+    pub seq: u64,
+    pub offset: u64,
+    pub len: u32,
+    /// The header's value (see [`Payload::group_header`]).
+    pub header: Vec<u8>,
+}
+
+impl GroupRef {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + self.header.len());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&self.header);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<GroupRef> {
+        Some(GroupRef {
+            seq: u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?),
+            offset: u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?),
+            len: u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?),
+            header: bytes.get(20..)?.to_vec(),
+        })
+    }
+}
+
+/// Where one framed record is: segment, offset of its frame, length of the frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordAt {
+    pub seq: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// Reads the record a [`GroupRef`] points at from `file` (its segment), checks its CRC, and
+/// returns the key and value of every group member in it, in order.
+pub fn read_group_members(file: &File, group: &GroupRef) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut framed = vec![0u8; group.len as usize];
+    read_at(file, &mut framed, group.offset).map_err(io)?;
+    let unreadable = || {
+        StoreError::Log(format!(
+            "the log record of a stored group (segment {}, offset {}) is unreadable",
+            group.seq, group.offset
+        ))
+    };
+    let len = framed
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(unreadable)? as usize;
+    let crc = framed
+        .get(4..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(unreadable)?;
+    let payload = framed.get(8..8 + len).ok_or_else(unreadable)?;
+    if crc32fast::hash(payload) != crc {
+        return Err(unreadable());
+    }
+    let ops = decode_ops(payload).ok_or_else(unreadable)?;
+    Ok(ops
+        .into_iter()
+        .filter(|op| op.tag == GROUP_MEMBER)
+        .filter_map(|op| Some((op.key.to_vec(), op.value?.to_vec())))
+        .collect())
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens segment `seq` of `dir` for reading, live or retired.
+pub fn open_segment(dir: &Path, seq: u64) -> Result<File> {
+    // Live first: one retired meanwhile (renamed) is then found retired.
+    match File::open(segment_path(dir, seq)) {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            File::open(named(dir, RETIRED, seq)).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 fn decode_ops(mut bytes: &[u8]) -> Option<Vec<Op<'_>>> {
@@ -115,15 +247,21 @@ fn decode_ops(mut bytes: &[u8]) -> Option<Vec<Op<'_>>> {
         let tree = std::str::from_utf8(take(&mut bytes, name_len)?).ok()?;
         let key_len = len(&mut bytes)?;
         let key = take(&mut bytes, key_len)?;
-        let value = match take(&mut bytes, 1)?.first()? {
-            1 => {
+        let tag = *take(&mut bytes, 1)?.first()?;
+        let value = match tag {
+            INSERT | GROUP_HEADER | GROUP_MEMBER => {
                 let value_len = len(&mut bytes)?;
                 Some(take(&mut bytes, value_len)?)
             }
-            0 => None,
+            REMOVE => None,
             _ => return None,
         };
-        ops.push(Op { tree, key, value });
+        ops.push(Op {
+            tree,
+            key,
+            value,
+            tag,
+        });
     }
     Some(ops)
 }
@@ -183,15 +321,20 @@ fn remove(path: &Path) -> Result<()> {
     }
 }
 
-/// Calls `each` with the operations of every whole record of the segment at `path`, in order;
-/// a torn or corrupt tail ends the segment.
-fn records(path: &Path, each: &mut dyn FnMut(&[Op<'_>]) -> Result<()>) -> Result<usize> {
+/// What [`records`] calls with each record: its frame's offset and length, its operations.
+type EachRecord<'f> = dyn FnMut(u64, u32, &[Op<'_>]) -> Result<()> + 'f;
+
+/// Calls `each` with the operations of every whole record of the segment at `path`, in order,
+/// and where the record is in it (offset and length of its frame); a torn or corrupt tail ends
+/// the segment.
+fn records(path: &Path, each: &mut EachRecord<'_>) -> Result<usize> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io)?;
     let mut rest = bytes.as_slice();
     let mut count = 0;
+    let mut offset = 0u64;
     while rest.len() >= 8 {
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
@@ -206,66 +349,91 @@ fn records(path: &Path, each: &mut dyn FnMut(&[Op<'_>]) -> Result<()>) -> Result
             tracing::warn!(segment = %path.display(), "unreadable write-ahead log record: the rest of this segment is ignored");
             break;
         };
-        each(&ops)?;
+        each(offset, (8 + len) as u32, &ops)?;
         count += 1;
         rest = &rest[8 + len..];
+        offset += (8 + len) as u64;
     }
     Ok(count)
 }
 
 /// Replays the live segments left in `dir` into `db` (oldest first), makes sled durable, and
-/// retires them (or removes them when `keep_from` says the index does not need them). Returns
-/// the number of records replayed and the next segment number.
+/// retires them (or removes them when neither `keep_from` says the index needs them nor a
+/// group replayed from them points into them). Returns the number of records replayed, the
+/// next segment number and the segments a replayed group points into.
 pub fn replay(
     dir: &Path,
     db: &sled::Db,
     files: &BlobFiles,
     keep_from: u64,
-) -> Result<(usize, u64)> {
+) -> Result<(usize, u64, Vec<u64>)> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let found = segments(dir)?;
     let mut replayed = 0;
     let mut trees = std::collections::HashMap::new();
-    for (_, path) in &found {
-        replayed += records(path, &mut |ops| apply(db, files, &mut trees, ops))?;
+    let mut with_groups = Vec::new();
+    for (seq, path) in &found {
+        let mut grouped = false;
+        replayed += records(path, &mut |offset, len, ops| {
+            let at = RecordAt {
+                seq: *seq,
+                offset,
+                len,
+            };
+            grouped |= apply(db, files, &mut trees, at, ops)?;
+            Ok(())
+        })?;
+        if grouped {
+            with_groups.push(*seq);
+        }
     }
     db.flush()?;
     // The attachment files rewritten must outlive the segments that could rewrite them again.
     files.sync()?;
     let last_live = found.last().map(|(seq, _)| *seq);
     if let Some(last) = last_live {
-        retire_up_to(dir, last, keep_from)?;
+        // Retired segments from before this start stay until the store has looked for the
+        // groups that point into them (`Store::collect_segments`).
+        retire_up_to(dir, last, keep_from, &|n| with_groups.contains(&n))?;
     }
     let last_retired = listed(dir, RETIRED)?.last().map(|(seq, _)| *seq);
     let next = last_live.max(last_retired).map_or(0, |seq| seq + 1);
-    Ok((replayed, next))
+    Ok((replayed, next, with_groups))
 }
 
 /// After a checkpoint covering the live segments up to `seq`: each is removed, or retired
-/// (renamed, never replayed again) when the search index may still need it (`>= keep_from`).
-/// Retired segments older than `keep_from` are removed.
-pub fn retire_up_to(dir: &Path, seq: u64, keep_from: u64) -> Result<()> {
+/// (renamed, never replayed again) when the search index may still need it (`>= keep_from`)
+/// or `held` says a stored group points into it.
+pub fn retire_up_to(
+    dir: &Path,
+    seq: u64,
+    keep_from: u64,
+    held: &dyn Fn(u64) -> bool,
+) -> Result<()> {
     for (n, path) in segments(dir)? {
         if n > seq {
             continue;
         }
-        if n >= keep_from {
+        if n >= keep_from || held(n) {
             std::fs::rename(&path, named(dir, RETIRED, n)).map_err(io)?;
         } else {
             remove(&path)?;
         }
     }
-    prune_retired(dir, keep_from)
+    Ok(())
 }
 
-/// Removes the retired segments older than `keep_from`.
-pub fn prune_retired(dir: &Path, keep_from: u64) -> Result<()> {
+/// Removes the retired segments older than `keep_from` that are not `held`; returns their
+/// numbers.
+pub fn prune_retired(dir: &Path, keep_from: u64, held: &dyn Fn(u64) -> bool) -> Result<Vec<u64>> {
+    let mut removed = Vec::new();
     for (n, path) in listed(dir, RETIRED)? {
-        if n < keep_from {
+        if n < keep_from && !held(n) {
             remove(&path)?;
+            removed.push(n);
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// The keys written or removed in `tree` by the records of the segments (retired or live)
@@ -279,7 +447,7 @@ pub fn logged_keys(dir: &Path, tree: &str, from: u64, before: u64) -> Result<Vec
     all.dedup_by_key(|(n, _)| *n);
     let mut keys = Vec::new();
     for (_, path) in &all {
-        records(path, &mut |ops| {
+        records(path, &mut |_, _, ops| {
             keys.extend(
                 ops.iter()
                     .filter(|op| op.tree == tree)
@@ -293,14 +461,20 @@ pub fn logged_keys(dir: &Path, tree: &str, from: u64, before: u64) -> Result<Vec
 
 /// Applies one record's operations with plain writes (at start-up only: nothing else runs, and
 /// the segments are retired only after sled is flushed, so a crash during the replay replays
-/// again).
+/// again). A group header becomes its [`GroupRef`] (to the record at `at`); its members stay
+/// in the segment. Returns whether the record had a group.
 fn apply(
     db: &sled::Db,
     files: &BlobFiles,
     trees: &mut std::collections::HashMap<String, sled::Tree>,
+    at: RecordAt,
     ops: &[Op<'_>],
-) -> Result<()> {
+) -> Result<bool> {
+    let mut grouped = false;
     for op in ops {
+        if op.tag == GROUP_MEMBER {
+            continue;
+        }
         let tree = match trees.get(op.tree) {
             Some(tree) => tree,
             None => {
@@ -319,12 +493,22 @@ fn apply(
             }
             continue;
         }
-        match op.value {
-            Some(value) => tree.insert(op.key, value)?,
-            None => tree.remove(op.key)?,
+        match (op.tag, op.value) {
+            (GROUP_HEADER, Some(header)) => {
+                grouped = true;
+                let group = GroupRef {
+                    seq: at.seq,
+                    offset: at.offset,
+                    len: at.len,
+                    header: header.to_vec(),
+                };
+                tree.insert(op.key, group.encode())?
+            }
+            (_, Some(value)) => tree.insert(op.key, value)?,
+            (_, None) => tree.remove(op.key)?,
         };
     }
-    Ok(())
+    Ok(grouped)
 }
 
 /// The segment being written.
@@ -362,18 +546,20 @@ impl Segment {
         })
     }
 
-    /// Appends framed records with one write, and syncs them with `--fsync`. A failed write
-    /// leaves no torn bytes for later records to land behind (a replay stops at a torn record):
-    /// the file is cut back to its length before the write or, failing that, the next records
-    /// go to a new segment; until one of them works, appends fail.
-    pub fn append(&mut self, framed: &[u8]) -> Result<()> {
+    /// Appends framed records with one write, and syncs them with `--fsync`; answers where
+    /// they start (segment and offset). A failed write leaves no torn bytes for later records
+    /// to land behind (a replay stops at a torn record): the file is cut back to its length
+    /// before the write or, failing that, the next records go to a new segment; until one of
+    /// them works, appends fail.
+    pub fn append(&mut self, framed: &[u8]) -> Result<(u64, u64)> {
         if framed.is_empty() {
-            return Ok(());
+            return Ok((self.seq, self.written));
         }
         if self.torn {
             let next = Segment::create(&self.dir, self.seq + 1, self.fsync)?;
             *self = next;
         }
+        let start = self.written;
         let written = self.file.write_all(framed).and_then(|()| {
             if self.fsync {
                 self.file.sync_data()
@@ -384,7 +570,7 @@ impl Segment {
         match written {
             Ok(()) => {
                 self.written += framed.len() as u64;
-                Ok(())
+                Ok((self.seq, start))
             }
             Err(e) => {
                 if self.file.set_len(self.written).is_err() {
@@ -512,7 +698,7 @@ mod tests {
             .open()
             .expect("db");
         let files = BlobFiles::open(dir.path(), false).expect("files");
-        let (replayed, next) = replay(&wal, &db, &files, u64::MAX).expect("replay");
+        let (replayed, next, _) = replay(&wal, &db, &files, u64::MAX).expect("replay");
         assert_eq!((replayed, next), (2, 4));
         let a = db.open_tree("a").expect("a");
         assert!(a.get(b"k1").expect("get").is_none());
@@ -542,7 +728,7 @@ mod tests {
         segment.append(&framed).expect("the next append works");
         assert_eq!(segment.seq(), 8);
         let mut replayed = 0;
-        records(&segment_path(dir.path(), 8), &mut |ops| {
+        records(&segment_path(dir.path(), 8), &mut |_, _, ops| {
             assert_eq!(ops[0].key, b"k");
             replayed += 1;
             Ok(())
@@ -570,7 +756,7 @@ mod tests {
             write_segment(&wal, seq, &[seq as u8]);
         }
         // A checkpoint covering 0..=2 while the index needs segments from 1 on.
-        retire_up_to(&wal, 2, 1).expect("retire");
+        retire_up_to(&wal, 2, 1, &|_| false).expect("retire");
         let live: Vec<u64> = segments(&wal).expect("live").iter().map(|s| s.0).collect();
         let retired: Vec<u64> = listed(&wal, RETIRED)
             .expect("retired")
@@ -593,15 +779,89 @@ mod tests {
             .open()
             .expect("db");
         let files = BlobFiles::open(dir.path(), false).expect("files");
-        let (replayed, next) = replay(&wal, &db, &files, 1).expect("replay");
+        let (replayed, next, _) = replay(&wal, &db, &files, 1).expect("replay");
         assert_eq!((replayed, next), (1, 4));
         // The index committed everything before 3: the older retired segments go.
-        prune_retired(&wal, 3).expect("prune");
+        prune_retired(&wal, 3, &|_| false).expect("prune");
         let retired: Vec<u64> = listed(&wal, RETIRED)
             .expect("retired")
             .iter()
             .map(|s| s.0)
             .collect();
         assert_eq!(retired, vec![3]);
+    }
+
+    /// A group's header replays as a [`GroupRef`] to its own record, whose members read back
+    /// from the segment; the members themselves are not replayed into their tree, and a
+    /// segment a replayed group points into is retired (kept), not removed.
+    #[test]
+    fn a_group_replays_as_a_reference_to_its_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).expect("wal dir");
+        let mut segment = Segment::create(&wal, 5, false).expect("segment");
+        let mut framed = Vec::new();
+        let mut before = Payload::default();
+        before.insert("other", b"k", b"v");
+        before.frame_into(&mut framed);
+        let start = framed.len() as u64;
+        let mut grouped = Payload::default();
+        grouped.group_header("groups", b"g", b"header");
+        grouped.group_member("items", b"m0", b"first");
+        grouped.group_member("items", b"m1", b"second");
+        grouped.insert("copies", b"c", b"\x00\x00\x01\x00");
+        grouped.frame_into(&mut framed);
+        let len = framed.len() as u64 - start;
+        assert_eq!(segment.append(&framed).expect("append"), (5, 0));
+        drop(segment);
+
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db");
+        let files = BlobFiles::open(dir.path(), false).expect("files");
+        let (replayed, next, with_groups) = replay(&wal, &db, &files, u64::MAX).expect("replay");
+        assert_eq!((replayed, next, with_groups), (2, 6, vec![5]));
+        let value = db
+            .open_tree("groups")
+            .unwrap()
+            .get(b"g")
+            .unwrap()
+            .expect("the group");
+        let group = GroupRef::decode(&value).expect("a reference");
+        assert_eq!(
+            group,
+            GroupRef {
+                seq: 5,
+                offset: start,
+                len: len as u32,
+                header: b"header".to_vec(),
+            }
+        );
+        assert!(
+            db.open_tree("items").unwrap().is_empty(),
+            "members stay in the log"
+        );
+        assert_eq!(db.open_tree("copies").unwrap().len(), 1);
+        assert!(
+            listed(&wal, RETIRED).unwrap().iter().any(|(n, _)| *n == 5),
+            "kept"
+        );
+        let file = open_segment(&wal, 5).expect("open retired");
+        assert_eq!(
+            read_group_members(&file, &group).expect("members"),
+            vec![
+                (b"m0".to_vec(), b"first".to_vec()),
+                (b"m1".to_vec(), b"second".to_vec())
+            ]
+        );
+        let wrong = GroupRef {
+            offset: start + 1,
+            ..group
+        };
+        assert!(
+            read_group_members(&file, &wrong).is_err(),
+            "a bad reference is an error"
+        );
     }
 }

@@ -1,0 +1,680 @@
+//! Item groups: the items of one ingestion request stored as one entry, in the write-ahead log
+//! record that already holds them, instead of one sled entry per item and per copy.
+//!
+//! sled's cost is per key (a leaf of at most 16 entries is copied, logged and often split on
+//! every insert), and a request of 100 items wrote ~200 keys. A grouped request writes one key
+//! in `item_groups` (`group key (14 bytes) -> GroupRef`: where its log record is) and one key
+//! per folder it lands in, in `copies` (`tenant || mailbox \0 folder \0 || newest-first time ||
+//! group key` -> the members' indices, u16 LE each), whatever its size. Its items are read from
+//! the log segment, which is kept (retired, never replayed) while a group points into it.
+//!
+//! Invariants:
+//! - The members of a group have the ids `group key || index (u16 BE)`, index 0.. in request
+//!   order ([`ItemIds`]): an item's group key is the first 14 bytes of its id, and the ids of a
+//!   group sort in its order, as the v7 ids of one request did.
+//! - Groups are immutable. Whatever changes one member (a deletion, copies removed, an
+//!   attachment added) first writes every member as an entry of its own and removes the group
+//!   ([`Store::explode_group_of`], in the same transaction): everything after that is the code
+//!   of ungrouped items. Items of imports (written in a transaction before they are logged)
+//!   and of earlier versions are never grouped.
+//! - A segment is deleted only once no group points into it: [`Held`] knows the segments that
+//!   got a group since the start (and those before it until the first collection);
+//!   [`Store::collect_segments`] scans the groups, after removals, and lets the others go.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use uuid::Uuid;
+
+use super::model::{CopyRecord, ItemRecord};
+use super::wal::{self, GroupRef};
+use super::{abort, copy_key, copy_prefix, decode, encode_compact, Result, Store, StoreError};
+use super::{COPIES, ITEMS};
+
+/// The members of a group as its log record holds them: (id, encoded record).
+type Members = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The tree of groups: group key -> [`GroupRef`].
+pub(super) const GROUPS: &str = "item_groups";
+
+/// Bytes of an id that name its group.
+pub(super) const KEY_LEN: usize = 14;
+
+/// A group key.
+pub(super) type GroupKey = [u8; KEY_LEN];
+
+/// The group key of an item id (whether or not such a group exists).
+pub(super) fn group_key(id: &Uuid) -> GroupKey {
+    let mut key = [0u8; KEY_LEN];
+    key.copy_from_slice(&id.as_bytes()[..KEY_LEN]);
+    key
+}
+
+/// The id of member `index` of the group `key`.
+pub(super) fn member_id(key: &GroupKey, index: u16) -> Uuid {
+    let mut bytes = [0u8; 16];
+    bytes[..KEY_LEN].copy_from_slice(key);
+    bytes[KEY_LEN..].copy_from_slice(&index.to_be_bytes());
+    Uuid::from_bytes(bytes)
+}
+
+/// The ids of one request's items: the members of one group (UUIDv7: a fresh v7 id's first 14
+/// bytes, its time and counter, are unique in the process and ordered in time), then, past
+/// 65,536 items, ids of their own (such a request is stored ungrouped).
+pub struct ItemIds {
+    group: GroupKey,
+    next: u32,
+}
+
+impl ItemIds {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> ItemIds {
+        ItemIds {
+            group: group_key(&Uuid::now_v7()),
+            next: 0,
+        }
+    }
+
+    pub fn next_id(&mut self) -> Uuid {
+        match u16::try_from(self.next) {
+            Ok(index) => {
+                self.next += 1;
+                member_id(&self.group, index)
+            }
+            Err(_) => Uuid::now_v7(),
+        }
+    }
+}
+
+/// What a group's header holds (and its [`GroupRef`] keeps): the tenant and the member count,
+/// so ids and tenants are known without reading the log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Header {
+    pub tenant: Uuid,
+    pub count: u16,
+}
+
+impl Header {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.tenant.as_bytes().to_vec();
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Header> {
+        Some(Header {
+            tenant: Uuid::from_slice(bytes.get(..16)?).ok()?,
+            count: u16::from_le_bytes(bytes.get(16..18)?.try_into().ok()?),
+        })
+    }
+}
+
+/// A stored group: where it is, and its header.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Group {
+    pub key: GroupKey,
+    pub at: GroupRef,
+    pub header: Header,
+}
+
+impl Group {
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Group> {
+        let unreadable = || StoreError::Log("an item group's entry is unreadable".into());
+        let key: GroupKey = key.try_into().map_err(|_| unreadable())?;
+        let at = GroupRef::decode(value).ok_or_else(unreadable)?;
+        let header = Header::decode(&at.header).ok_or_else(unreadable)?;
+        Ok(Group { key, at, header })
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        (0..self.header.count).map(|n| member_id(&self.key, n))
+    }
+}
+
+/// The copy-index key of a group's copies in one folder (all members have one `received`).
+pub(super) fn copy_group_key(
+    tenant: Uuid,
+    copy: &CopyRecord,
+    received: DateTime<Utc>,
+    group: &GroupKey,
+) -> Vec<u8> {
+    let mut key = copy_prefix(tenant, &copy.mailbox, Some(&copy.folder));
+    let micros = received.timestamp_micros().max(0) as u64;
+    key.extend_from_slice(&(u64::MAX - micros).to_be_bytes());
+    key.extend_from_slice(group);
+    key
+}
+
+/// How one request's items are written as a group: its key, header and copy-index entries.
+pub(super) struct GroupPlan {
+    pub key: GroupKey,
+    pub header: Header,
+    pub copies: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl GroupPlan {
+    /// The plan for `items` when they are one group's members in order ([`ItemIds`]), all
+    /// of one tenant; `None` otherwise (they are stored one by one).
+    pub fn of(items: &[&ItemRecord]) -> Option<GroupPlan> {
+        let first = items.first()?;
+        let key = group_key(&first.id);
+        let count = u16::try_from(items.len()).ok()?;
+        let mut copies: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        for (n, item) in items.iter().enumerate() {
+            let index = u16::try_from(n).ok()?;
+            if item.id != member_id(&key, index) || item.tenant != first.tenant {
+                return None;
+            }
+            for copy in &item.copies {
+                let members = copies
+                    .entry(copy_group_key(item.tenant, copy, item.received, &key))
+                    .or_default();
+                // Two copies of one item in one folder are one entry, as their keys were.
+                let last = members.len().checked_sub(2).and_then(|n| members.get(n..));
+                if last != Some(&index.to_le_bytes()[..]) {
+                    members.extend_from_slice(&index.to_le_bytes());
+                }
+            }
+        }
+        Some(GroupPlan {
+            key,
+            header: Header {
+                tenant: first.tenant,
+                count,
+            },
+            copies: copies.into_iter().collect(),
+        })
+    }
+}
+
+/// `ids` in chunks of about `size`, never splitting the members of a group that follow each
+/// other (so a removal of them all removes the group whole).
+pub(super) fn chunks_keeping_groups(ids: &[Uuid], size: usize) -> Vec<&[Uuid]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for n in 1..=ids.len() {
+        let boundary = n == ids.len() || group_key(&ids[n]) != group_key(&ids[n - 1]);
+        if boundary && (n - start >= size || n == ids.len()) {
+            chunks.push(&ids[start..n]);
+            start = n;
+        }
+    }
+    chunks
+}
+
+/// The member indices a copy-group value lists.
+pub(super) fn member_indices(value: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    value
+        .chunks_exact(2)
+        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+}
+
+/// Open log segments, for reading groups (a file stays readable once opened, renamed or
+/// deleted).
+pub(super) struct SegmentFiles {
+    dir: PathBuf,
+    open: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+impl SegmentFiles {
+    /// At most this many are kept open.
+    const KEEP: usize = 64;
+
+    pub fn new(dir: PathBuf) -> SegmentFiles {
+        SegmentFiles {
+            dir,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, seq: u64) -> Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = open.get(&seq) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(wal::open_segment(&self.dir, seq)?);
+        if open.len() >= Self::KEEP {
+            open.clear();
+        }
+        open.insert(seq, file.clone());
+        Ok(file)
+    }
+
+    pub fn forget(&self, seqs: &[u64]) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for seq in seqs {
+            open.remove(seq);
+        }
+    }
+}
+
+/// Which log segments groups point into (see the module's invariants).
+pub(super) struct Held {
+    state: Mutex<HeldState>,
+    /// Groups removed since the start: a collection is due when it moved.
+    removed: AtomicU64,
+}
+
+struct HeldState {
+    /// Segments that got a group since the last collection began, or that it found pointed into.
+    known: BTreeSet<u64>,
+    /// Segments below this are held: they are from before the start, and no collection has
+    /// looked at them yet.
+    unknown_below: u64,
+    /// `removed` when the last collection began (`None`: none has run).
+    collected_at: Option<u64>,
+}
+
+impl Held {
+    /// At start-up: every segment below `next` is held until a collection, and those a
+    /// replayed group points into.
+    pub fn new(next: u64, replayed: &[u64]) -> Held {
+        Held {
+            state: Mutex::new(HeldState {
+                known: replayed.iter().copied().collect(),
+                unknown_below: next,
+                collected_at: None,
+            }),
+            removed: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeldState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A group was written pointing into segment `seq`.
+    pub fn add(&self, seq: u64) {
+        let mut state = self.lock();
+        if state.known.last() != Some(&seq) {
+            state.known.insert(seq);
+        }
+    }
+
+    pub fn removed_one(&self) {
+        self.removed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn is_held(&self, seq: u64) -> bool {
+        let state = self.lock();
+        seq < state.unknown_below || state.known.contains(&seq)
+    }
+
+    /// Whether a collection could free a segment: none ran yet, or groups went since.
+    pub fn due(&self) -> bool {
+        let removed = self.removed.load(Ordering::SeqCst);
+        self.lock().collected_at != Some(removed)
+    }
+}
+
+impl Store {
+    /// The group `key`, if stored.
+    pub(super) fn group(&self, key: &GroupKey) -> Result<Option<Group>> {
+        match self.inner.groups.get(key)? {
+            Some(value) => Ok(Some(Group::decode(key, &value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The members of `group`, encoded, with their ids (read from its log record).
+    fn group_values(&self, group: &Group) -> Result<Members> {
+        let file = self.inner.segments.get(group.at.seq)?;
+        wal::read_group_members(&file, &group.at)
+    }
+
+    /// The members of `group`.
+    pub(super) fn group_items(&self, group: &Group) -> Result<Vec<ItemRecord>> {
+        self.group_values(group)?
+            .iter()
+            .map(|(_, value)| decode(value))
+            .collect()
+    }
+
+    /// Item `id` when it is a member of a stored group. `Ok(None)` when it is not, or when its
+    /// group went while it was read (the item is then stored on its own, or gone).
+    pub(super) fn grouped_item(&self, id: Uuid) -> Result<Option<ItemRecord>> {
+        let key = group_key(&id);
+        let Some(group) = self.group(&key)? else {
+            return Ok(None);
+        };
+        match self.group_values(&group) {
+            Ok(values) => values
+                .iter()
+                .find(|(k, _)| k.as_slice() == id.as_bytes())
+                .map(|(_, value)| decode(value))
+                .transpose(),
+            // Changed meanwhile (and its segment gone): its members are entries of their own.
+            Err(_) if self.group(&key)?.as_ref() != Some(&group) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stored items among `ids`, in their order (each group read once).
+    pub fn items(&self, ids: &[Uuid]) -> Result<Vec<ItemRecord>> {
+        let mut read: HashMap<GroupKey, Option<Members>> = HashMap::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = group_key(id);
+            if let std::collections::hash_map::Entry::Vacant(entry) = read.entry(key) {
+                let values = match self.group(&key)? {
+                    Some(group) => self.group_values(&group).ok(),
+                    None => None,
+                };
+                entry.insert(values);
+            }
+            let grouped = read
+                .get(&key)
+                .and_then(|values| values.as_ref())
+                .and_then(|values| values.iter().find(|(k, _)| k.as_slice() == id.as_bytes()));
+            match grouped {
+                Some((_, value)) => out.push(decode(value)?),
+                None => out.extend(self.item(*id)?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored group, in key order.
+    pub(super) fn groups(&self) -> impl Iterator<Item = Result<Group>> + '_ {
+        self.inner.groups.iter().map(|entry| {
+            let (key, value) = entry?;
+            Group::decode(&key, &value)
+        })
+    }
+
+    /// In a transaction over `items`, `copies` and `groups`: when `id` is a member of a
+    /// stored group, writes every member as an entry of its own (its record, a copy key per
+    /// copy) and removes the group with its copy-group keys, logging every write in
+    /// `payload`. What then changes one member changes it alone.
+    pub(super) fn explode_group_of(
+        &self,
+        id: &Uuid,
+        [items, copies, groups]: [&TransactionalTree; 3],
+        payload: &mut wal::Payload,
+    ) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
+        let key = group_key(id);
+        let Some(value) = groups.get(key)? else {
+            return Ok(());
+        };
+        let group = Group::decode(&key, &value).map_err(abort)?;
+        let members = self.group_items(&group).map_err(abort)?;
+        let mut copy_groups = BTreeSet::new();
+        for item in &members {
+            let bytes = encode_compact(item).map_err(abort)?;
+            items.insert(item.id.as_bytes(), bytes.as_slice())?;
+            payload.insert(ITEMS, item.id.as_bytes(), &bytes);
+            for copy in &item.copies {
+                copy_groups.insert(copy_group_key(item.tenant, copy, item.received, &key));
+                let own = copy_key(item.tenant, copy, item.received, item.id);
+                copies.insert(own.as_slice(), &[])?;
+                payload.insert(COPIES, &own, &[]);
+            }
+        }
+        for copy_group in copy_groups {
+            copies.remove(copy_group.as_slice())?;
+            payload.remove(COPIES, &copy_group);
+        }
+        groups.remove(&key[..])?;
+        payload.remove(GROUPS, &key);
+        self.inner.held.removed_one();
+        Ok(())
+    }
+
+    /// Deletes the retired log segments no group points into (and the search index does not
+    /// need): a scan of the groups, run by the checkpoint thread once after the start and
+    /// after groups were removed. Returns the segments deleted.
+    pub(super) fn collect_segments(&self) -> Result<Vec<u64>> {
+        let i = &self.inner;
+        let removed = i.held.removed.load(Ordering::SeqCst);
+        // Groups written from here on point into this segment or later ones (`add`).
+        let first_unscanned = i.wal.current.load(Ordering::SeqCst);
+        let mut referenced = BTreeSet::new();
+        for entry in i.groups.iter().values() {
+            if let Some(at) = GroupRef::decode(&entry?) {
+                referenced.insert(at.seq);
+            }
+        }
+        let _one_at_a_time = i
+            .wal
+            .checkpointing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        {
+            let mut state = i.held.lock();
+            let newer = state.known.split_off(&first_unscanned);
+            referenced.extend(newer);
+            state.known = referenced;
+            state.unknown_below = 0;
+            state.collected_at = Some(removed);
+        }
+        let keep_from = i.wal.index_needs.load(Ordering::SeqCst);
+        let deleted = wal::prune_retired(&i.wal.dir, keep_from, &|n| i.held.is_held(n))?;
+        i.segments.forget(&deleted);
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::TenantId;
+    use crate::store::mailbox::tests::{copy_dir, item, record_of, store};
+    use crate::store::IngestionCommit;
+
+    /// One request's items as `create_item` makes them (one group), each with an attachment.
+    fn request(tenant: Uuid, n: usize, mailboxes: &[&str]) -> Vec<ItemRecord> {
+        let mut ids = ItemIds::new();
+        let received = Utc::now();
+        let correlation_id = Uuid::now_v7();
+        (0..n)
+            .map(|n| {
+                let mut it = item(tenant, mailboxes, received);
+                it.id = ids.next_id();
+                it.correlation_id = correlation_id;
+                it.subject = Some(format!("item {n}"));
+                it
+            })
+            .collect()
+    }
+
+    fn ingest(store: &Store, items: &[ItemRecord]) {
+        let commit = IngestionCommit {
+            record: record_of(&items[0]),
+            items: items
+                .iter()
+                .map(|it| (it.clone(), vec![b"x".to_vec()]))
+                .collect(),
+            after: None,
+        };
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(store.commit_ingestion(commit))
+            .expect("committed");
+    }
+
+    const PURGES: &str = "Recoverable Items/Purges";
+
+    fn ids(items: &[ItemRecord]) -> Vec<Uuid> {
+        items.iter().map(|it| it.id).collect()
+    }
+
+    #[test]
+    fn a_request_is_one_group_read_listed_and_replayed_after_a_crash() {
+        let (dir, store, tenant) = store();
+        let items = request(tenant.0, 3, &["free@t.example", "other@t.example"]);
+        ingest(&store, &items);
+        assert_eq!(store.inner.groups.len(), 1, "one entry for the request");
+        assert!(store.inner.items.is_empty(), "none per item");
+        assert_eq!(
+            store.inner.copies.len(),
+            2,
+            "one copy entry per folder it landed in"
+        );
+        let check = |store: &Store| {
+            for it in &items {
+                assert_eq!(store.item(it.id).expect("read").as_ref(), Some(it));
+                assert_eq!(
+                    store.attachment(it.id, 0).expect("read").as_deref(),
+                    Some(&b"x"[..])
+                );
+            }
+            assert_eq!(store.items(&ids(&items)).expect("read"), items);
+            assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 3);
+            assert_eq!(
+                store
+                    .folder_items(tenant, "free@t.example", PURGES, 1, 5)
+                    .expect("list"),
+                ids(&items)[1..],
+                "in request order, paged"
+            );
+            let (page, total) = store
+                .mailbox_page(tenant, "other@t.example", None, 0, 2)
+                .expect("page");
+            assert_eq!(total, 3);
+            assert_eq!(
+                page.iter().map(|c| c.item).collect::<Vec<_>>(),
+                ids(&items)[..2]
+            );
+            assert_eq!(
+                store.mailbox_counts(tenant).expect("counts")["free@t.example"]
+                    ["recoverable items/purges"],
+                3
+            );
+            assert_eq!(store.item_ids_after(None, 10).expect("ids"), ids(&items));
+            assert_eq!(
+                store.item_ids_after(Some(items[0].id), 1).expect("ids"),
+                [items[1].id]
+            );
+            assert_eq!(store.last_item_id().expect("last"), Some(items[2].id));
+        };
+        check(&store);
+        // A crash before any checkpoint: the replay finds the group in its log record.
+        let copy = tempfile::tempdir().expect("dir");
+        copy_dir(dir.path(), copy.path());
+        let crashed = Store::open(copy.path()).expect("reopen");
+        check(&crashed);
+        // After a checkpoint the segment is retired, and kept: the group points into it.
+        store.flush().expect("checkpoint");
+        store.collect_segments().expect("collect");
+        drop(store);
+        let reopened = Store::open(dir.path()).expect("reopen");
+        check(&reopened);
+    }
+
+    #[test]
+    fn changing_one_member_writes_the_group_out_first() {
+        let (dir, store, tenant) = store();
+        let items = request(tenant.0, 3, &["free@t.example", "held@t.example"]);
+        ingest(&store, &items);
+        // Only the copies in one mailbox go: the other members are untouched.
+        let within: std::collections::HashSet<String> = ["free@t.example".to_string()].into();
+        let outcome = store
+            .delete_items(tenant, &[items[1].id], true, Some(&within), None)
+            .expect("delete");
+        assert_eq!(outcome.changed, [items[1].id]);
+        assert!(store.inner.groups.is_empty(), "the group is written out");
+        let check = |store: &Store| {
+            assert_eq!(
+                store.item(items[0].id).expect("read").as_ref(),
+                Some(&items[0])
+            );
+            assert_eq!(
+                store.item(items[2].id).expect("read").as_ref(),
+                Some(&items[2])
+            );
+            let changed = store.item(items[1].id).expect("read").expect("kept");
+            assert_eq!(changed.copies.len(), 1);
+            assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 2);
+            assert_eq!(store.folder_count(tenant, "held@t.example", PURGES), 3);
+        };
+        check(&store);
+        let copy = tempfile::tempdir().expect("dir");
+        copy_dir(dir.path(), copy.path());
+        check(&Store::open(copy.path()).expect("reopen"));
+        // An attachment added to a member of another group writes that group out too.
+        let other = request(tenant.0, 2, &["free@t.example"]);
+        ingest(&store, &other);
+        let meta = other[0].attachments[0].clone();
+        let index = tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(store.add_attachment(other[1].id, meta, b"y".to_vec(), 1 << 20, None))
+            .expect("added");
+        assert_eq!(index, 1);
+        assert_eq!(
+            store.item(other[0].id).expect("read").as_ref(),
+            Some(&other[0])
+        );
+        assert_eq!(
+            store
+                .item(other[1].id)
+                .expect("read")
+                .expect("item")
+                .attachments
+                .len(),
+            2
+        );
+        assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 4);
+        // Retention and a reset see grouped and written-out items alike.
+        let newer = request(tenant.0, 2, &["free@t.example"]);
+        ingest(&store, &newer);
+        let swept = store
+            .sweep_retention(
+                tenant,
+                Utc::now() + chrono::Duration::days(1),
+                None,
+                "manual",
+                None,
+            )
+            .expect("sweep");
+        assert_eq!(
+            swept.record.items_removed, 4,
+            "all but the 3 items with a held copy"
+        );
+        assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 0);
+        assert_eq!(store.folder_count(tenant, "held@t.example", PURGES), 3);
+    }
+
+    #[test]
+    fn a_segment_goes_once_no_group_points_into_it() {
+        let (dir, store, tenant) = store();
+        let first = request(tenant.0, 2, &["free@t.example"]);
+        ingest(&store, &first);
+        let segment = store.log_segment();
+        store.flush().expect("checkpoint");
+        store.collect_segments().expect("collect");
+        let wal_dir = dir.path().join("wal");
+        let retired = |seq: u64| wal_dir.join(format!("idx-{seq:020}.log")).exists();
+        assert!(retired(segment), "kept: a group points into it");
+        // A reset of a tenant without holds removes its groups whole, unread.
+        let outcome = store.reset(true, None).expect("reset");
+        assert_eq!(outcome.removed, 2);
+        assert!(store.inner.groups.is_empty());
+        assert!(store.inner.items.is_empty(), "nothing written out");
+        store.flush().expect("checkpoint");
+        assert!(store.inner.held.due(), "groups went: a collection is due");
+        let deleted = store.collect_segments().expect("collect");
+        assert!(deleted.contains(&segment), "{deleted:?}");
+        assert!(!retired(segment));
+        assert!(!store.inner.held.due());
+        // A store reopened holds its older segments until it has looked.
+        let second = request(tenant.0, 1, &["free@t.example"]);
+        ingest(&store, &second);
+        let segment = store.log_segment();
+        store.flush().expect("checkpoint");
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(store.inner.held.is_held(segment));
+        store.collect_segments().expect("collect");
+        assert!(retired(segment), "still pointed into");
+        assert_eq!(
+            store.item(second[0].id).expect("read").as_ref(),
+            Some(&second[0])
+        );
+        let _ = TenantId(tenant.0);
+    }
+}
