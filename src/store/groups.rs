@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
+};
 use uuid::Uuid;
 
 use super::model::{CopyRecord, ItemRecord};
@@ -92,24 +94,37 @@ impl ItemIds {
 }
 
 /// What a group's header holds (and its [`GroupRef`] keeps): the tenant and the member count,
-/// so ids and tenants are known without reading the log.
+/// so ids and tenants are known without reading the log, and the length and CRC of the
+/// member operations that follow the header in its record.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Header {
     pub tenant: Uuid,
     pub count: u16,
+    pub members_len: u32,
+    pub members_crc: u32,
 }
 
 impl Header {
+    const LEN: usize = 26;
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.tenant.as_bytes().to_vec();
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(self.tenant.as_bytes());
         out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.members_len.to_le_bytes());
+        out.extend_from_slice(&self.members_crc.to_le_bytes());
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Header> {
+        if bytes.len() != Self::LEN {
+            return None;
+        }
         Some(Header {
             tenant: Uuid::from_slice(bytes.get(..16)?).ok()?,
             count: u16::from_le_bytes(bytes.get(16..18)?.try_into().ok()?),
+            members_len: u32::from_le_bytes(bytes.get(18..22)?.try_into().ok()?),
+            members_crc: u32::from_le_bytes(bytes.get(22..26)?.try_into().ok()?),
         })
     }
 }
@@ -134,6 +149,12 @@ impl Group {
     pub fn ids(&self) -> impl Iterator<Item = Uuid> + '_ {
         (0..self.header.count).map(|n| member_id(&self.key, n))
     }
+
+    /// Where its members are in its segment: right after the header, its record's first op.
+    fn members_offset(&self) -> u64 {
+        let header = wal::op_len(GROUPS, KEY_LEN, Some(Header::LEN));
+        self.at.offset + wal::FRAME_HEADER + header as u64
+    }
 }
 
 /// The copy-index key of a group's copies in one folder (all members have one `received`).
@@ -150,22 +171,27 @@ pub(super) fn copy_group_key(
     key
 }
 
-/// How one request's items are written as a group: its key, header and copy-index entries.
+/// How one request's items are written as a group: its key, header, member operations
+/// (logged right after the header) and copy-index entries.
 pub(super) struct GroupPlan {
     pub key: GroupKey,
     pub header: Header,
+    pub members: wal::Payload,
     pub copies: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl GroupPlan {
-    /// The plan for `items` when they are one group's members in order ([`ItemIds`]), all
-    /// of one tenant; `None` otherwise (they are stored one by one).
-    pub fn of(items: &[&ItemRecord]) -> Option<GroupPlan> {
-        let first = items.first()?;
+    /// The plan for `items` (with their encoded records) when they are one group's members in
+    /// order ([`ItemIds`]), all of one tenant; `None` otherwise (they are stored one by one).
+    pub fn of(items: &[(&ItemRecord, &[u8])]) -> Option<GroupPlan> {
+        let (first, _) = items.first()?;
         let key = group_key(&first.id);
         let count = u16::try_from(items.len()).ok()?;
         let mut copies: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
-        for (n, item) in items.iter().enumerate() {
+        let size: usize = items.iter().map(|(_, bytes)| 32 + bytes.len()).sum();
+        let mut members = wal::Payload::with_capacity(size);
+        for (n, (item, bytes)) in items.iter().enumerate() {
+            members.group_member(ITEMS, item.id.as_bytes(), bytes);
             let index = u16::try_from(n).ok()?;
             if item.id != member_id(&key, index) || item.tenant != first.tenant {
                 return None;
@@ -186,7 +212,10 @@ impl GroupPlan {
             header: Header {
                 tenant: first.tenant,
                 count,
+                members_len: u32::try_from(members.len()).ok()?,
+                members_crc: members.crc(),
             },
+            members,
             copies: copies.into_iter().collect(),
         })
     }
@@ -324,7 +353,20 @@ impl Store {
     /// The members of `group`, encoded, with their ids (read from its log record).
     fn group_values(&self, group: &Group) -> Result<Members> {
         let file = self.inner.segments.get(group.at.seq)?;
-        wal::read_group_members(&file, &group.at)
+        let members = wal::read_group_members(
+            &file,
+            group.members_offset(),
+            group.header.members_len,
+            group.header.members_crc,
+        )?;
+        if members.len() != usize::from(group.header.count) {
+            return Err(StoreError::Log(format!(
+                "an item group's log record lists {} members, not {}",
+                members.len(),
+                group.header.count
+            )));
+        }
+        Ok(members)
     }
 
     /// The members of `group`.
@@ -352,6 +394,63 @@ impl Store {
             Err(_) if self.group(&key)?.as_ref() != Some(&group) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// In a transaction over `groups` (a read of the tree itself would wait for the
+    /// transaction): item `id` when it is a member of a stored group, `Some(Err)` when that
+    /// group's log record cannot be read.
+    pub(super) fn grouped_item_in(
+        &self,
+        groups: &TransactionalTree,
+        id: &Uuid,
+    ) -> std::result::Result<Option<Result<ItemRecord>>, UnabortableTransactionError> {
+        let key = group_key(id);
+        let Some(value) = groups.get(key)? else {
+            return Ok(None);
+        };
+        let read = Group::decode(&key, &value)
+            .and_then(|group| self.group_values(&group))
+            .and_then(|values| {
+                let (_, value) = values
+                    .iter()
+                    .find(|(k, _)| k.as_slice() == id.as_bytes())
+                    .ok_or_else(|| StoreError::Log(format!("item {id} is not in its group")))?;
+                decode(value)
+            });
+        Ok(Some(read))
+    }
+
+    /// The groups among those of `ids` whose log record cannot be read (a damaged segment),
+    /// with their entries in `copies`: what a removal of them removes instead of reading them.
+    /// Not from within a transaction.
+    pub(super) fn unreadable_groups(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<GroupKey, Vec<Vec<u8>>>> {
+        let mut out = HashMap::new();
+        let keys: BTreeSet<GroupKey> = ids.iter().map(group_key).collect();
+        for key in keys {
+            let Some(group) = self.group(&key)? else {
+                continue;
+            };
+            if self.group_values(&group).is_ok() {
+                continue;
+            }
+            let mut entries = Vec::new();
+            for copy_key in self
+                .inner
+                .copies
+                .scan_prefix(group.header.tenant.as_bytes())
+                .keys()
+            {
+                let copy_key = copy_key?;
+                if super::mailbox::is_entry_of_group(&copy_key, &key) {
+                    entries.push(copy_key.to_vec());
+                }
+            }
+            out.insert(key, entries);
+        }
+        Ok(out)
     }
 
     /// The stored items among `ids`, in their order (each group read once).
@@ -421,8 +520,15 @@ impl Store {
         }
         groups.remove(&key[..])?;
         payload.remove(GROUPS, &key);
-        self.inner.held.removed_one();
         Ok(())
+    }
+
+    /// Counts the groups a committed write removed (after its transaction: a collection that
+    /// began before would still see them), so a collection is due.
+    pub(super) fn note_group_removals(&self, payload: &wal::Payload) {
+        if !payload.removed(GROUPS).is_empty() {
+            self.inner.held.removed_one();
+        }
     }
 
     /// Deletes the retired log segments no group points into (and the search index does not
@@ -444,6 +550,10 @@ impl Store {
             .checkpointing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // What the scan found gone must be gone on disk before the segments it pointed into
+        // are (a crash, power loss or a write the log refused could otherwise bring back a
+        // group whose segment is deleted).
+        i.db.flush()?;
         {
             let mut state = i.held.lock();
             let newer = state.known.split_off(&first_unscanned);
@@ -676,5 +786,72 @@ mod tests {
             Some(&second[0])
         );
         let _ = TenantId(tenant.0);
+    }
+
+    #[test]
+    fn a_group_stays_whole_unless_one_of_its_members_changes() {
+        let (_dir, store, tenant) = store();
+        let held = request(tenant.0, 3, &["held@t.example"]);
+        ingest(&store, &held);
+        let free = request(tenant.0, 2, &["free@t.example"]);
+        ingest(&store, &free);
+        // A purge limited to a mailbox the group is not in changes nothing.
+        let within: std::collections::HashSet<String> = ["free@t.example".to_string()].into();
+        let outcome = store
+            .delete_items(tenant, &ids(&held), true, Some(&within), None)
+            .expect("delete");
+        assert!(outcome.deleted.is_empty() && outcome.changed.is_empty());
+        // Retention: the held group is kept whole, the other goes whole; nothing is written
+        // out as entries of their own.
+        let swept = store
+            .sweep_retention(
+                tenant,
+                Utc::now() + chrono::Duration::days(1),
+                None,
+                "manual",
+                None,
+            )
+            .expect("sweep");
+        assert_eq!(swept.record.items_removed, 2);
+        assert_eq!(swept.record.copies_removed, 2);
+        assert_eq!(swept.record.copies_kept_under_hold, 3);
+        assert_eq!(swept.removed_item_ids, ids(&free));
+        assert_eq!(store.inner.groups.len(), 1, "the held group, whole");
+        assert!(store.inner.items.is_empty(), "nothing written out");
+        assert_eq!(store.folder_count(tenant, "held@t.example", PURGES), 3);
+        assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 0);
+        assert!(store.item(free[0].id).expect("read").is_none());
+        assert!(store.attachment(free[0].id, 0).expect("read").is_none());
+    }
+
+    /// A group whose log record is damaged cannot be read, but can be removed: a delete or a
+    /// reset of it does not fail for ever.
+    #[test]
+    fn a_damaged_group_is_removed_without_being_read() {
+        let (dir, store, tenant) = store();
+        let items = request(tenant.0, 2, &["free@t.example"]);
+        ingest(&store, &items);
+        let group = store
+            .group(&group_key(&items[0].id))
+            .expect("read")
+            .expect("stored");
+        store.flush().expect("checkpoint");
+        let path = dir
+            .path()
+            .join("wal")
+            .join(format!("idx-{:020}.log", group.at.seq));
+        let mut bytes = std::fs::read(&path).expect("segment");
+        let members = group.members_offset() as usize;
+        bytes[members + 40] ^= 0xff;
+        std::fs::write(&path, bytes).expect("damaged");
+        store.inner.segments.forget(&[group.at.seq]);
+        assert!(store.item(items[0].id).is_err(), "unreadable");
+        let outcome = store
+            .delete_items(tenant, &ids(&items), true, None, None)
+            .expect("removed all the same");
+        assert_eq!(outcome.deleted, ids(&items));
+        assert!(store.inner.groups.is_empty());
+        assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 0);
+        assert!(store.item(items[0].id).expect("read").is_none());
     }
 }

@@ -9,7 +9,7 @@
 //! - `retention_sweeps`: `tenant (16) || (u64::MAX - started micros) (8, BE) || sweep id (16)`
 //!   -> [`SweepRecord`] (JSON).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -152,6 +152,13 @@ fn parse_copies_with(key: &[u8], value: &[u8]) -> Option<Vec<CopyEntry>> {
     }
 }
 
+/// Whether a key of the `copies` tree is an entry of the group `group`.
+pub(super) fn is_entry_of_group(key: &[u8], group: &groups::GroupKey) -> bool {
+    let mut parts = key.get(16..).unwrap_or_default().splitn(3, |b| *b == 0);
+    let tail = parts.nth(2).unwrap_or_default();
+    tail.len() == 8 + groups::KEY_LEN && tail.ends_with(group)
+}
+
 /// How many copies an entry of the `copies` tree lists (see [`parse_copies`]).
 pub(super) fn copies_in(key: &[u8], value: &[u8]) -> usize {
     // A group's entry ends with its 14-byte key, a copy's own with a 16-byte id; a group's
@@ -245,8 +252,20 @@ impl Store {
             if !seen.insert(id) {
                 continue;
             }
-            let Some(item) = self.item(id)? else {
-                continue;
+            let item = match self.item(id) {
+                Ok(Some(item)) => item,
+                Ok(None) => continue,
+                Err(e) => {
+                    // A group whose log record cannot be read (a damaged segment) holds
+                    // nothing that could be read or exported: it goes when asked for.
+                    let group = self.group(&groups::group_key(&id))?;
+                    if group.is_some_and(|g| g.header.tenant == tenant.0) {
+                        tracing::error!(error = %e, item = %id, "an item that cannot be read is deleted");
+                        doomed.push(id);
+                        continue;
+                    }
+                    return Err(e);
+                }
             };
             if item.tenant != tenant.0 {
                 continue;
@@ -287,6 +306,8 @@ impl Store {
         self.apply_logged(move || {
             let i = &store.inner;
             let wanted: HashSet<Uuid> = ids.iter().copied().collect();
+            // (Read before the transaction: a read of a tree waits for one running on it.)
+            let unreadable = store.unreadable_groups(&ids)?;
             let trees = (&i.items, &i.blobs, &i.copies, &i.groups);
             let (outcome, payload) = trees.transaction(|(items, blobs, copies, groups)| {
                 let mut outcome = DeleteOutcome::default();
@@ -294,14 +315,47 @@ impl Store {
                 for id in &ids {
                     if within.is_none() {
                         let trees = [items, blobs, copies, groups];
-                        if store.remove_whole_group(
+                        let all_wanted =
+                            |group: &groups::Group| group.ids().all(|m| wanted.contains(&m));
+                        let whole = store.remove_whole_group(
                             id,
-                            &wanted,
                             trees,
                             &mut payload,
-                            &mut outcome,
-                        )? {
+                            &all_wanted,
+                            &|_| true,
+                            Some(&unreadable),
+                        )?;
+                        if let Some(members) = whole {
+                            if members.is_empty() {
+                                // Dropped, unreadable: the ids asked for that were in it.
+                                let key = groups::group_key(id);
+                                let dropped = ids.iter().filter(|m| groups::group_key(m) == key);
+                                outcome.deleted.extend(dropped.copied());
+                            }
+                            for member in members {
+                                outcome.copies_removed += member.copies.len();
+                                outcome.deleted.push(member.id);
+                            }
                             continue;
+                        }
+                    }
+                    if let Some(w) = &within {
+                        // A member with no copy in those mailboxes changes nothing: its group
+                        // stays whole. (One that cannot be read is left as it is.)
+                        match store.grouped_item_in(groups, id)? {
+                            Some(Ok(item))
+                                if !item
+                                    .copies
+                                    .iter()
+                                    .any(|c| w.contains(&c.mailbox.to_lowercase())) =>
+                            {
+                                continue
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, item = %id, "an item whose group cannot be read is not deleted");
+                                continue;
+                            }
+                            _ => {}
                         }
                     }
                     store.explode_group_of(id, [items, copies, groups], &mut payload)?;
@@ -352,28 +406,55 @@ impl Store {
         })
     }
 
-    /// In [`Store::remove_items`]' transaction: when `id` is a member of a stored group whose
-    /// members are all `wanted`, removes the group whole (every member's copies, attachments
-    /// and record, logged as for an item of its own) without writing it out first, and says
-    /// so.
+    /// In a removal's transaction: when `id` is a member of a stored group, every member of
+    /// which `removable` says goes whole, removes the group whole (every member's copies,
+    /// attachments and record, logged as for an item of its own) without writing it out
+    /// first, and returns the members removed. `ids_removable` is asked first, from the ids
+    /// alone (the log is read only if it says yes). A group whose log record cannot be read
+    /// (a damaged segment) is dropped, key and the copy entries `unreadable` lists for it
+    /// ([`Store::unreadable_groups`]), when it is there, and returned as no member: a removal
+    /// of what cannot be read must not fail for ever.
+    #[allow(clippy::too_many_arguments)]
     fn remove_whole_group(
         &self,
         id: &Uuid,
-        wanted: &HashSet<Uuid>,
         [items, blobs, copies, groups]: [&TransactionalTree; 4],
         payload: &mut wal::Payload,
-        outcome: &mut DeleteOutcome,
-    ) -> std::result::Result<bool, ConflictableTransactionError<StoreError>> {
+        ids_removable: &dyn Fn(&groups::Group) -> bool,
+        removable: &dyn Fn(&ItemRecord) -> bool,
+        unreadable: Option<&HashMap<groups::GroupKey, Vec<Vec<u8>>>>,
+    ) -> std::result::Result<Option<Vec<ItemRecord>>, ConflictableTransactionError<StoreError>>
+    {
         let key = groups::group_key(id);
         let Some(value) = groups.get(key)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let group = groups::Group::decode(&key, &value).map_err(abort)?;
-        if !group.ids().all(|member| wanted.contains(&member)) {
-            return Ok(false);
+        if !ids_removable(&group) {
+            return Ok(None);
+        }
+        let members = match self.group_items(&group) {
+            Ok(members) => members,
+            Err(e) if unreadable.is_some_and(|u| u.contains_key(&key)) => {
+                tracing::error!(error = %e, "an item group whose log record cannot be read is removed");
+                for copy_key in unreadable.and_then(|u| u.get(&key)).into_iter().flatten() {
+                    copies.remove(copy_key.as_slice())?;
+                    payload.remove(COPIES, copy_key);
+                }
+                for member in group.ids() {
+                    payload.remove(ITEMS, member.as_bytes());
+                }
+                groups.remove(&key[..])?;
+                payload.remove(groups::GROUPS, &key);
+                return Ok(Some(Vec::new()));
+            }
+            Err(e) => return Err(abort(e)),
+        };
+        if !members.iter().all(removable) {
+            return Ok(None);
         }
         let mut copy_groups = BTreeSet::new();
-        for member in self.group_items(&group).map_err(abort)? {
+        for member in &members {
             for copy in &member.copies {
                 copy_groups.insert(groups::copy_group_key(
                     member.tenant,
@@ -382,9 +463,7 @@ impl Store {
                     &key,
                 ));
             }
-            outcome.copies_removed += member.copies.len();
-            remove_item(items, blobs, &member, payload)?;
-            outcome.deleted.push(member.id);
+            remove_item(items, blobs, member, payload)?;
         }
         for copy_group in copy_groups {
             copies.remove(copy_group.as_slice())?;
@@ -392,8 +471,7 @@ impl Store {
         }
         groups.remove(&key[..])?;
         payload.remove(groups::GROUPS, &key);
-        self.inner.held.removed_one();
-        Ok(true)
+        Ok(Some(members))
     }
 
     // ----- mailboxes and folders -----
@@ -593,8 +671,13 @@ impl Store {
                 whole_groups.extend(group.ids());
                 continue;
             }
-            for item in self.group_items(&group)? {
-                judge(item);
+            match self.group_items(&group) {
+                Ok(members) => members.into_iter().for_each(&mut judge),
+                Err(e) => {
+                    // What cannot be read is removed (`remove_whole_group`): it holds nothing.
+                    tracing::error!(error = %e, "reset: an item group whose log record cannot be read goes");
+                    whole_groups.extend(group.ids());
+                }
             }
         }
         doomed.extend(whole_groups);
@@ -699,6 +782,53 @@ impl Store {
                     let mut changed_items = Vec::new();
                     let mut kept = 0;
                     for id in &chunk {
+                        // A group member that changes nothing stays grouped; one that cannot be read is
+                        // left as it is (it may be held).
+                        match store.grouped_item_in(groups, id)? {
+                            Some(Ok(item)) if item.tenant != tenant.0 || item.received >= cutoff => continue,
+                            Some(Ok(item))
+                                if item
+                                    .copies
+                                    .iter()
+                                    .all(|c| held.contains(&c.mailbox.to_lowercase())) =>
+                            {
+                                kept += item.copies.len();
+                                continue;
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, item = %id, "retention: an item whose group cannot be read stays");
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        // A group whose every member goes goes whole.
+                        let goes_whole = |m: &ItemRecord| {
+                            !m.copies
+                                .iter()
+                                .any(|c| held.contains(&c.mailbox.to_lowercase()))
+                        };
+                        let whole = store.remove_whole_group(
+                            id,
+                            [items, blobs, copies, groups],
+                            &mut payload,
+                            &|_| true,
+                            &goes_whole,
+                            None,
+                        )?;
+                        if let Some(members) = whole {
+                            for member in members {
+                                for copy in &member.copies {
+                                    removed.push(SweptCopy {
+                                        item_id: member.id,
+                                        mailbox: copy.mailbox.clone(),
+                                        folder: copy.folder.clone(),
+                                        received: member.received,
+                                    });
+                                }
+                                removed_items.push(member.id);
+                            }
+                            continue;
+                        }
                         store.explode_group_of(id, [items, copies, groups], &mut payload)?;
                         let Some(bytes) = items.get(id.as_bytes())? else {
                             continue;

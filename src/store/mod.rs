@@ -321,21 +321,27 @@ impl Store {
         let keys = blobs::BlobFiles::keys_in(dir);
         for chunk in keys.chunks(256) {
             removed += self.with_committer_paused(|| -> Result<usize> {
+                // Keys are 20 bytes: item id, then the attachment's index.
+                let named: Vec<(&Vec<u8>, Uuid, usize)> = chunk
+                    .iter()
+                    .filter_map(|key| {
+                        let (id, n) = key.split_at_checked(16)?;
+                        let n = u32::from_be_bytes(n.try_into().ok()?) as usize;
+                        Some((key, Uuid::from_slice(id).ok()?, n))
+                    })
+                    .collect();
+                let ids: Vec<Uuid> = named.iter().map(|(_, id, _)| *id).collect();
+                // An item that cannot be read keeps its files.
+                let Ok(items) = self.items(&ids) else {
+                    return Ok(0);
+                };
+                let attachments: std::collections::HashMap<Uuid, usize> = items
+                    .iter()
+                    .map(|item| (item.id, item.attachments.len()))
+                    .collect();
                 let mut removed = 0;
-                for key in chunk {
-                    // Keys are 20 bytes: item id, then the attachment's index.
-                    let (id, n) = key.split_at(16);
-                    let n = u32::from_be_bytes(n.try_into().unwrap_or_default()) as usize;
-                    let Ok(id) = Uuid::from_slice(id) else {
-                        continue;
-                    };
-                    let named = match self.item(id) {
-                        Ok(Some(item)) => n < item.attachments.len(),
-                        Ok(None) => false,
-                        // An item that cannot be read keeps its files.
-                        Err(_) => true,
-                    };
-                    if !named {
+                for (key, id, n) in named {
+                    if attachments.get(&id).is_none_or(|count| n >= *count) {
                         self.inner.files.remove(key)?;
                         removed += 1;
                     }
@@ -387,8 +393,10 @@ impl Store {
         let out = slot.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let inner = self.inner.clone();
+        let store = self.clone();
         let job: WriteJob = Box::new(move || {
             let (value, payload, after) = write()?;
+            store.note_group_removals(&payload);
             *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
             // Attachment files go once the removal of what names them is in the log.
             let doomed = payload.removed(BLOBS);
@@ -1014,9 +1022,19 @@ impl Store {
         commit: IngestionCommit,
         grouped: bool,
     ) -> Result<PreparedIngestion> {
+        let encoded = commit
+            .items
+            .iter()
+            .map(|(item, _)| encode_compact(item))
+            .collect::<Result<Vec<_>>>()?;
         let group = grouped
             .then(|| {
-                let items: Vec<&ItemRecord> = commit.items.iter().map(|(item, _)| item).collect();
+                let items: Vec<(&ItemRecord, &[u8])> = commit
+                    .items
+                    .iter()
+                    .zip(&encoded)
+                    .map(|((item, _), bytes)| (item, bytes.as_slice()))
+                    .collect();
                 groups::GroupPlan::of(&items)
             })
             .flatten();
@@ -1036,18 +1054,19 @@ impl Store {
             ),
             journal_key: mailbox::journal_key(&commit.record),
         };
-        for (item, attachments) in commit.items {
+        for ((item, attachments), bytes) in commit.items.into_iter().zip(encoded) {
             if writes.group.is_none() {
                 for copy in &item.copies {
                     writes
                         .copies
                         .push(copy_key(item.tenant, copy, item.received, item.id));
                 }
+                // (A group's members are encoded in its plan.)
+                writes.items.push((item.id, bytes));
             }
             for (n, content) in attachments.into_iter().enumerate() {
                 writes.blobs.push((blob_key(item.id, n), content));
             }
-            writes.items.push((item.id, encode_compact(&item)?));
             writes.records.push(item);
         }
         Ok(writes)
@@ -1190,6 +1209,7 @@ impl Store {
                 payload.insert(ITEMS, id.as_bytes(), &record);
                 Ok((index, payload))
             })?;
+            store.note_group_removals(&payload);
             let _ = tx.send(index);
             Ok(Logged::Applied {
                 payload,
@@ -1315,6 +1335,7 @@ impl PreparedIngestion {
         let copies: usize = self.copies.iter().map(|k| OP + k.len()).sum();
         let grouped: usize = self.group.as_ref().map_or(0, |g| {
             2 * OP
+                + g.members.len()
                 + g.copies
                     .iter()
                     .map(|(k, v)| OP + k.len() + v.len())
@@ -1326,15 +1347,18 @@ impl PreparedIngestion {
 
     /// The same writes, for the write-ahead log.
     fn log(&self, payload: &mut wal::Payload) {
+        // A group's header is the record's first operation, its members right after it
+        // (where its readers find them: see `wal::Payload::group_header`).
+        if let Some(group) = &self.group {
+            debug_assert!(payload.is_empty());
+            payload.group_header(groups::GROUPS, &group.key, &group.header.encode());
+            payload.append(&group.members);
+        }
         for (key, content) in &self.blobs {
             payload.insert(BLOBS, key, content);
         }
         match &self.group {
             Some(group) => {
-                payload.group_header(groups::GROUPS, &group.key, &group.header.encode());
-                for (id, bytes) in &self.items {
-                    payload.group_member(ITEMS, id.as_bytes(), bytes);
-                }
                 for (key, members) in &group.copies {
                     payload.insert(COPIES, key, members);
                 }
@@ -1533,6 +1557,12 @@ fn checkpoint(inner: &Inner) -> Result<()> {
         };
         (covered, segment.fsync())
     };
+    if let Some(seq) = covered {
+        // Groups in sled point into these segments' records: those must be on disk first,
+        // `--fsync` or not (sled's flush is synced; a checkpointed item must survive a power
+        // loss as it did when sled held it).
+        wal::sync_held(&inner.wal.dir, seq, &|n| inner.held.is_held(n))?;
+    }
     inner.db.flush()?;
     if fsync {
         // The attachment files the covered segments wrote must outlive them.
@@ -1547,8 +1577,8 @@ fn checkpoint(inner: &Inner) -> Result<()> {
     {
         let keep_from = inner.wal.index_needs.load(Ordering::SeqCst);
         let held = |n| inner.held.is_held(n);
-        wal::retire_up_to(&inner.wal.dir, seq, keep_from, &held)?;
-        let deleted = wal::prune_retired(&inner.wal.dir, keep_from, &held)?;
+        let mut deleted = wal::retire_up_to(&inner.wal.dir, seq, keep_from, &held)?;
+        deleted.extend(wal::prune_retired(&inner.wal.dir, keep_from, &held)?);
         inner.segments.forget(&deleted);
         if fsync {
             // A retired segment must not come back as live after a power loss (it would be

@@ -57,7 +57,10 @@ impl Payload {
     }
 
     /// The header of a group of items stored in this record (`value`: what [`GroupRef`] keeps
-    /// of it): replayed as an insert of `key` -> a [`GroupRef`] to this record.
+    /// of it): replayed as an insert of `key` -> a [`GroupRef`] to this record. It is the
+    /// record's first operation, followed directly by the members (built in a payload of
+    /// their own and [`Payload::append`]ed, so the header can hold their length and CRC, and
+    /// a reader reads them alone: [`read_group_members`]).
     pub fn group_header(&mut self, tree: &str, key: &[u8], value: &[u8]) {
         self.tagged(tree, key, GROUP_HEADER, value);
     }
@@ -65,6 +68,25 @@ impl Payload {
     /// A member of this record's group: read through the group's [`GroupRef`], never replayed.
     pub fn group_member(&mut self, tree: &str, key: &[u8], value: &[u8]) {
         self.tagged(tree, key, GROUP_MEMBER, value);
+    }
+
+    /// Bytes of the operations so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// CRC-32 of the operations so far.
+    pub fn crc(&self) -> u32 {
+        crc32fast::hash(&self.bytes)
+    }
+
+    /// Appends the operations of `other`.
+    pub fn append(&mut self, other: &Payload) {
+        self.bytes.extend_from_slice(&other.bytes);
     }
 
     fn tagged(&mut self, tree: &str, key: &[u8], tag: u8, value: &[u8]) {
@@ -164,37 +186,42 @@ pub struct RecordAt {
     pub len: u32,
 }
 
-/// Reads the record a [`GroupRef`] points at from `file` (its segment), checks its CRC, and
-/// returns the key and value of every group member in it, in order.
-pub fn read_group_members(file: &File, group: &GroupRef) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut framed = vec![0u8; group.len as usize];
-    read_at(file, &mut framed, group.offset).map_err(io)?;
+/// Bytes of one encoded operation on `tree` with a key of `key_len` bytes and a value of
+/// `value_len` (`None`: a removal).
+pub fn op_len(tree: &str, key_len: usize, value_len: Option<usize>) -> usize {
+    1 + tree.len() + 4 + key_len + 1 + value_len.map_or(0, |n| 4 + n)
+}
+
+/// Where a record's payload starts, from where its frame starts.
+pub const FRAME_HEADER: u64 = 8;
+
+/// Reads the group members a record holds from `file` (its segment): the `len` bytes of
+/// member operations at `offset`, checked against `crc` (see [`Payload::group_member`]), so
+/// that a member is read without the rest of its record (attachments, other writes). Returns
+/// the key and value of each, in order.
+pub fn read_group_members(
+    file: &File,
+    offset: u64,
+    len: u32,
+    crc: u32,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let unreadable = || {
         StoreError::Log(format!(
-            "the log record of a stored group (segment {}, offset {}) is unreadable",
-            group.seq, group.offset
+            "the log record of a stored item group (offset {offset}) is unreadable"
         ))
     };
-    let len = framed
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or_else(unreadable)? as usize;
-    let crc = framed
-        .get(4..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or_else(unreadable)?;
-    let payload = framed.get(8..8 + len).ok_or_else(unreadable)?;
-    if crc32fast::hash(payload) != crc {
+    let mut members = vec![0u8; len as usize];
+    read_at(file, &mut members, offset).map_err(|_| unreadable())?;
+    if crc32fast::hash(&members) != crc {
         return Err(unreadable());
     }
-    let ops = decode_ops(payload).ok_or_else(unreadable)?;
-    Ok(ops
-        .into_iter()
-        .filter(|op| op.tag == GROUP_MEMBER)
-        .filter_map(|op| Some((op.key.to_vec(), op.value?.to_vec())))
-        .collect())
+    let ops = decode_ops(&members).ok_or_else(unreadable)?;
+    ops.into_iter()
+        .map(|op| match (op.tag, op.value) {
+            (GROUP_MEMBER, Some(value)) => Ok((op.key.to_vec(), value.to_vec())),
+            _ => Err(unreadable()),
+        })
+        .collect()
 }
 
 #[cfg(unix)]
@@ -392,9 +419,12 @@ pub fn replay(
     files.sync()?;
     let last_live = found.last().map(|(seq, _)| *seq);
     if let Some(last) = last_live {
-        // Retired segments from before this start stay until the store has looked for the
-        // groups that point into them (`Store::collect_segments`).
-        retire_up_to(dir, last, keep_from, &|n| with_groups.contains(&n))?;
+        // Every replayed segment is retired, not removed: sled may have got (and written
+        // out) a group pointing into one of its records before the crash, after a record the
+        // replay stopped at (torn, corrupt). Retired segments from before this start stay
+        // until the store has looked for the groups that point into them
+        // (`Store::collect_segments`).
+        retire_up_to(dir, last, keep_from, &|_| true)?;
     }
     let last_retired = listed(dir, RETIRED)?.last().map(|(seq, _)| *seq);
     let next = last_live.max(last_retired).map_or(0, |seq| seq + 1);
@@ -404,12 +434,14 @@ pub fn replay(
 /// After a checkpoint covering the live segments up to `seq`: each is removed, or retired
 /// (renamed, never replayed again) when the search index may still need it (`>= keep_from`)
 /// or `held` says a stored group points into it.
+/// Returns the numbers of those removed.
 pub fn retire_up_to(
     dir: &Path,
     seq: u64,
     keep_from: u64,
     held: &dyn Fn(u64) -> bool,
-) -> Result<()> {
+) -> Result<Vec<u64>> {
+    let mut removed = Vec::new();
     for (n, path) in segments(dir)? {
         if n > seq {
             continue;
@@ -418,6 +450,18 @@ pub fn retire_up_to(
             std::fs::rename(&path, named(dir, RETIRED, n)).map_err(io)?;
         } else {
             remove(&path)?;
+            removed.push(n);
+        }
+    }
+    Ok(removed)
+}
+
+/// Syncs the live segments up to `seq` that `held` names: their bytes are what groups in
+/// sled point at, so they must be on disk before sled is.
+pub fn sync_held(dir: &Path, seq: u64, held: &dyn Fn(u64) -> bool) -> Result<()> {
+    for (n, path) in segments(dir)? {
+        if n <= seq && held(n) {
+            File::open(&path).and_then(|f| f.sync_data()).map_err(io)?;
         }
     }
     Ok(())
@@ -805,10 +849,12 @@ mod tests {
         before.insert("other", b"k", b"v");
         before.frame_into(&mut framed);
         let start = framed.len() as u64;
+        let mut members = Payload::default();
+        members.group_member("items", b"m0", b"first");
+        members.group_member("items", b"m1", b"second");
         let mut grouped = Payload::default();
         grouped.group_header("groups", b"g", b"header");
-        grouped.group_member("items", b"m0", b"first");
-        grouped.group_member("items", b"m1", b"second");
+        grouped.append(&members);
         grouped.insert("copies", b"c", b"\x00\x00\x01\x00");
         grouped.frame_into(&mut framed);
         let len = framed.len() as u64 - start;
@@ -848,20 +894,22 @@ mod tests {
             "kept"
         );
         let file = open_segment(&wal, 5).expect("open retired");
+        let at = start + FRAME_HEADER + op_len("groups", 1, Some(6)) as u64;
+        let (len, crc) = (members.len() as u32, members.crc());
         assert_eq!(
-            read_group_members(&file, &group).expect("members"),
+            read_group_members(&file, at, len, crc).expect("members"),
             vec![
                 (b"m0".to_vec(), b"first".to_vec()),
                 (b"m1".to_vec(), b"second".to_vec())
             ]
         );
-        let wrong = GroupRef {
-            offset: start + 1,
-            ..group
-        };
         assert!(
-            read_group_members(&file, &wrong).is_err(),
+            read_group_members(&file, at + 1, len, crc).is_err(),
             "a bad reference is an error"
+        );
+        assert!(
+            read_group_members(&file, at, len, crc ^ 1).is_err(),
+            "a damaged record is an error"
         );
     }
 }
