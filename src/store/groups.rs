@@ -609,6 +609,19 @@ mod tests {
 
     const PURGES: &str = "Recoverable Items/Purges";
 
+    /// A retention sweep of every copy received until now.
+    fn sweep_everything(store: &Store, tenant: TenantId) -> crate::store::mailbox::SweepOutcome {
+        store
+            .sweep_retention(
+                tenant,
+                Utc::now() + chrono::Duration::days(1),
+                None,
+                "manual",
+                None,
+            )
+            .expect("sweep")
+    }
+
     fn ids(items: &[ItemRecord]) -> Vec<Uuid> {
         items.iter().map(|it| it.id).collect()
     }
@@ -732,15 +745,7 @@ mod tests {
         // Retention and a reset see grouped and written-out items alike.
         let newer = request(tenant.0, 2, &["free@t.example"]);
         ingest(&store, &newer);
-        let swept = store
-            .sweep_retention(
-                tenant,
-                Utc::now() + chrono::Duration::days(1),
-                None,
-                "manual",
-                None,
-            )
-            .expect("sweep");
+        let swept = sweep_everything(&store, tenant);
         assert_eq!(
             swept.record.items_removed, 4,
             "all but the 3 items with a held copy"
@@ -785,7 +790,6 @@ mod tests {
             store.item(second[0].id).expect("read").as_ref(),
             Some(&second[0])
         );
-        let _ = TenantId(tenant.0);
     }
 
     #[test]
@@ -803,15 +807,7 @@ mod tests {
         assert!(outcome.deleted.is_empty() && outcome.changed.is_empty());
         // Retention: the held group is kept whole, the other goes whole; nothing is written
         // out as entries of their own.
-        let swept = store
-            .sweep_retention(
-                tenant,
-                Utc::now() + chrono::Duration::days(1),
-                None,
-                "manual",
-                None,
-            )
-            .expect("sweep");
+        let swept = sweep_everything(&store, tenant);
         assert_eq!(swept.record.items_removed, 2);
         assert_eq!(swept.record.copies_removed, 2);
         assert_eq!(swept.record.copies_kept_under_hold, 3);
