@@ -258,3 +258,98 @@ fn tls_san_names_are_added_to_the_certificate_under_the_same_ca() {
         .send()
         .is_err());
 }
+
+/// The log segments that hold stored items (their requests' records) are kept past the
+/// checkpoints that retire them, across a restart, and deleted once a reset removed every item
+/// in them: the store's disk use follows what it holds.
+#[test]
+fn log_segments_holding_items_are_kept_until_their_items_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &[]);
+    let token = server.token();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let messages: Vec<String> = (0..5)
+            .map(|i| {
+                Msg {
+                    subject: Some(format!("r{n} i{i}")),
+                    ..Msg::default()
+                }
+                .xml()
+            })
+            .collect();
+        let reply = server.ews(&token, &create_item(&messages));
+        assert_eq!(reply.status, 200);
+        ids.extend(reply.item_ids());
+    }
+    let wal = dir.path().join("data").join("store").join("wal");
+    let retired = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&wal)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("idx-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // A checkpoint (every second) retires the segment: it is kept, not deleted.
+    wait_for("the segment is retired and kept", &|| !retired().is_empty());
+    let kept = retired();
+    server.kill();
+
+    let mut server = Server::start_in(dir.path(), &[]);
+    let token = server.token();
+    // A search has the index commit what it lacked: it no longer needs the segments. Past
+    // the first collection after the start (about a second), they are still kept: the
+    // items are in them.
+    let search = |query: &str| {
+        let (status, body) = call(
+            &server,
+            reqwest::Method::POST,
+            &format!("/api/tenants/{TENANT}/search"),
+            Some(serde_json::json!({ "query": query })),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["total"].as_u64().unwrap()
+    };
+    assert_eq!(search("subject:r1"), 5);
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    assert!(kept.iter().all(|name| retired().contains(name)), "{kept:?}");
+    assert_eq!(
+        server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges"),
+        20
+    );
+    let (status, item) = call(
+        &server,
+        reqwest::Method::GET,
+        &format!("/api/tenants/{TENANT}/items/{}", ids[7]),
+        None,
+    );
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["subject"], "r1 i2");
+
+    let (status, body) = call(
+        &server,
+        reqwest::Method::POST,
+        "/api/reset?force=true",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(search("subject:r1"), 0);
+    wait_for("the segments go once their items are gone", &|| {
+        retired().iter().all(|name| !kept.contains(name))
+    });
+    assert_eq!(
+        server.folder_count(&token, "alice@contoso.com", "recoverableitemspurges"),
+        0
+    );
+    server.kill();
+}
