@@ -15,8 +15,13 @@
 //! - Groups are immutable. Whatever changes one member (a deletion, copies removed, an
 //!   attachment added) first writes every member as an entry of its own and removes the group
 //!   ([`Store::explode_group_of`], in the same transaction): everything after that is the code
-//!   of ungrouped items. Items of imports (written in a transaction before they are logged)
-//!   and of earlier versions are never grouped.
+//!   of ungrouped items. A removal of every member removes the group whole; a group that
+//!   nothing changes stays whole. Items of imports (written in a transaction before they are
+//!   logged) and of earlier versions are never grouped.
+//! - A group's header is its record's first operation, its members right after it, their
+//!   length and CRC in the header: a member is read with one `pread` of the members alone.
+//!   Inside a sled transaction the groups are read through the transaction's tree (a read of
+//!   the tree itself waits for the transaction).
 //! - A segment is deleted only once no group points into it: [`Held`] knows the segments that
 //!   got a group since the start (and those before it until the first collection);
 //!   [`Store::collect_segments`] scans the groups, after removals, and lets the others go.

@@ -14,6 +14,8 @@
 //! - Other writers (the directory) write sled directly and then call [`Store::durable`], a
 //!   checkpoint: after it no older log record can be replayed over their writes.
 //! - Keys are `tenant (16 bytes) || lower-case name`, so one tenant's records are one prefix.
+//! - The items of a `CreateItem` stay in its log record: sled holds one entry for them (see
+//!   [`groups`]), and the log segments such entries point into are kept until none does.
 
 mod blobs;
 mod cache;
