@@ -1143,14 +1143,7 @@ pub(super) mod tests {
         // On the committer's lock, as the committer applies (the attachment sweep relies on it).
         store
             .with_committer_paused(|| {
-                store.apply_ingestion(
-                    &prepared,
-                    wal::RecordAt {
-                        seq: 0,
-                        offset: 0,
-                        len: 0,
-                    },
-                )
+                store.apply_ingestion(&prepared, wal::RecordAt { seq: 0, offset: 0 })
             })
             .expect("commit");
     }

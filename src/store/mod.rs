@@ -1087,7 +1087,6 @@ impl Store {
                 let entry = wal::GroupRef {
                     seq: at.seq,
                     offset: at.offset,
-                    len: at.len,
                     header: group.header.encode(),
                 };
                 i.held.add(at.seq);
@@ -1412,13 +1411,8 @@ enum Then {
         after: Option<Hook>,
         if_logged: Option<Hook>,
     },
-    /// Apply it with this, if the log has it: where its record starts in the appended bytes,
-    /// and its length.
-    Deferred(
-        Box<dyn FnOnce(wal::RecordAt) -> Result<()> + Send>,
-        u64,
-        u32,
-    ),
+    /// Apply it with this, if the log has it: where its record starts in the appended bytes.
+    Deferred(Box<dyn FnOnce(wal::RecordAt) -> Result<()> + Send>, u64),
 }
 
 /// What runs after a [`Logged::Applied`] write is appended to the log, before later writes.
@@ -1464,10 +1458,9 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                                 Then::Applied { after, if_logged }
                             }
                             Logged::Deferred { payload, apply } => {
-                                let start = framed.len();
+                                let start = framed.len() as u64;
                                 payload.frame_into(&mut framed);
-                                let len = (framed.len() - start) as u32;
-                                Then::Deferred(apply, start as u64, len)
+                                Then::Deferred(apply, start)
                             }
                         });
                         drop(entered);
@@ -1496,11 +1489,10 @@ fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
                                 }
                                 Ok(())
                             }
-                            (Ok(Then::Deferred(apply, start, len)), Ok(_)) => {
+                            (Ok(Then::Deferred(apply, start)), Ok(_)) => {
                                 let at = wal::RecordAt {
                                     seq,
                                     offset: base + start,
-                                    len,
                                 };
                                 apply(at).map_err(|e| {
                                     // Logged but maybe half applied: the log must stay live.

@@ -147,23 +147,21 @@ struct Op<'a> {
     tag: u8,
 }
 
-/// Where a group of items is in the log: the record (segment `seq`, its framed bytes at
-/// `offset`, `len` long) and what its header said. Encoded as the value of the group's key.
+/// Where a group of items is in the log: the record (segment `seq`, its frame at `offset`)
+/// and what its header said. Encoded as the value of the group's key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupRef {
     pub seq: u64,
     pub offset: u64,
-    pub len: u32,
     /// The header's value (see [`Payload::group_header`]).
     pub header: Vec<u8>,
 }
 
 impl GroupRef {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(20 + self.header.len());
+        let mut out = Vec::with_capacity(16 + self.header.len());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.offset.to_le_bytes());
-        out.extend_from_slice(&self.len.to_le_bytes());
         out.extend_from_slice(&self.header);
         out
     }
@@ -172,18 +170,16 @@ impl GroupRef {
         Some(GroupRef {
             seq: u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?),
             offset: u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?),
-            len: u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?),
-            header: bytes.get(20..)?.to_vec(),
+            header: bytes.get(16..)?.to_vec(),
         })
     }
 }
 
-/// Where one framed record is: segment, offset of its frame, length of the frame.
+/// Where one framed record is: segment, offset of its frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecordAt {
     pub seq: u64,
     pub offset: u64,
-    pub len: u32,
 }
 
 /// Bytes of one encoded operation on `tree` with a key of `key_len` bytes and a value of
@@ -348,12 +344,12 @@ fn remove(path: &Path) -> Result<()> {
     }
 }
 
-/// What [`records`] calls with each record: its frame's offset and length, its operations.
-type EachRecord<'f> = dyn FnMut(u64, u32, &[Op<'_>]) -> Result<()> + 'f;
+/// What [`records`] calls with each record: its frame's offset, its operations.
+type EachRecord<'f> = dyn FnMut(u64, &[Op<'_>]) -> Result<()> + 'f;
 
 /// Calls `each` with the operations of every whole record of the segment at `path`, in order,
-/// and where the record is in it (offset and length of its frame); a torn or corrupt tail ends
-/// the segment.
+/// and where the record is in it (the offset of its frame); a torn or corrupt tail ends the
+/// segment.
 fn records(path: &Path, each: &mut EachRecord<'_>) -> Result<usize> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -376,7 +372,7 @@ fn records(path: &Path, each: &mut EachRecord<'_>) -> Result<usize> {
             tracing::warn!(segment = %path.display(), "unreadable write-ahead log record: the rest of this segment is ignored");
             break;
         };
-        each(offset, (8 + len) as u32, &ops)?;
+        each(offset, &ops)?;
         count += 1;
         rest = &rest[8 + len..];
         offset += (8 + len) as u64;
@@ -401,12 +397,8 @@ pub fn replay(
     let mut with_groups = Vec::new();
     for (seq, path) in &found {
         let mut grouped = false;
-        replayed += records(path, &mut |offset, len, ops| {
-            let at = RecordAt {
-                seq: *seq,
-                offset,
-                len,
-            };
+        replayed += records(path, &mut |offset, ops| {
+            let at = RecordAt { seq: *seq, offset };
             grouped |= apply(db, files, &mut trees, at, ops)?;
             Ok(())
         })?;
@@ -491,7 +483,7 @@ pub fn logged_keys(dir: &Path, tree: &str, from: u64, before: u64) -> Result<Vec
     all.dedup_by_key(|(n, _)| *n);
     let mut keys = Vec::new();
     for (_, path) in &all {
-        records(path, &mut |_, _, ops| {
+        records(path, &mut |_, ops| {
             keys.extend(
                 ops.iter()
                     .filter(|op| op.tree == tree)
@@ -543,7 +535,6 @@ fn apply(
                 let group = GroupRef {
                     seq: at.seq,
                     offset: at.offset,
-                    len: at.len,
                     header: header.to_vec(),
                 };
                 tree.insert(op.key, group.encode())?
@@ -666,16 +657,24 @@ impl Segment {
 mod tests {
     use super::*;
 
-    #[test]
-    fn attachment_writes_replay_into_files_and_legacy_sled_copies_are_removed() {
+    /// A scratch directory with an empty `wal/` in it.
+    fn wal_dir() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("dir");
         let wal = dir.path().join("wal");
         std::fs::create_dir_all(&wal).expect("wal dir");
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("db");
-        let files = BlobFiles::open(dir.path(), false).expect("files");
+        (dir, wal)
+    }
+
+    /// The database and attachment files of a store in `dir`, for a replay.
+    fn store_in(dir: &Path) -> (sled::Db, BlobFiles) {
+        let db = sled::Config::new().path(dir.join("db")).open().expect("db");
+        (db, BlobFiles::open(dir, false).expect("files"))
+    }
+
+    #[test]
+    fn attachment_writes_replay_into_files_and_legacy_sled_copies_are_removed() {
+        let (dir, wal) = wal_dir();
+        let (db, files) = store_in(dir.path());
         let kept = [[1u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
         let gone = [[2u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
         let legacy = [[3u8; 16].as_slice(), &0u32.to_be_bytes()].concat();
@@ -716,9 +715,7 @@ mod tests {
 
     #[test]
     fn records_replay_in_order_and_a_torn_tail_is_ignored() {
-        let dir = tempfile::tempdir().expect("dir");
-        let wal = dir.path().join("wal");
-        std::fs::create_dir_all(&wal).expect("wal dir");
+        let (dir, wal) = wal_dir();
         let mut segment = Segment::create(&wal, 3, false).expect("segment");
         let mut framed = Vec::new();
         let mut first = Payload::default();
@@ -737,11 +734,7 @@ mod tests {
         segment.append(&framed).expect("append");
         drop(segment);
 
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("db");
-        let files = BlobFiles::open(dir.path(), false).expect("files");
+        let (db, files) = store_in(dir.path());
         let (replayed, next, _) = replay(&wal, &db, &files, u64::MAX).expect("replay");
         assert_eq!((replayed, next), (2, 4));
         let a = db.open_tree("a").expect("a");
@@ -772,7 +765,7 @@ mod tests {
         segment.append(&framed).expect("the next append works");
         assert_eq!(segment.seq(), 8);
         let mut replayed = 0;
-        records(&segment_path(dir.path(), 8), &mut |_, _, ops| {
+        records(&segment_path(dir.path(), 8), &mut |_, ops| {
             assert_eq!(ops[0].key, b"k");
             replayed += 1;
             Ok(())
@@ -793,9 +786,7 @@ mod tests {
 
     #[test]
     fn checkpointed_segments_are_kept_for_the_index_and_never_replayed() {
-        let dir = tempfile::tempdir().expect("dir");
-        let wal = dir.path().join("wal");
-        std::fs::create_dir_all(&wal).expect("wal dir");
+        let (dir, wal) = wal_dir();
         for seq in 0..4 {
             write_segment(&wal, seq, &[seq as u8]);
         }
@@ -818,11 +809,7 @@ mod tests {
             vec![vec![2u8]]
         );
         // A restart replays the live segment only, and numbers on after every segment kept.
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("db");
-        let files = BlobFiles::open(dir.path(), false).expect("files");
+        let (db, files) = store_in(dir.path());
         let (replayed, next, _) = replay(&wal, &db, &files, 1).expect("replay");
         assert_eq!((replayed, next), (1, 4));
         // The index committed everything before 3: the older retired segments go.
@@ -840,9 +827,7 @@ mod tests {
     /// segment a replayed group points into is retired (kept), not removed.
     #[test]
     fn a_group_replays_as_a_reference_to_its_record() {
-        let dir = tempfile::tempdir().expect("dir");
-        let wal = dir.path().join("wal");
-        std::fs::create_dir_all(&wal).expect("wal dir");
+        let (dir, wal) = wal_dir();
         let mut segment = Segment::create(&wal, 5, false).expect("segment");
         let mut framed = Vec::new();
         let mut before = Payload::default();
@@ -857,15 +842,10 @@ mod tests {
         grouped.append(&members);
         grouped.insert("copies", b"c", b"\x00\x00\x01\x00");
         grouped.frame_into(&mut framed);
-        let len = framed.len() as u64 - start;
         assert_eq!(segment.append(&framed).expect("append"), (5, 0));
         drop(segment);
 
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("db");
-        let files = BlobFiles::open(dir.path(), false).expect("files");
+        let (db, files) = store_in(dir.path());
         let (replayed, next, with_groups) = replay(&wal, &db, &files, u64::MAX).expect("replay");
         assert_eq!((replayed, next, with_groups), (2, 6, vec![5]));
         let value = db
@@ -880,7 +860,6 @@ mod tests {
             GroupRef {
                 seq: 5,
                 offset: start,
-                len: len as u32,
                 header: b"header".to_vec(),
             }
         );
