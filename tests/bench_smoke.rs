@@ -42,10 +42,8 @@ fn the_benchmark_runs_a_scenario_and_reports_the_servers_cpu() {
         .lines()
         .find(|l| l.trim_start().starts_with("server CPU"))
         .unwrap_or_else(|| panic!("no CPU line in:\n{stdout}"));
-    assert!(
-        cpu.contains("requests") && cpu.contains("committer"),
-        "{cpu}"
-    );
+    // (Requests commit their own writes without `--fsync`: no committer share is expected.)
+    assert!(cpu.contains("requests"), "{cpu}");
     assert!(cpu.contains("KB per item to storage"), "{cpu}");
     assert!(
         stdout

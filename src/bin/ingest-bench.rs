@@ -930,7 +930,8 @@ impl ThreadCpu {
 /// The part of the server a thread belongs to, by its name.
 fn thread_group(comm: &str) -> &'static str {
     if comm.starts_with("tokio-rt-worker") {
-        // tokio's workers and its blocking pool (attachment reads, exports).
+        // tokio's workers and its blocking pool (attachment reads, exports); without
+        // `--fsync`, requests commit their own writes there (see `store::committer`).
         "requests"
     } else if comm.starts_with("store-committer") {
         "committer"

@@ -19,6 +19,7 @@
 
 mod blobs;
 mod cache;
+mod committer;
 pub mod connectors;
 mod groups;
 pub mod mailbox;
@@ -28,7 +29,6 @@ mod wal;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ use sled::Transactional;
 use uuid::Uuid;
 
 use crate::domain::TenantId;
+pub(crate) use committer::Hook;
+use committer::{CommitterHandle, Job, Logged, WriteJob};
 pub use groups::ItemIds;
 use model::*;
 
@@ -112,7 +114,7 @@ struct Inner {
     segments: groups::SegmentFiles,
     ingestions: sled::Tree,
     journal: sled::Tree,
-    committer: mpsc::Sender<Job>,
+    committer: CommitterHandle,
     wal: Arc<WalState>,
     /// Memoised directory reads; every directory write takes [`Store::directory_write`].
     cache: cache::DirectoryCache,
@@ -276,7 +278,7 @@ impl Store {
             append_failing: std::sync::atomic::AtomicBool::new(false),
             dir: wal_dir.clone(),
         });
-        let committer = spawn_committer(wal.clone());
+        let committer = committer::Committer::start(wal.clone(), !fsync);
         let inner = Inner {
             tenants: db.open_tree("tenants")?,
             domains: db.open_tree("domains")?,
@@ -372,14 +374,17 @@ impl Store {
     /// answers each.
     async fn submit(&self, write: WriteJob) -> Result<()> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.inner
-            .committer
-            .send(Job {
-                write,
-                reply,
-                span: tracing::Span::current(),
-            })
-            .map_err(|_| StoreError::Closed)?;
+        let turn = self.inner.committer.enqueue(Job {
+            write,
+            reply,
+            span: tracing::Span::current(),
+        })?;
+        if let Some(turn) = turn {
+            // This request commits the queue: first let the other requests ready to run
+            // reach it, so they are one group (one append to the log).
+            tokio::task::yield_now().await;
+            turn.run();
+        }
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -417,14 +422,13 @@ impl Store {
                 if_logged,
             })
         });
-        self.inner
-            .committer
-            .send(Job {
-                write: job,
-                reply,
-                span: tracing::Span::current(),
-            })
-            .map_err(|_| StoreError::Closed)?;
+        if let Some(turn) = self.inner.committer.enqueue(Job {
+            write: job,
+            reply,
+            span: tracing::Span::current(),
+        })? {
+            turn.run();
+        }
         answer.blocking_recv().map_err(|_| StoreError::Closed)??;
         let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         value.ok_or(StoreError::Closed)
@@ -1376,161 +1380,6 @@ impl PreparedIngestion {
         payload.insert(INGESTIONS, &self.ingestion.0, &self.ingestion.1);
         payload.insert(mailbox::JOURNAL_TREE, &self.journal_key, &[]);
     }
-}
-
-/// A write for the committer thread: checks and prepares itself, and answers what it writes.
-type WriteJob = Box<dyn FnOnce() -> Result<Logged> + Send>;
-
-/// How a committed write reaches sled.
-enum Logged {
-    /// Already applied by the job, in a sled transaction (writes that read what they update,
-    /// such as a connector's totals, and must not lose a concurrent admin update); the payload
-    /// is what it wrote; `after` (the search index's hook) runs once the payload is appended,
-    /// so the index never has a change the log lacks, and also when the append fails (the
-    /// change is in sled: the index follows the store). `if_logged` (deleting the attachment
-    /// files of removed items) runs only once the log holds the write: a crash before the
-    /// next checkpoint could bring the items back, and their files must still be there.
-    Applied {
-        payload: wal::Payload,
-        after: Option<Hook>,
-        if_logged: Option<Hook>,
-    },
-    /// Applied by the committer with plain inserts after the payload is appended to the log:
-    /// the log record, whole or torn, decides whether the write exists after a crash (replay
-    /// completes what a checkpoint flushed half of), so no sled transaction is needed.
-    Deferred {
-        payload: wal::Payload,
-        apply: Box<dyn FnOnce(wal::RecordAt) -> Result<()> + Send>,
-    },
-}
-
-/// What the committer does with a write once its group is appended (or not) to the log.
-enum Then {
-    /// Already in sled: run its hooks (see [`Logged::Applied`]).
-    Applied {
-        after: Option<Hook>,
-        if_logged: Option<Hook>,
-    },
-    /// Apply it with this, if the log has it: where its record starts in the appended bytes.
-    Deferred(Box<dyn FnOnce(wal::RecordAt) -> Result<()> + Send>, u64),
-}
-
-/// What runs after a [`Logged::Applied`] write is appended to the log, before later writes.
-pub(crate) type Hook = Box<dyn FnOnce() + Send>;
-
-/// A queued write and who waits for it.
-struct Job {
-    write: WriteJob,
-    reply: tokio::sync::oneshot::Sender<Result<()>>,
-    /// The span of the request it writes for: the committer logs inside it, so its lines
-    /// carry the request's correlation id.
-    span: tracing::Span,
-}
-
-/// The committer: applies every write queued while it was busy, one after the other, appends
-/// them to the write-ahead log with one write (and one `fdatasync` with `--fsync`), then
-/// answers them all (group commit): writers never contend for sled's transaction lock and N
-/// concurrent requests cost one write to the log.
-fn spawn_committer(wal: Arc<WalState>) -> mpsc::Sender<Job> {
-    let (tx, rx) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("store-committer".into())
-        .spawn(move || {
-            let mut framed = Vec::new();
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while let Ok(next) = rx.try_recv() {
-                    batch.push(next);
-                }
-                framed.clear();
-                let mut segment = wal.lock();
-                let prepared: Vec<_> = batch
-                    .into_iter()
-                    .map(|job| {
-                        let entered = job.span.enter();
-                        let outcome = (job.write)().map(|logged| match logged {
-                            Logged::Applied {
-                                payload,
-                                after,
-                                if_logged,
-                            } => {
-                                payload.frame_into(&mut framed);
-                                Then::Applied { after, if_logged }
-                            }
-                            Logged::Deferred { payload, apply } => {
-                                let start = framed.len() as u64;
-                                payload.frame_into(&mut framed);
-                                Then::Deferred(apply, start)
-                            }
-                        });
-                        drop(entered);
-                        (outcome, job.reply, job.span)
-                    })
-                    .collect();
-                let appended = segment.append(&framed);
-                let seq = segment.seq();
-                let base = appended.as_ref().map_or(0, |(_, offset)| *offset);
-                wal.current.store(seq, Ordering::SeqCst);
-                if !framed.is_empty() {
-                    wal.append_failing.store(appended.is_err(), Ordering::SeqCst);
-                }
-                let answers: Vec<_> = prepared
-                    .into_iter()
-                    .map(|(outcome, reply, span)| {
-                        let _entered = span.enter();
-                        let answer = match (outcome, &appended) {
-                            (Err(e), _) => Err(e),
-                            (Ok(Then::Applied { after, if_logged }), Ok(_)) => {
-                                if let Some(if_logged) = if_logged {
-                                    if_logged();
-                                }
-                                if let Some(after) = after {
-                                    after();
-                                }
-                                Ok(())
-                            }
-                            (Ok(Then::Deferred(apply, start)), Ok(_)) => {
-                                let at = wal::RecordAt {
-                                    seq,
-                                    offset: base + start,
-                                };
-                                apply(at).map_err(|e| {
-                                    // Logged but maybe half applied: the log must stay live.
-                                    wal.failed_from.fetch_min(seq, Ordering::SeqCst);
-                                    tracing::error!(error = %e, "a logged write could not be applied: the log is kept until a restart replays it");
-                                    StoreError::OutcomeUnknown(format!(
-                                        "logged, not applied ({e}); a restart completes it"
-                                    ))
-                                })
-                            }
-                            (Ok(Then::Applied { after, .. }), Err(e)) => {
-                                // In sled already (its transaction committed) but not in the
-                                // log: the next checkpoint keeps it. Index it too, so the
-                                // search index agrees with the store, and say so.
-                                tracing::error!(error = %e, "a write applied to the store could not be logged");
-                                if let Some(after) = after {
-                                    after();
-                                }
-                                Err(StoreError::OutcomeUnknown(format!(
-                                    "applied, not logged ({e})"
-                                )))
-                            }
-                            (Ok(Then::Deferred(..)), Err(e)) => Err(StoreError::Log(e.to_string())),
-                        };
-                        (answer, reply)
-                    })
-                    .collect();
-                drop(segment);
-                for (answer, reply) in answers {
-                    let _ = reply.send(answer);
-                }
-                if framed.capacity() > 4 * 1024 * 1024 {
-                    framed = Vec::new();
-                }
-            }
-        })
-        .expect("spawning the store committer thread");
-    tx
 }
 
 /// Starts a new log segment, flushes sled, and deletes the segments it covers.
