@@ -689,20 +689,18 @@ impl Store {
         self.submit(Box::new(move || {
             store.check_tenant_not_gone(tenant)?;
             let i = &store.inner;
-            let journal = store.journal_tree()?;
             prepared.write_files(&i.files, true)?;
             let trees = (
                 &i.items,
                 &i.copies,
                 &i.ingestions,
-                &journal,
                 &store.connectors_tree()?,
                 &store.history_tree()?,
                 &store.staging_tree()?,
                 &store.seen_tree()?,
             );
             let updated = trees.transaction(
-                |(items, copies, ingestions, journal, connectors, history, staging, seen_tree)| {
+                |(items, copies, ingestions, connectors, history, staging, seen_tree)| {
                     let existing = connectors.get(connector.as_bytes())?;
                     if existing.is_none() && requires_connector {
                         return Ok((false, None));
@@ -719,7 +717,7 @@ impl Store {
                             )));
                         }
                     }
-                    prepared.write([items, copies, ingestions, journal])?;
+                    prepared.write([items, copies, ingestions])?;
                     let Some(bytes) = existing else {
                         return Ok((true, None));
                     };

@@ -2,10 +2,13 @@
 //! holds), mailbox and folder listings, the ingestion journal (newest first), reset and the
 //! retention sweep with its records.
 //!
+//! The ingestion journal is the `ingestions` tree itself, read backwards: its keys are
+//! `tenant (16) || correlation id (16)`, and correlation ids are UUIDv7, made when a request
+//! arrives (monotonic in a process), so a tenant's records sort by arrival. (Stores before
+//! this kept a second tree, `ingestion_journal`, ordered by received time: one more sled
+//! key per request; it is dropped when such a store is opened, see [`drop_legacy_journal`].)
+//!
 //! Trees of this module (besides `items`, `blobs`, `copies` and `ingestions`):
-//! - `ingestion_journal`: `tenant (16) || (u64::MAX - received micros) (8, BE) || correlation
-//!   id (16)` -> empty. Written with the ingestion record (same transaction); rebuilt from
-//!   `ingestions` when missing (`mailbox_meta` marks it built).
 //! - `retention_sweeps`: `tenant (16) || (u64::MAX - started micros) (8, BE) || sweep id (16)`
 //!   -> [`SweepRecord`] (JSON).
 
@@ -28,10 +31,26 @@ use crate::domain::TenantId;
 
 /// Items removed per transaction by bulk operations (reset, retention).
 const CHUNK: usize = 256;
-pub(super) const JOURNAL_TREE: &str = "ingestion_journal";
+/// The journal index of stores made before the journal was read from `ingestions`.
+const LEGACY_JOURNAL_TREE: &str = "ingestion_journal";
 const SWEEPS_TREE: &str = "retention_sweeps";
 const META_TREE: &str = "mailbox_meta";
-const JOURNAL_BUILT: &[u8] = b"journal-built";
+/// The marker of [`LEGACY_JOURNAL_TREE`] being built.
+const LEGACY_JOURNAL_BUILT: &[u8] = b"journal-built";
+
+/// Drops the journal index of a store made before the journal was read from `ingestions`
+/// (after the log's replay, which may have written to it). Returns whether there was one.
+pub(super) fn drop_legacy_journal(db: &sled::Db) -> Result<bool> {
+    let had = db
+        .tree_names()
+        .iter()
+        .any(|name| name.as_ref() == LEGACY_JOURNAL_TREE.as_bytes());
+    if had {
+        db.drop_tree(LEGACY_JOURNAL_TREE)?;
+    }
+    db.open_tree(META_TREE)?.remove(LEGACY_JOURNAL_BUILT)?;
+    Ok(had)
+}
 
 /// What [`Store::delete_items`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -178,11 +197,6 @@ fn newest_first_key(tenant: Uuid, at: DateTime<Utc>, id: Uuid) -> Vec<u8> {
     key
 }
 
-/// Key of an ingestion record in the journal index.
-pub(super) fn journal_key(record: &IngestionRecord) -> Vec<u8> {
-    newest_first_key(record.tenant, record.received, record.correlation_id)
-}
-
 fn ingestion_key(tenant: Uuid, correlation_id: Uuid) -> Vec<u8> {
     let mut key = tenant.as_bytes().to_vec();
     key.extend_from_slice(correlation_id.as_bytes());
@@ -190,16 +204,8 @@ fn ingestion_key(tenant: Uuid, correlation_id: Uuid) -> Vec<u8> {
 }
 
 impl Store {
-    pub(super) fn journal_tree(&self) -> Result<sled::Tree> {
-        Ok(self.inner.journal.clone())
-    }
-
     fn sweeps_tree(&self) -> Result<sled::Tree> {
         Ok(self.inner.db.open_tree(SWEEPS_TREE)?)
-    }
-
-    fn meta_tree(&self) -> Result<sled::Tree> {
-        Ok(self.inner.db.open_tree(META_TREE)?)
     }
 
     // ----- holds -----
@@ -568,61 +574,22 @@ impl Store {
 
     // ----- the ingestion journal -----
 
-    /// Indexes every ingestion record in the journal once (stores made before the journal).
-    fn ensure_journal(&self) -> Result<sled::Tree> {
-        let journal = self.journal_tree()?;
-        let meta = self.meta_tree()?;
-        if meta.get(JOURNAL_BUILT)?.is_none() {
-            for value in self.inner.ingestions.iter().values() {
-                let record: IngestionRecord = decode(&value?)?;
-                journal.insert(journal_key(&record), &[])?;
-            }
-            meta.insert(JOURNAL_BUILT, &[1])?;
-        }
-        Ok(journal)
-    }
-
-    /// Ingestion records of `tenant`, newest first.
+    /// Ingestion records of `tenant`, newest first (by correlation id: arrival order).
     pub fn ingestions_newest_first(
         &self,
         tenant: TenantId,
         skip: usize,
         top: usize,
     ) -> Result<Vec<IngestionRecord>> {
-        let journal = self.ensure_journal()?;
-        let mut out = Vec::new();
-        let mut seen = 0;
-        for key in journal.scan_prefix(tenant.0.as_bytes()).keys() {
-            if out.len() >= top {
-                break;
-            }
-            let key = key?;
-            let Some(id) = key.get(24..40).and_then(|b| Uuid::from_slice(b).ok()) else {
-                continue;
-            };
-            // Skipped entries are only checked, not read (a deep page must not decode every
-            // record before it).
-            let found = if seen < skip {
-                self.inner
-                    .ingestions
-                    .contains_key(ingestion_key(tenant.0, id))?
-            } else {
-                match self.ingestion(tenant, id)? {
-                    Some(record) => {
-                        out.push(record);
-                        true
-                    }
-                    None => false,
-                }
-            };
-            if !found {
-                // The record went (tenant deleted): drop the stale index entry.
-                journal.remove(&key)?;
-                continue;
-            }
-            seen += 1;
-        }
-        Ok(out)
+        self.inner
+            .ingestions
+            .scan_prefix(tenant.0.as_bytes())
+            .values()
+            .rev()
+            .skip(skip)
+            .take(top)
+            .map(|value| decode(&value?))
+            .collect()
     }
 
     // ----- reset -----
@@ -709,9 +676,6 @@ impl Store {
                 Ok((removed, payload, None))
             })?;
         }
-        // The journal is rebuilt from what remains on its next use.
-        self.meta_tree()?.remove(JOURNAL_BUILT)?;
-        self.journal_tree()?.clear()?;
         self.sweeps_tree()?.clear()?;
         Ok(outcome)
     }
@@ -1074,7 +1038,7 @@ pub(super) mod tests {
         ItemRecord {
             id: Uuid::new_v4(),
             tenant,
-            correlation_id: Uuid::new_v4(),
+            correlation_id: Uuid::now_v7(),
             app_id: None,
             received,
             item_class: "IPM.NOTE.X".into(),
@@ -1395,8 +1359,9 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn the_journal_is_rebuilt_for_a_store_made_before_it() {
-        let (_dir, store, tenant) = store();
+    fn the_journal_lists_records_by_arrival_and_an_older_stores_index_is_dropped() {
+        let (dir, store, tenant) = store();
+        // Received times run backwards: the journal follows arrival (the v7 correlation ids).
         let now = Utc::now();
         let items: Vec<ItemRecord> = (0..3)
             .map(|n| {
@@ -1410,22 +1375,42 @@ pub(super) mod tests {
         for i in &items {
             commit(&store, i);
         }
-        // As a store written before the journal existed: records, no index, no marker.
-        store
-            .journal_tree()
-            .expect("journal")
-            .clear()
-            .expect("clear");
-        store.meta_tree().expect("meta").clear().expect("clear");
-        let journal = store
-            .ingestions_newest_first(tenant, 1, 10)
-            .expect("journal");
-        let ids: Vec<Uuid> = journal.iter().map(|r| r.correlation_id).collect();
-        assert_eq!(ids, [items[1].correlation_id, items[2].correlation_id]);
+        let ids = |store: &Store, skip| -> Vec<Uuid> {
+            store
+                .ingestions_newest_first(tenant, skip, 10)
+                .expect("journal")
+                .iter()
+                .map(|r| r.correlation_id)
+                .collect()
+        };
+        let newest_first: Vec<Uuid> = items.iter().rev().map(|i| i.correlation_id).collect();
+        assert_eq!(ids(&store, 0), newest_first);
+        assert_eq!(ids(&store, 1), newest_first[1..]);
+        let other = TenantId(Uuid::new_v4());
         assert!(store
-            .ingestions_newest_first(TenantId(Uuid::new_v4()), 0, 10)
+            .ingestions_newest_first(other, 0, 10)
             .expect("journal")
             .is_empty());
+        // As a store made before: its own journal index, and the marker of it being built.
+        let db = store.inner.db.clone();
+        db.open_tree(LEGACY_JOURNAL_TREE)
+            .expect("tree")
+            .insert(b"stale", &[])
+            .expect("insert");
+        db.open_tree(META_TREE)
+            .expect("meta")
+            .insert(LEGACY_JOURNAL_BUILT, &[1])
+            .expect("marker");
+        db.flush().expect("flush");
+        drop((db, store));
+        let store = Store::open(dir.path()).expect("reopen");
+        let names = store.inner.db.tree_names();
+        assert!(!names
+            .iter()
+            .any(|n| n.as_ref() == LEGACY_JOURNAL_TREE.as_bytes()));
+        let meta = store.inner.db.open_tree(META_TREE).expect("meta");
+        assert!(meta.get(LEGACY_JOURNAL_BUILT).expect("read").is_none());
+        assert_eq!(ids(&store, 0), newest_first);
     }
 
     #[test]

@@ -112,8 +112,8 @@ struct Inner {
     held: groups::Held,
     /// Open log segments, to read groups from.
     segments: groups::SegmentFiles,
+    /// Ingestion records, `tenant || correlation id` (UUIDv7): also the journal, read backwards.
     ingestions: sled::Tree,
-    journal: sled::Tree,
     committer: CommitterHandle,
     wal: Arc<WalState>,
     /// Memoised directory reads; every directory write takes [`Store::directory_write`].
@@ -269,6 +269,9 @@ impl Store {
         if replayed > 0 {
             tracing::info!(records = replayed, "write-ahead log replayed");
         }
+        if mailbox::drop_legacy_journal(&db)? {
+            tracing::info!("the journal index of an older store was dropped (the journal is read from the ingestion records)");
+        }
         let wal = Arc::new(WalState {
             segment: Mutex::new(wal::Segment::create(&wal_dir, next, fsync)?),
             current: AtomicU64::new(next),
@@ -295,7 +298,6 @@ impl Store {
             held: groups::Held::new(next, &with_groups),
             segments: groups::SegmentFiles::new(wal_dir.clone()),
             ingestions: db.open_tree(INGESTIONS)?,
-            journal: db.open_tree(mailbox::JOURNAL_TREE)?,
             committer,
             wal,
             cache: cache::DirectoryCache::new(),
@@ -1058,7 +1060,6 @@ impl Store {
                 .concat(),
                 encode_compact(&commit.record)?,
             ),
-            journal_key: mailbox::journal_key(&commit.record),
         };
         for ((item, attachments), bytes) in commit.items.into_iter().zip(encoded) {
             if writes.group.is_none() {
@@ -1110,7 +1111,6 @@ impl Store {
         }
         i.ingestions
             .insert(writes.ingestion.0.as_slice(), writes.ingestion.1.as_slice())?;
-        i.journal.insert(writes.journal_key.as_slice(), &[])?;
         Ok(())
     }
 
@@ -1120,19 +1120,16 @@ impl Store {
         let mut key = record.tenant.as_bytes().to_vec();
         key.extend_from_slice(record.correlation_id.as_bytes());
         let value = encode_compact(record)?;
-        let journal_key = mailbox::journal_key(record);
         let tenant = record.tenant;
         let store = self.clone();
         self.submit(Box::new(move || {
             store.check_tenant_not_gone(tenant)?;
             let mut payload = wal::Payload::with_capacity(key.len() + value.len() + 64);
             payload.insert(INGESTIONS, &key, &value);
-            payload.insert(mailbox::JOURNAL_TREE, &journal_key, &[]);
             Ok(Logged::Deferred {
                 payload,
                 apply: Box::new(move |_| {
                     store.inner.ingestions.insert(key, value)?;
-                    store.inner.journal.insert(journal_key, &[])?;
                     Ok(())
                 }),
             })
@@ -1295,7 +1292,6 @@ struct PreparedIngestion {
     blobs: Vec<(Vec<u8>, Vec<u8>)>,
     copies: Vec<Vec<u8>>,
     ingestion: (Vec<u8>, Vec<u8>),
-    journal_key: Vec<u8>,
 }
 
 impl PreparedIngestion {
@@ -1315,11 +1311,11 @@ impl PreparedIngestion {
         Ok(())
     }
 
-    /// Writes into the transactional trees `[items, copies, ingestions, journal]`, after
+    /// Writes into the transactional trees `[items, copies, ingestions]`, after
     /// [`PreparedIngestion::write_files`] (never grouped: see [`Store::prepare_ingestion`]).
     fn write(
         &self,
-        [items, copies, ingestions, journal]: [&sled::transaction::TransactionalTree; 4],
+        [items, copies, ingestions]: [&sled::transaction::TransactionalTree; 3],
     ) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
         for (id, bytes) in &self.items {
             items.insert(id.as_bytes(), bytes.as_slice())?;
@@ -1328,7 +1324,6 @@ impl PreparedIngestion {
             copies.insert(key.as_slice(), &[])?;
         }
         ingestions.insert(self.ingestion.0.as_slice(), self.ingestion.1.as_slice())?;
-        journal.insert(self.journal_key.as_slice(), &[])?;
         Ok(())
     }
 
@@ -1347,7 +1342,7 @@ impl PreparedIngestion {
                     .sum::<usize>()
         });
         let record = 2 * OP + self.ingestion.0.len() + self.ingestion.1.len();
-        blobs + items + copies + grouped + record + self.journal_key.len()
+        blobs + items + copies + grouped + record
     }
 
     /// The same writes, for the write-ahead log.
@@ -1378,7 +1373,6 @@ impl PreparedIngestion {
             }
         }
         payload.insert(INGESTIONS, &self.ingestion.0, &self.ingestion.1);
-        payload.insert(mailbox::JOURNAL_TREE, &self.journal_key, &[]);
     }
 }
 
