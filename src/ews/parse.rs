@@ -15,8 +15,7 @@ use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, General
 use base64::Engine;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use quick_xml::events::{BytesCData, BytesStart, BytesText, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::Reader;
 
 use super::types::*;
 
@@ -135,13 +134,16 @@ type Result<T> = std::result::Result<T, ParseError>;
 /// Parse a SOAP request body (the bytes after the HTTP head).
 pub fn parse_request(body: &[u8]) -> Result<EwsRequest> {
     let body = check_encoding_prefix(body)?;
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(ParseError::Malformed {
-            position: Position::at(body, e.valid_up_to() as u64),
-            message: "invalid UTF-8 byte sequence".into(),
-        });
-    }
-    let mut p = Parser::new(body);
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => {
+            return Err(ParseError::Malformed {
+                position: Position::at(body, e.valid_up_to() as u64),
+                message: "invalid UTF-8 byte sequence".into(),
+            })
+        }
+    };
+    let mut p = Parser::new(text);
 
     let (ns, root) = match p.next()? {
         Ev::Start(ns, e) => (ns, e),
@@ -219,11 +221,50 @@ enum Ev<'i> {
 }
 
 struct Parser<'i> {
-    r: NsReader<&'i [u8]>,
+    r: Reader<&'i [u8]>,
     src: &'i [u8],
+    /// `src`, checked to be UTF-8 whole: text slices of it need no second check.
+    text: &'i str,
     depth: usize,
     elements: usize,
     root_seen: bool,
+    /// The namespace declarations in scope, innermost last. Resolved here, not by quick-xml's
+    /// `NsReader`, so each start tag's attributes are read once (for their count and for
+    /// declarations together) and a namespace name is compared with the known ones once, at
+    /// its declaration, not at every element.
+    bindings: Vec<Binding>,
+}
+
+/// One namespace declaration (`xmlns` or `xmlns:prefix`).
+struct Binding {
+    /// The declared prefix; empty for the default namespace.
+    prefix: Box<[u8]>,
+    ns: Ns,
+    /// The namespace name, as written (namespace names are compared as written: no entity
+    /// expansion, as quick-xml's resolver did).
+    uri: Box<[u8]>,
+    /// The depth of the element that declares it.
+    depth: usize,
+}
+
+/// The namespace of a namespace name.
+fn known_ns(uri: &[u8]) -> Ns {
+    match uri {
+        b"http://schemas.microsoft.com/exchange/services/2006/messages" => Ns::M,
+        b"http://schemas.microsoft.com/exchange/services/2006/types" => Ns::T,
+        b"http://schemas.xmlsoap.org/soap/envelope/" => Ns::Soap11,
+        b"http://www.w3.org/2003/05/soap-envelope" => Ns::Soap12,
+        b"" => Ns::None,
+        _ => Ns::Other,
+    }
+}
+
+/// The prefix of a qualified name (empty without one).
+fn prefix_of(name: &[u8]) -> &[u8] {
+    match name.iter().position(|&b| b == b':') {
+        Some(n) => &name[..n],
+        None => &[],
+    }
 }
 
 fn qname(e: &BytesStart<'_>) -> String {
@@ -252,8 +293,9 @@ fn append<'i>(acc: &mut Cow<'i, str>, piece: Cow<'i, str>) {
 }
 
 impl<'i> Parser<'i> {
-    fn new(src: &'i [u8]) -> Self {
-        let mut r = NsReader::from_reader(src);
+    fn new(text: &'i str) -> Self {
+        let src = text.as_bytes();
+        let mut r = Reader::from_reader(src);
         let c = r.config_mut();
         c.expand_empty_elements = true;
         c.check_end_names = true;
@@ -263,14 +305,33 @@ impl<'i> Parser<'i> {
         Parser {
             r,
             src,
+            text,
             depth: 0,
             elements: 0,
             root_seen: false,
+            bindings: Vec::new(),
         }
     }
 
     fn position(&self) -> Position {
         Position::at(self.src, self.r.buffer_position())
+    }
+
+    /// The innermost declaration of `prefix` in scope (empty: the default namespace).
+    fn binding(&self, prefix: &[u8]) -> Option<&Binding> {
+        self.bindings.iter().rev().find(|b| &*b.prefix == prefix)
+    }
+
+    /// `bytes`, a slice of the source, as the `str` it is (the source was checked whole).
+    fn as_str(&self, bytes: &'i [u8]) -> Result<&'i str> {
+        let start = (bytes.as_ptr() as usize).wrapping_sub(self.src.as_ptr() as usize);
+        match start
+            .checked_add(bytes.len())
+            .and_then(|end| self.text.get(start..end))
+        {
+            Some(s) if s.as_ptr() == bytes.as_ptr() => Ok(s),
+            _ => std::str::from_utf8(bytes).map_err(|_| self.malformed("invalid UTF-8")),
+        }
     }
 
     fn malformed(&self, message: impl Into<String>) -> ParseError {
@@ -298,31 +359,12 @@ impl<'i> Parser<'i> {
     fn next(&mut self) -> Result<Ev<'i>> {
         loop {
             let start_pos = self.r.buffer_position();
-            let (res, ev) = match self.r.read_resolved_event() {
+            let ev = match self.r.read_event() {
                 Ok(x) => x,
                 Err(e) => return Err(self.xml_error(e)),
             };
             match ev {
                 Event::Start(e) => {
-                    let ns = match res {
-                        ResolveResult::Bound(n) => match n.as_ref() {
-                            b"http://schemas.microsoft.com/exchange/services/2006/messages" => {
-                                Ns::M
-                            }
-                            b"http://schemas.microsoft.com/exchange/services/2006/types" => Ns::T,
-                            b"http://schemas.xmlsoap.org/soap/envelope/" => Ns::Soap11,
-                            b"http://www.w3.org/2003/05/soap-envelope" => Ns::Soap12,
-                            _ => Ns::Other,
-                        },
-                        ResolveResult::Unbound => Ns::None,
-                        ResolveResult::Unknown(p) => {
-                            return Err(self.malformed(format!(
-                                "undeclared namespace prefix '{}' on element '{}'",
-                                String::from_utf8_lossy(&p),
-                                qname(&e)
-                            )))
-                        }
-                    };
                     if self.depth == 0 {
                         if self.root_seen {
                             return Err(self.malformed(format!(
@@ -342,20 +384,59 @@ impl<'i> Parser<'i> {
                     }
                     let mut count = 0usize;
                     for a in e.attributes().with_checks(false) {
-                        if let Err(err) = a {
-                            return Err(self.malformed(format!(
-                                "bad attribute on element '{}': {err}",
-                                qname(&e)
-                            )));
-                        }
+                        let a = match a {
+                            Ok(a) => a,
+                            Err(err) => {
+                                return Err(self.malformed(format!(
+                                    "bad attribute on element '{}': {err}",
+                                    qname(&e)
+                                )))
+                            }
+                        };
                         count += 1;
                         if count > MAX_ATTRIBUTES {
                             return Err(ParseError::TooManyAttributes);
                         }
+                        let key = a.key.as_ref();
+                        let prefix = if key == b"xmlns" {
+                            &[][..]
+                        } else if let Some(prefix) = key.strip_prefix(b"xmlns:") {
+                            if a.value.is_empty() {
+                                return Err(self.malformed(format!(
+                                    "the namespace prefix '{}' is declared with an empty name on element '{}'",
+                                    String::from_utf8_lossy(prefix),
+                                    qname(&e)
+                                )));
+                            }
+                            prefix
+                        } else {
+                            continue;
+                        };
+                        self.bindings.push(Binding {
+                            prefix: prefix.into(),
+                            ns: known_ns(&a.value),
+                            uri: a.value.as_ref().into(),
+                            depth: self.depth,
+                        });
                     }
+                    let ns = match self.binding(prefix_of(e.name().as_ref())) {
+                        Some(b) => b.ns,
+                        None if !e.name().as_ref().contains(&b':') => Ns::None,
+                        None if prefix_of(e.name().as_ref()) == b"xml" => Ns::Other,
+                        None => {
+                            return Err(self.malformed(format!(
+                                "undeclared namespace prefix '{}' on element '{}'",
+                                String::from_utf8_lossy(prefix_of(e.name().as_ref())),
+                                qname(&e)
+                            )))
+                        }
+                    };
                     return Ok(Ev::Start(ns, e));
                 }
                 Event::End(_) => {
+                    while self.bindings.last().is_some_and(|b| b.depth == self.depth) {
+                        self.bindings.pop();
+                    }
                     self.depth -= 1;
                     return Ok(Ev::End);
                 }
@@ -474,9 +555,7 @@ impl<'i> Parser<'i> {
 
     fn unescape(&self, t: BytesText<'i>) -> Result<Cow<'i, str>> {
         let raw: Cow<'i, str> = match t.into_inner() {
-            Cow::Borrowed(b) => {
-                Cow::Borrowed(std::str::from_utf8(b).map_err(|_| self.malformed("invalid UTF-8"))?)
-            }
+            Cow::Borrowed(b) => Cow::Borrowed(self.as_str(b)?),
             Cow::Owned(v) => {
                 Cow::Owned(String::from_utf8(v).map_err(|_| self.malformed("invalid UTF-8"))?)
             }
@@ -505,9 +584,7 @@ impl<'i> Parser<'i> {
                 }
                 Ev::CData(c) => {
                     let s: Cow<'i, str> = match c.into_inner() {
-                        Cow::Borrowed(b) => Cow::Borrowed(
-                            std::str::from_utf8(b).map_err(|_| self.malformed("invalid UTF-8"))?,
-                        ),
+                        Cow::Borrowed(b) => Cow::Borrowed(self.as_str(b)?),
                         Cow::Owned(v) => Cow::Owned(
                             String::from_utf8(v).map_err(|_| self.malformed("invalid UTF-8"))?,
                         ),
@@ -646,14 +723,13 @@ impl<'i> Parser<'i> {
                 }
             }
         } else {
-            let (res, local) = self.r.resolve_element(e.name());
-            let namespace = match res {
-                ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
-                _ => String::new(),
-            };
+            let namespace = self
+                .binding(prefix_of(e.name().as_ref()))
+                .map(|b| String::from_utf8_lossy(&b.uri).into_owned())
+                .unwrap_or_default();
             return Err(ParseError::UnknownOperation {
                 namespace,
-                name: String::from_utf8_lossy(local.as_ref()).into_owned(),
+                name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
             });
         };
         // Anything after the operation element in the Body is ignored.
@@ -1370,6 +1446,32 @@ mod tests {
         );
         // Undeclared prefix.
         let bad = r#"<s:Envelope><s:Body/></s:Envelope>"#;
+        assert!(matches!(
+            parse_request(bad.as_bytes()),
+            Err(ParseError::Malformed { .. })
+        ));
+        // A declaration's scope ends with its element: the prefix is undeclared after it.
+        let bad = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Header><t:X xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"/><t:Y/></s:Header><s:Body/></s:Envelope>"#;
+        let err = parse_request(bad.as_bytes()).expect_err("out of scope");
+        assert!(
+            err.violation().contains("undeclared namespace prefix 't'"),
+            "{err:?}"
+        );
+        // An inner declaration of a prefix hides the outer one, until its element ends; a
+        // default namespace declared empty undeclares it.
+        let d = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="urn:other"><s:Body><m:GetFolder xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages"><m:FolderIds xmlns=""><t:DistinguishedFolderId xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types" Id="inbox"/></m:FolderIds></m:GetFolder><m:After/></s:Body></s:Envelope>"#;
+        let req = parse_request(d.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(req.operation, Operation::GetFolder(_)));
+        let d = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="urn:other"><s:Body><m:GetFolder/></s:Body></s:Envelope>"#;
+        assert_eq!(
+            parse_request(d.as_bytes()),
+            Err(ParseError::UnknownOperation {
+                namespace: "urn:other".into(),
+                name: "GetFolder".into()
+            })
+        );
+        // A prefix cannot be declared with an empty namespace name (Namespaces in XML 1.0).
+        let bad = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body xmlns:m=""/></s:Envelope>"#;
         assert!(matches!(
             parse_request(bad.as_bytes()),
             Err(ParseError::Malformed { .. })

@@ -193,6 +193,10 @@ impl GroupPlan {
         let key = group_key(&first.id);
         let count = u16::try_from(items.len()).ok()?;
         let mut copies: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        // The entry key of each (mailbox, folder, received) as the items name them: computed
+        // once, not once per copy (a key is two lower-casings and allocations; the members
+        // of a request share `received`).
+        let mut named: HashMap<(&str, &str, DateTime<Utc>), Vec<u8>> = HashMap::new();
         let size: usize = items.iter().map(|(_, bytes)| 32 + bytes.len()).sum();
         let mut members = wal::Payload::with_capacity(size);
         for (n, (item, bytes)) in items.iter().enumerate() {
@@ -202,9 +206,13 @@ impl GroupPlan {
                 return None;
             }
             for copy in &item.copies {
-                let members = copies
-                    .entry(copy_group_key(item.tenant, copy, item.received, &key))
-                    .or_default();
+                let entry = named
+                    .entry((copy.mailbox.as_str(), copy.folder.as_str(), item.received))
+                    .or_insert_with(|| copy_group_key(item.tenant, copy, item.received, &key));
+                if !copies.contains_key(entry.as_slice()) {
+                    copies.insert(entry.clone(), Vec::new());
+                }
+                let members = copies.get_mut(entry.as_slice())?;
                 // Two copies of one item in one folder are one entry, as their keys were.
                 let last = members.len().checked_sub(2).and_then(|n| members.get(n..));
                 if last != Some(&index.to_le_bytes()[..]) {
