@@ -185,7 +185,7 @@ async fn create_item(
 
     let received = Utc::now();
     // The items of one request are stored as one group (see `store::ItemIds`).
-    let mut ids = crate::store::ItemIds::new();
+    let mut ids = crate::store::ItemIds::for_request(correlation_id);
     let mut results = Vec::with_capacity(validated.len());
     let mut outcomes = Vec::with_capacity(validated.len());
     let mut items = Vec::new();

@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::model::{CopyRecord, ItemRecord};
 use super::wal::{self, GroupRef};
 use super::{abort, copy_key, copy_prefix, decode, encode_compact, Result, Store, StoreError};
-use super::{COPIES, ITEMS};
+use super::{COPIES, INGESTIONS, ITEMS};
 
 /// The members of a group as its log record holds them: (id, encoded record).
 type Members = Vec<(Vec<u8>, Vec<u8>)>;
@@ -81,8 +81,15 @@ pub struct ItemIds {
 impl ItemIds {
     #[allow(clippy::new_without_default)]
     pub fn new() -> ItemIds {
+        ItemIds::for_request(Uuid::now_v7())
+    }
+
+    /// The ids of the items of the request `correlation_id` (a v7 id made by this process):
+    /// its group key is the correlation id's first 14 bytes, so the request's ingestion record
+    /// can ride in the group's entry (one sled key fewer per request; see [`Group::record`]).
+    pub fn for_request(correlation_id: Uuid) -> ItemIds {
         ItemIds {
-            group: group_key(&Uuid::now_v7()),
+            group: group_key(&correlation_id),
             next: 0,
         }
     }
@@ -100,7 +107,8 @@ impl ItemIds {
 
 /// What a group's header holds (and its [`GroupRef`] keeps): the tenant and the member count,
 /// so ids and tenants are known without reading the log, and the length and CRC of the
-/// member operations that follow the header in its record.
+/// member operations that follow the header in its record. In the header's value, the
+/// request's ingestion record may follow these [`Header::LEN`] bytes (see [`Group::record`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Header {
     pub tenant: Uuid,
@@ -121,8 +129,9 @@ impl Header {
         out
     }
 
+    /// Reads the first [`Header::LEN`] bytes (an ingestion record may follow).
     pub fn decode(bytes: &[u8]) -> Option<Header> {
-        if bytes.len() != Self::LEN {
+        if bytes.len() < Self::LEN {
             return None;
         }
         Some(Header {
@@ -155,11 +164,28 @@ impl Group {
         (0..self.header.count).map(|n| member_id(&self.key, n))
     }
 
+    /// The encoded ingestion record of the request that stored the group, when it rides in
+    /// the group's entry instead of an entry of its own in `ingestions` (requests grouped
+    /// since the group key is the correlation id's: [`ItemIds::for_request`]). It is part of
+    /// the journal while the group stands; whatever removes the group writes it out to
+    /// `ingestions` first, in the same transaction ([`Store::remove_group`]).
+    pub fn record(&self) -> Option<&[u8]> {
+        self.at.header.get(Header::LEN..).filter(|r| !r.is_empty())
+    }
+
     /// Where its members are in its segment: right after the header, its record's first op.
     fn members_offset(&self) -> u64 {
-        let header = wal::op_len(GROUPS, KEY_LEN, Some(Header::LEN));
+        let header = wal::op_len(GROUPS, KEY_LEN, Some(self.at.header.len()));
         self.at.offset + wal::FRAME_HEADER + header as u64
     }
+}
+
+/// The value of a group's header operation: the header, then the encoded ingestion record
+/// of its request when that rides in the group's entry.
+pub(super) fn header_value(header: &Header, record: Option<&[u8]>) -> Vec<u8> {
+    let mut value = header.encode();
+    value.extend_from_slice(record.unwrap_or_default());
+    value
 }
 
 /// The copy-index key of a group's copies in one folder (all members have one `received`).
@@ -506,7 +532,7 @@ impl Store {
     pub(super) fn explode_group_of(
         &self,
         id: &Uuid,
-        [items, copies, groups]: [&TransactionalTree; 3],
+        [items, copies, groups, ingestions]: [&TransactionalTree; 4],
         payload: &mut wal::Payload,
     ) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
         let key = group_key(id);
@@ -531,8 +557,26 @@ impl Store {
             copies.remove(copy_group.as_slice())?;
             payload.remove(COPIES, &copy_group);
         }
-        groups.remove(&key[..])?;
-        payload.remove(GROUPS, &key);
+        Self::remove_group(&group, [groups, ingestions], payload)
+    }
+
+    /// In a transaction: removes the entry of `group`, writing out first the ingestion record
+    /// that rides in it (if it does) as an entry of its own in `ingestions`, so the journal
+    /// keeps it. Every removal of a group goes through here.
+    pub(super) fn remove_group(
+        group: &Group,
+        [groups, ingestions]: [&TransactionalTree; 2],
+        payload: &mut wal::Payload,
+    ) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
+        if let Some(record) = group.record() {
+            let correlation_id = super::ingestion_correlation_id(record).map_err(abort)?;
+            let mut key = group.header.tenant.as_bytes().to_vec();
+            key.extend_from_slice(correlation_id.as_bytes());
+            ingestions.insert(key.as_slice(), record)?;
+            payload.insert(INGESTIONS, &key, record);
+        }
+        groups.remove(&group.key[..])?;
+        payload.remove(GROUPS, &group.key);
         Ok(())
     }
 
@@ -591,9 +635,9 @@ mod tests {
 
     /// One request's items as `create_item` makes them (one group), each with an attachment.
     fn request(tenant: Uuid, n: usize, mailboxes: &[&str]) -> Vec<ItemRecord> {
-        let mut ids = ItemIds::new();
-        let received = Utc::now();
         let correlation_id = Uuid::now_v7();
+        let mut ids = ItemIds::for_request(correlation_id);
+        let received = Utc::now();
         (0..n)
             .map(|n| {
                 let mut it = item(tenant, mailboxes, received);
@@ -646,6 +690,10 @@ mod tests {
         ingest(&store, &items);
         assert_eq!(store.inner.groups.len(), 1, "one entry for the request");
         assert!(store.inner.items.is_empty(), "none per item");
+        assert!(
+            store.inner.ingestions.is_empty(),
+            "its ingestion record rides in the group's entry"
+        );
         assert_eq!(
             store.inner.copies.len(),
             2,
@@ -687,6 +735,28 @@ mod tests {
                 [items[1].id]
             );
             assert_eq!(store.last_item_id().expect("last"), Some(items[2].id));
+            let record = record_of(&items[0]);
+            assert_eq!(
+                store
+                    .ingestion(tenant, record.correlation_id)
+                    .expect("read"),
+                Some(record.clone())
+            );
+            assert_eq!(
+                store
+                    .ingestions_newest_first(tenant, 0, 10)
+                    .expect("journal"),
+                std::slice::from_ref(&record)
+            );
+            let other = TenantId(Uuid::new_v4());
+            assert!(store
+                .ingestion(other, record.correlation_id)
+                .expect("read")
+                .is_none());
+            assert!(store
+                .ingestions_newest_first(other, 0, 10)
+                .expect("journal")
+                .is_empty());
         };
         check(&store);
         // A crash before any checkpoint: the replay finds the group in its log record.
@@ -714,7 +784,18 @@ mod tests {
             .expect("delete");
         assert_eq!(outcome.changed, [items[1].id]);
         assert!(store.inner.groups.is_empty(), "the group is written out");
+        assert_eq!(
+            store.inner.ingestions.len(),
+            1,
+            "with the ingestion record that rode in it"
+        );
         let check = |store: &Store| {
+            assert_eq!(
+                store
+                    .ingestions_newest_first(tenant, 0, 10)
+                    .expect("journal"),
+                [record_of(&items[0])]
+            );
             assert_eq!(
                 store.item(items[0].id).expect("read").as_ref(),
                 Some(&items[0])
@@ -765,6 +846,137 @@ mod tests {
         );
         assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 0);
         assert_eq!(store.folder_count(tenant, "held@t.example", PURGES), 3);
+        // The journal outlives what the requests stored.
+        let journal = [&newer[0], &other[0], &items[0]].map(record_of);
+        assert_eq!(
+            store
+                .ingestions_newest_first(tenant, 0, 10)
+                .expect("journal"),
+            journal
+        );
+        assert!(store.inner.groups.is_empty());
+        let copy = tempfile::tempdir().expect("dir");
+        copy_dir(dir.path(), copy.path());
+        let crashed = Store::open(copy.path()).expect("reopen");
+        assert_eq!(
+            crashed
+                .ingestions_newest_first(tenant, 0, 10)
+                .expect("journal"),
+            journal
+        );
+    }
+
+    /// The journal reads the records riding in group entries and those of their own (refused
+    /// requests, records written out of removed groups) as one list, newest first; a tenant's
+    /// deletion and a reset leave none of either.
+    #[test]
+    fn the_journal_merges_records_in_groups_with_records_of_their_own() {
+        let (dir, store, tenant) = store();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let refused = |store: &Store| {
+            let mut record = record_of(&request(tenant.0, 1, &[])[0]);
+            record.http_status = 403;
+            record.outcome = "Refused".into();
+            runtime
+                .block_on(store.record_ingestion(&record))
+                .expect("journaled");
+            record
+        };
+        let first = request(tenant.0, 2, &["free@t.example"]);
+        ingest(&store, &first);
+        let second = refused(&store);
+        let third = request(tenant.0, 1, &["held@t.example"]);
+        ingest(&store, &third);
+        let fourth = refused(&store);
+        let newest_first = [
+            fourth.clone(),
+            record_of(&third[0]),
+            second.clone(),
+            record_of(&first[0]),
+        ];
+        assert_eq!(store.inner.ingestions.len(), 2, "the refusals");
+        assert_eq!(
+            store
+                .ingestions_newest_first(tenant, 0, 10)
+                .expect("journal"),
+            newest_first
+        );
+        assert_eq!(
+            store
+                .ingestions_newest_first(tenant, 1, 2)
+                .expect("journal"),
+            newest_first[1..3],
+            "paged"
+        );
+        assert_eq!(
+            store
+                .ingestion(tenant, second.correlation_id)
+                .expect("read"),
+            Some(second.clone())
+        );
+        // Another tenant's requests are not in it, nor its in theirs.
+        let other = TenantId(Uuid::new_v4());
+        store
+            .put_tenant(&crate::store::model::TenantRecord {
+                id: other.0,
+                display_name: "O".into(),
+                domains: vec!["o.example".into()],
+                third_party_mailbox: None,
+                retention_days: None,
+            })
+            .expect("tenant");
+        let theirs = request(other.0, 1, &["someone@o.example"]);
+        ingest(&store, &theirs);
+        assert_eq!(
+            store
+                .ingestions_newest_first(tenant, 0, 10)
+                .expect("journal"),
+            newest_first
+        );
+        assert_eq!(
+            store
+                .ingestions_newest_first(other, 0, 10)
+                .expect("journal"),
+            [record_of(&theirs[0])]
+        );
+        assert!(store
+            .ingestion(tenant, theirs[0].correlation_id)
+            .expect("read")
+            .is_none());
+        // A crash: the replay brings back the same journal.
+        let copy = tempfile::tempdir().expect("dir");
+        copy_dir(dir.path(), copy.path());
+        assert_eq!(
+            Store::open(copy.path())
+                .expect("reopen")
+                .ingestions_newest_first(tenant, 0, 10)
+                .expect("journal"),
+            newest_first
+        );
+        // A reset (forced) removes them all, wherever they are.
+        let outcome = store.reset(true, None).expect("reset");
+        assert_eq!(outcome.ingestions_removed, 5, "both tenants' records");
+        assert!(store
+            .ingestions_newest_first(tenant, 0, 10)
+            .expect("journal")
+            .is_empty());
+        assert!(store.inner.ingestions.is_empty() && store.inner.groups.is_empty());
+        // A tenant's deletion too.
+        ingest(&store, &request(tenant.0, 2, &["free@t.example"]));
+        refused(&store);
+        assert_eq!(
+            store
+                .ingestions_newest_first(tenant, 0, 10)
+                .expect("journal")
+                .len(),
+            2
+        );
+        assert!(store.delete_tenant(tenant, None).expect("deleted"));
+        assert!(store.inner.ingestions.is_empty() && store.inner.groups.is_empty());
+        assert!(store
+            .ingestions_newest_first(tenant, 0, 10)
+            .expect("journal")
+            .is_empty());
     }
 
     #[test]

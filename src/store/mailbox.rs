@@ -7,6 +7,9 @@
 //! arrives (monotonic in a process), so a tenant's records sort by arrival. (Stores before
 //! this kept a second tree, `ingestion_journal`, ordered by received time: one more sled
 //! key per request; it is dropped when such a store is opened, see [`drop_legacy_journal`].)
+//! The record of a request that stored an item group rides in the group's entry instead
+//! (`groups::Group::record`, keyed by the correlation id's first 14 bytes) until the group
+//! is removed, which writes it out to `ingestions`: the journal merges both, newest first.
 //!
 //! Trees of this module (besides `items`, `blobs`, `copies` and `ingestions`):
 //! - `retention_sweeps`: `tenant (16) || (u64::MAX - started micros) (8, BE) || sweep id (16)`
@@ -314,13 +317,13 @@ impl Store {
             let wanted: HashSet<Uuid> = ids.iter().copied().collect();
             // (Read before the transaction: a read of a tree waits for one running on it.)
             let unreadable = store.unreadable_groups(&ids)?;
-            let trees = (&i.items, &i.blobs, &i.copies, &i.groups);
-            let (outcome, payload) = trees.transaction(|(items, blobs, copies, groups)| {
+            let trees = (&i.items, &i.blobs, &i.copies, &i.groups, &i.ingestions);
+            let (outcome, payload) = trees.transaction(|(items, blobs, copies, groups, ingestions)| {
                 let mut outcome = DeleteOutcome::default();
                 let mut payload = wal::Payload::default();
                 for id in &ids {
                     if within.is_none() {
-                        let trees = [items, blobs, copies, groups];
+                        let trees = [items, blobs, copies, groups, ingestions];
                         let all_wanted =
                             |group: &groups::Group| group.ids().all(|m| wanted.contains(&m));
                         let whole = store.remove_whole_group(
@@ -364,7 +367,7 @@ impl Store {
                             _ => {}
                         }
                     }
-                    store.explode_group_of(id, [items, copies, groups], &mut payload)?;
+                    store.explode_group_of(id, [items, copies, groups, ingestions], &mut payload)?;
                     // Read inside the transaction: an attachment may have been added since.
                     let Some(bytes) = items.get(id.as_bytes())? else {
                         continue;
@@ -424,7 +427,7 @@ impl Store {
     fn remove_whole_group(
         &self,
         id: &Uuid,
-        [items, blobs, copies, groups]: [&TransactionalTree; 4],
+        [items, blobs, copies, groups, ingestions]: [&TransactionalTree; 5],
         payload: &mut wal::Payload,
         ids_removable: &dyn Fn(&groups::Group) -> bool,
         removable: &dyn Fn(&ItemRecord) -> bool,
@@ -450,8 +453,7 @@ impl Store {
                 for member in group.ids() {
                     payload.remove(ITEMS, member.as_bytes());
                 }
-                groups.remove(&key[..])?;
-                payload.remove(groups::GROUPS, &key);
+                Store::remove_group(&group, [groups, ingestions], payload)?;
                 return Ok(Some(Vec::new()));
             }
             Err(e) => return Err(abort(e)),
@@ -475,8 +477,7 @@ impl Store {
             copies.remove(copy_group.as_slice())?;
             payload.remove(COPIES, &copy_group);
         }
-        groups.remove(&key[..])?;
-        payload.remove(groups::GROUPS, &key);
+        Store::remove_group(&group, [groups, ingestions], payload)?;
         Ok(Some(members))
     }
 
@@ -574,21 +575,74 @@ impl Store {
 
     // ----- the ingestion journal -----
 
-    /// Ingestion records of `tenant`, newest first (by correlation id: arrival order).
+    /// Ingestion records of `tenant`, newest first (by correlation id: arrival order). They
+    /// are in two places, each in that order: entries of their own in `ingestions` (keyed by
+    /// tenant and correlation id), and the entries of the item groups their requests stored
+    /// (keyed by the correlation id's first 14 bytes, unique per request: see
+    /// `groups::Group::record`); the two are merged by that key.
     pub fn ingestions_newest_first(
         &self,
         tenant: TenantId,
         skip: usize,
         top: usize,
     ) -> Result<Vec<IngestionRecord>> {
-        self.inner
+        type Entry = Result<(groups::GroupKey, sled::IVec, bool)>;
+        let own = self
+            .inner
             .ingestions
             .scan_prefix(tenant.0.as_bytes())
-            .values()
             .rev()
+            .map(|entry| -> Entry {
+                let (key, value) = entry?;
+                // (Keys are tenant || correlation id, 32 bytes.)
+                let order = key
+                    .get(16..16 + groups::KEY_LEN)
+                    .and_then(|k| groups::GroupKey::try_from(k).ok())
+                    .unwrap_or_default();
+                Ok((order, value, false))
+            });
+        let in_groups = self
+            .inner
+            .groups
+            .iter()
+            .rev()
+            .filter_map(|entry| -> Option<Entry> {
+                let read = || -> Result<Option<(groups::GroupKey, sled::IVec, bool)>> {
+                    let (key, value) = entry?;
+                    let group = groups::Group::decode(&key, &value)?;
+                    Ok(
+                        (group.header.tenant == tenant.0 && group.record().is_some())
+                            .then_some((group.key, value, true)),
+                    )
+                };
+                read().transpose()
+            });
+        let mut own = own.peekable();
+        let mut in_groups = in_groups.peekable();
+        let merged = std::iter::from_fn(|| {
+            let take_own = match (own.peek(), in_groups.peek()) {
+                (None, None) => return None,
+                (Some(_), None) | (Some(Err(_)), _) => true,
+                (None, Some(_)) | (_, Some(Err(_))) => false,
+                (Some(Ok((a, ..))), Some(Ok((b, ..)))) => a >= b,
+            };
+            if take_own {
+                own.next()
+            } else {
+                in_groups.next()
+            }
+        });
+        merged
             .skip(skip)
             .take(top)
-            .map(|value| decode(&value?))
+            .map(|entry| {
+                let (key, value, in_group) = entry?;
+                if !in_group {
+                    return decode(&value);
+                }
+                let group = groups::Group::decode(&key, &value)?;
+                decode(group.record().unwrap_or_default())
+            })
             .collect()
     }
 
@@ -738,8 +792,8 @@ impl Store {
             let on_change = on_change.cloned();
             let (r, ri, ci, k) = self.apply_logged(move || {
                 let i = &store.inner;
-                let trees = (&i.items, &i.blobs, &i.copies, &i.groups);
-                let (outcome, payload) = trees.transaction(|(items, blobs, copies, groups)| {
+                let trees = (&i.items, &i.blobs, &i.copies, &i.groups, &i.ingestions);
+                let (outcome, payload) = trees.transaction(|(items, blobs, copies, groups, ingestions)| {
                     let mut payload = wal::Payload::default();
                     let mut removed = Vec::new();
                     let mut removed_items = Vec::new();
@@ -773,7 +827,7 @@ impl Store {
                         };
                         let whole = store.remove_whole_group(
                             id,
-                            [items, blobs, copies, groups],
+                            [items, blobs, copies, groups, ingestions],
                             &mut payload,
                             &|_| true,
                             &goes_whole,
@@ -793,7 +847,7 @@ impl Store {
                             }
                             continue;
                         }
-                        store.explode_group_of(id, [items, copies, groups], &mut payload)?;
+                        store.explode_group_of(id, [items, copies, groups, ingestions], &mut payload)?;
                         let Some(bytes) = items.get(id.as_bytes())? else {
                             continue;
                         };

@@ -212,6 +212,11 @@ fn encode_compact<T: serde::Serialize>(record: &T) -> Result<Vec<u8>> {
     })
 }
 
+/// The correlation id of an encoded ingestion record.
+fn ingestion_correlation_id(record: &[u8]) -> Result<Uuid> {
+    Ok(decode::<IngestionRecord>(record)?.correlation_id)
+}
+
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
         Some((&COMPACT, compact)) => Ok(postcard::from_bytes(compact)?),
@@ -682,13 +687,7 @@ impl Store {
         for domain in &tenant.domains {
             i.domains.remove(domain.to_lowercase().as_bytes())?;
         }
-        for tree in [
-            &i.users,
-            &i.addresses,
-            &i.service_principals,
-            &i.copies,
-            &i.ingestions,
-        ] {
+        for tree in [&i.users, &i.addresses, &i.service_principals, &i.copies] {
             for key in tree.scan_prefix(id.0.as_bytes()).keys() {
                 tree.remove(key?)?;
             }
@@ -696,6 +695,10 @@ impl Store {
         let ids = self.item_ids_of_tenant(id)?;
         for chunk in groups::chunks_keeping_groups(&ids, 256) {
             self.remove_items(chunk, None, on_change)?;
+        }
+        // After the items: a group's removal writes out the ingestion record riding in it.
+        for key in i.ingestions.scan_prefix(id.0.as_bytes()).keys() {
+            i.ingestions.remove(key?)?;
         }
         self.delete_connectors_of(id)?;
         i.tenants.remove(id.0.as_bytes())?;
@@ -1046,8 +1049,20 @@ impl Store {
                 groups::GroupPlan::of(&items)
             })
             .flatten();
+        // The ingestion record rides in the group's entry when the group is the request's
+        // (its key is the correlation id's: `ItemIds::for_request`): one sled key fewer.
+        let embedded = group.as_ref().is_some_and(|g| {
+            g.key == groups::group_key(&commit.record.correlation_id)
+                && g.header.tenant == commit.record.tenant
+        });
+        let ingestion = encode_compact(&commit.record)?;
+        let group_header = group.as_ref().map_or_else(Vec::new, |g| {
+            groups::header_value(&g.header, embedded.then_some(ingestion.as_slice()))
+        });
         let mut writes = PreparedIngestion {
             group,
+            embedded,
+            group_header,
             items: Vec::with_capacity(commit.items.len()),
             records: Vec::with_capacity(commit.items.len()),
             blobs: Vec::new(),
@@ -1058,7 +1073,7 @@ impl Store {
                     commit.record.correlation_id.as_bytes(),
                 ]
                 .concat(),
-                encode_compact(&commit.record)?,
+                ingestion,
             ),
         };
         for ((item, attachments), bytes) in commit.items.into_iter().zip(encoded) {
@@ -1092,7 +1107,7 @@ impl Store {
                 let entry = wal::GroupRef {
                     seq: at.seq,
                     offset: at.offset,
-                    header: group.header.encode(),
+                    header: writes.group_header.clone(),
                 };
                 i.held.add(at.seq);
                 i.groups.insert(group.key, entry.encode())?;
@@ -1109,8 +1124,10 @@ impl Store {
                 }
             }
         }
-        i.ingestions
-            .insert(writes.ingestion.0.as_slice(), writes.ingestion.1.as_slice())?;
+        if !writes.embedded {
+            i.ingestions
+                .insert(writes.ingestion.0.as_slice(), writes.ingestion.1.as_slice())?;
+        }
         Ok(())
     }
 
@@ -1144,9 +1161,19 @@ impl Store {
     ) -> Result<Option<IngestionRecord>> {
         let mut key = tenant.0.as_bytes().to_vec();
         key.extend_from_slice(correlation_id.as_bytes());
-        match self.inner.ingestions.get(key)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
+        if let Some(bytes) = self.inner.ingestions.get(key)? {
+            return Ok(Some(decode(&bytes)?));
+        }
+        // Or in the entry of the request's group (see `groups::Group::record`).
+        let Some(group) = self.group(&groups::group_key(&correlation_id))? else {
+            return Ok(None);
+        };
+        match group.record() {
+            Some(bytes) if group.header.tenant == tenant.0 => {
+                let record: IngestionRecord = decode(bytes)?;
+                Ok((record.correlation_id == correlation_id).then_some(record))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -1183,10 +1210,10 @@ impl Store {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Box::new(move || {
             let i = &store.inner;
-            let trees = (&i.items, &i.copies, &i.groups);
-            let (index, payload) = trees.transaction(|(items, copies, groups)| {
+            let trees = (&i.items, &i.copies, &i.groups, &i.ingestions);
+            let (index, payload) = trees.transaction(|(items, copies, groups, ingestions)| {
                 let mut payload = wal::Payload::default();
-                store.explode_group_of(&id, [items, copies, groups], &mut payload)?;
+                store.explode_group_of(&id, [items, copies, groups, ingestions], &mut payload)?;
                 let Some(bytes) = items.get(id.as_bytes())? else {
                     return Err(abort(StoreError::NotFound(format!("item {id}"))));
                 };
@@ -1286,6 +1313,10 @@ fn blob_key(item: Uuid, n: usize) -> Vec<u8> {
 struct PreparedIngestion {
     /// Its items as one group (`items` are then its members, `copies` empty).
     group: Option<groups::GroupPlan>,
+    /// The ingestion record is written in the group's header (and entry), not on its own.
+    embedded: bool,
+    /// The value of the group's header operation, which its entry keeps (empty: no group).
+    group_header: Vec<u8>,
     items: Vec<(Uuid, Vec<u8>)>,
     /// The items themselves, for the [`AfterApply`] hook.
     records: Vec<ItemRecord>,
@@ -1342,7 +1373,7 @@ impl PreparedIngestion {
                     .sum::<usize>()
         });
         let record = 2 * OP + self.ingestion.0.len() + self.ingestion.1.len();
-        blobs + items + copies + grouped + record
+        blobs + items + copies + grouped + record + self.group_header.len()
     }
 
     /// The same writes, for the write-ahead log.
@@ -1351,7 +1382,7 @@ impl PreparedIngestion {
         // (where its readers find them: see `wal::Payload::group_header`).
         if let Some(group) = &self.group {
             debug_assert!(payload.is_empty());
-            payload.group_header(groups::GROUPS, &group.key, &group.header.encode());
+            payload.group_header(groups::GROUPS, &group.key, &self.group_header);
             payload.append(&group.members);
         }
         for (key, content) in &self.blobs {
@@ -1372,7 +1403,9 @@ impl PreparedIngestion {
                 }
             }
         }
-        payload.insert(INGESTIONS, &self.ingestion.0, &self.ingestion.1);
+        if !self.embedded {
+            payload.insert(INGESTIONS, &self.ingestion.0, &self.ingestion.1);
+        }
     }
 }
 
