@@ -679,6 +679,13 @@ mod tests {
             .expect("sweep")
     }
 
+    /// The first 10 records of `tenant`'s journal, newest first.
+    fn journal(store: &Store, tenant: TenantId) -> Vec<crate::store::model::IngestionRecord> {
+        store
+            .ingestions_newest_first(tenant, 0, 10)
+            .expect("journal")
+    }
+
     fn ids(items: &[ItemRecord]) -> Vec<Uuid> {
         items.iter().map(|it| it.id).collect()
     }
@@ -742,21 +749,13 @@ mod tests {
                     .expect("read"),
                 Some(record.clone())
             );
-            assert_eq!(
-                store
-                    .ingestions_newest_first(tenant, 0, 10)
-                    .expect("journal"),
-                std::slice::from_ref(&record)
-            );
+            assert_eq!(journal(store, tenant), std::slice::from_ref(&record));
             let other = TenantId(Uuid::new_v4());
             assert!(store
                 .ingestion(other, record.correlation_id)
                 .expect("read")
                 .is_none());
-            assert!(store
-                .ingestions_newest_first(other, 0, 10)
-                .expect("journal")
-                .is_empty());
+            assert!(journal(store, other).is_empty());
         };
         check(&store);
         // A crash before any checkpoint: the replay finds the group in its log record.
@@ -790,12 +789,7 @@ mod tests {
             "with the ingestion record that rode in it"
         );
         let check = |store: &Store| {
-            assert_eq!(
-                store
-                    .ingestions_newest_first(tenant, 0, 10)
-                    .expect("journal"),
-                [record_of(&items[0])]
-            );
+            assert_eq!(journal(store, tenant), [record_of(&items[0])]);
             assert_eq!(
                 store.item(items[0].id).expect("read").as_ref(),
                 Some(&items[0])
@@ -847,23 +841,13 @@ mod tests {
         assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 0);
         assert_eq!(store.folder_count(tenant, "held@t.example", PURGES), 3);
         // The journal outlives what the requests stored.
-        let journal = [&newer[0], &other[0], &items[0]].map(record_of);
-        assert_eq!(
-            store
-                .ingestions_newest_first(tenant, 0, 10)
-                .expect("journal"),
-            journal
-        );
+        let expected = [&newer[0], &other[0], &items[0]].map(record_of);
+        assert_eq!(journal(&store, tenant), expected);
         assert!(store.inner.groups.is_empty());
         let copy = tempfile::tempdir().expect("dir");
         copy_dir(dir.path(), copy.path());
         let crashed = Store::open(copy.path()).expect("reopen");
-        assert_eq!(
-            crashed
-                .ingestions_newest_first(tenant, 0, 10)
-                .expect("journal"),
-            journal
-        );
+        assert_eq!(journal(&crashed, tenant), expected);
     }
 
     /// The journal reads the records riding in group entries and those of their own (refused
@@ -895,12 +879,7 @@ mod tests {
             record_of(&first[0]),
         ];
         assert_eq!(store.inner.ingestions.len(), 2, "the refusals");
-        assert_eq!(
-            store
-                .ingestions_newest_first(tenant, 0, 10)
-                .expect("journal"),
-            newest_first
-        );
+        assert_eq!(journal(&store, tenant), newest_first);
         assert_eq!(
             store
                 .ingestions_newest_first(tenant, 1, 2)
@@ -927,18 +906,8 @@ mod tests {
             .expect("tenant");
         let theirs = request(other.0, 1, &["someone@o.example"]);
         ingest(&store, &theirs);
-        assert_eq!(
-            store
-                .ingestions_newest_first(tenant, 0, 10)
-                .expect("journal"),
-            newest_first
-        );
-        assert_eq!(
-            store
-                .ingestions_newest_first(other, 0, 10)
-                .expect("journal"),
-            [record_of(&theirs[0])]
-        );
+        assert_eq!(journal(&store, tenant), newest_first);
+        assert_eq!(journal(&store, other), [record_of(&theirs[0])]);
         assert!(store
             .ingestion(tenant, theirs[0].correlation_id)
             .expect("read")
@@ -956,27 +925,15 @@ mod tests {
         // A reset (forced) removes them all, wherever they are.
         let outcome = store.reset(true, None).expect("reset");
         assert_eq!(outcome.ingestions_removed, 5, "both tenants' records");
-        assert!(store
-            .ingestions_newest_first(tenant, 0, 10)
-            .expect("journal")
-            .is_empty());
+        assert!(journal(&store, tenant).is_empty());
         assert!(store.inner.ingestions.is_empty() && store.inner.groups.is_empty());
         // A tenant's deletion too.
         ingest(&store, &request(tenant.0, 2, &["free@t.example"]));
         refused(&store);
-        assert_eq!(
-            store
-                .ingestions_newest_first(tenant, 0, 10)
-                .expect("journal")
-                .len(),
-            2
-        );
+        assert_eq!(journal(&store, tenant).len(), 2);
         assert!(store.delete_tenant(tenant, None).expect("deleted"));
         assert!(store.inner.ingestions.is_empty() && store.inner.groups.is_empty());
-        assert!(store
-            .ingestions_newest_first(tenant, 0, 10)
-            .expect("journal")
-            .is_empty());
+        assert!(journal(&store, tenant).is_empty());
     }
 
     #[test]
