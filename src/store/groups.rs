@@ -180,6 +180,13 @@ impl Group {
     }
 }
 
+/// Whether a group's entry (a [`GroupRef`]'s bytes) is of `tenant` and carries its request's
+/// ingestion record, read without decoding it.
+pub(super) fn entry_has_record_of(entry: &[u8], tenant: Uuid) -> bool {
+    let header = entry.get(wal::GROUP_REF_LEN..).unwrap_or_default();
+    header.len() > Header::LEN && header.get(..16) == Some(tenant.as_bytes().as_slice())
+}
+
 /// The value of a group's header operation: the header, then the encoded ingestion record
 /// of its request when that rides in the group's entry.
 pub(super) fn header_value(header: &Header, record: Option<&[u8]>) -> Vec<u8> {

@@ -607,13 +607,15 @@ impl Store {
             .iter()
             .rev()
             .filter_map(|entry| -> Option<Entry> {
+                // (Tested on the entry's bytes: a scan may pass many groups of other tenants.)
                 let read = || -> Result<Option<(groups::GroupKey, sled::IVec, bool)>> {
                     let (key, value) = entry?;
-                    let group = groups::Group::decode(&key, &value)?;
-                    Ok(
-                        (group.header.tenant == tenant.0 && group.record().is_some())
-                            .then_some((group.key, value, true)),
-                    )
+                    if !groups::entry_has_record_of(&value, tenant.0) {
+                        return Ok(None);
+                    }
+                    let key = groups::GroupKey::try_from(key.as_ref())
+                        .map_err(|_| StoreError::Log("an item group's key is unreadable".into()))?;
+                    Ok(Some((key, value, true)))
                 };
                 read().transpose()
             });

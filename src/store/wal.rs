@@ -157,9 +157,12 @@ pub struct GroupRef {
     pub header: Vec<u8>,
 }
 
+/// Bytes of a [`GroupRef`]'s encoding before the header's value.
+pub const GROUP_REF_LEN: usize = 16;
+
 impl GroupRef {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.header.len());
+        let mut out = Vec::with_capacity(GROUP_REF_LEN + self.header.len());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.header);
@@ -170,7 +173,7 @@ impl GroupRef {
         Some(GroupRef {
             seq: u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?),
             offset: u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?),
-            header: bytes.get(16..)?.to_vec(),
+            header: bytes.get(GROUP_REF_LEN..)?.to_vec(),
         })
     }
 }
