@@ -234,6 +234,25 @@ pub fn validate_token(
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Principal, AuthError> {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let (claims, source) = match remembered_claims(&digest, |kid| state.keys.has(kid)) {
+        // Verified before: these very bytes, so the header that passed below (RS256, a key
+        // of ours, still in the set) and the same claims.
+        Some(claims) => (claims, KeySource::Ours),
+        None => verify(state, token, &digest)?,
+    };
+    if !claims.is_object() {
+        return Err(AuthError::Unparseable);
+    }
+    checked_principal(state, &claims, source, now)
+}
+
+/// The header checks and the signature of a token not verified before (see [`verified_claims`]).
+fn verify<'a>(
+    state: &'a AppState,
+    token: &str,
+    digest: &[u8; 32],
+) -> Result<(Arc<Value>, KeySource<'a>), AuthError> {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
         return Err(AuthError::Unparseable);
@@ -256,11 +275,17 @@ pub fn validate_token(
         None => external_key(&state.config.trusted_issuers, kid).ok_or(AuthError::UnknownKey)?,
     };
 
-    let claims = verified_claims(token, kid, &key, matches!(source, KeySource::Ours))?;
-    if !claims.is_object() {
-        return Err(AuthError::Unparseable);
-    }
+    let claims = verified_claims(token, digest, kid, &key, matches!(source, KeySource::Ours))?;
+    Ok((claims, source))
+}
 
+/// Every check of a verified token's claims, run on every request.
+fn checked_principal(
+    state: &AppState,
+    claims: &Value,
+    source: KeySource<'_>,
+    now: DateTime<Utc>,
+) -> Result<Principal, AuthError> {
     // Lifetime, with skew; floats and any skew are fine in f64.
     let now_secs = now.timestamp_millis() as f64 / 1000.0;
     let skew = state.config.clock_skew_secs as f64;
@@ -403,24 +428,24 @@ fn verified_tokens() -> &'static Mutex<VerifiedTokens> {
     })
 }
 
-/// The claims of `token` if its signature verifies with `key` (RS256 only).
+/// The claims of the token whose SHA-256 is `digest`, if it was verified before by a key that
+/// `ours` still names.
+fn remembered_claims(digest: &[u8; 32], ours: impl Fn(&str) -> bool) -> Option<Arc<Value>> {
+    let cache = verified_tokens()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (verified_by, claims) = cache.entries.get(digest)?;
+    ours(verified_by).then(|| claims.clone())
+}
+
+/// The claims of `token` (SHA-256 `digest`) if its signature verifies with `key` (RS256 only).
 fn verified_claims(
     token: &str,
+    digest: &[u8; 32],
     kid: &str,
     key: &DecodingKey,
     ours: bool,
 ) -> Result<Arc<Value>, AuthError> {
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    if ours {
-        let cache = verified_tokens()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((verified_by, claims)) = cache.entries.get(&digest) {
-            if verified_by == kid {
-                return Ok(claims.clone());
-            }
-        }
-    }
     let mut validation = Validation::new(Algorithm::RS256);
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -445,7 +470,7 @@ fn verified_claims(
         }
         cache
             .entries
-            .insert(digest, (kid.to_string(), claims.clone()));
+            .insert(*digest, (kid.to_string(), claims.clone()));
     }
     Ok(claims)
 }

@@ -231,6 +231,11 @@ impl KeySet {
             .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
+    /// Whether `kid` is one of the keys.
+    pub fn has(&self, kid: &str) -> bool {
+        self.read().keys.iter().any(|k| k.kid == kid)
+    }
+
     /// The verification key of a published kid (never waits).
     pub fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
         self.read()
