@@ -857,6 +857,93 @@ mod tests {
         assert_eq!(journal(&crashed, tenant), expected);
     }
 
+    /// A tenant's deletion removes its ingestion records through the log: the group removals
+    /// it logs write each group's record out to `ingestions`, and a replay of them after a
+    /// crash must not bring those records back.
+    #[test]
+    fn a_deleted_tenants_records_stay_deleted_after_a_crash() {
+        let (dir, store, tenant) = store();
+        let items = request(tenant.0, 2, &["free@t.example"]);
+        ingest(&store, &items);
+        store.flush().expect("checkpoint"); // the request's segment is retired
+        assert!(store.delete_tenant(tenant, None).expect("deleted"));
+        assert!(journal(&store, tenant).is_empty());
+        // What a checkpoint's flush does before it retires the segment: sled has it all.
+        store.inner.db.flush().expect("flush");
+        let copy = tempfile::tempdir().expect("dir");
+        copy_dir(dir.path(), copy.path());
+        let crashed = Store::open(copy.path()).expect("reopen");
+        assert!(crashed.tenant(tenant).expect("read").is_none());
+        assert_eq!(crashed.inner.ingestions.len(), 0, "records came back");
+        assert!(journal(&crashed, tenant).is_empty());
+    }
+
+    /// Records of stores from before correlation ids were v7 (v4 ids, in no order) come after
+    /// every v7 record, newest first by when they were received, and page with them.
+    #[test]
+    fn records_with_v4_ids_of_older_stores_come_after_the_v7_ones() {
+        let (_dir, store, tenant) = store();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let old = |first_byte: u8, days_ago: i64| {
+            let mut record = record_of(&request(tenant.0, 1, &[])[0]);
+            let mut id = [first_byte; 16];
+            id[6] = 0x4a; // version 4
+            record.correlation_id = Uuid::from_bytes(id);
+            record.received = Utc::now() - chrono::Duration::days(days_ago);
+            runtime
+                .block_on(store.record_ingestion(&record))
+                .expect("journaled");
+            record
+        };
+        // Above and below every v7 id, received in an order their ids do not follow.
+        let older = old(0xab, 30);
+        let newer = old(0x00, 20);
+        let v7 = request(tenant.0, 1, &["free@t.example"]);
+        ingest(&store, &v7);
+        let ids: Vec<Uuid> = journal(&store, tenant)
+            .iter()
+            .map(|r| r.correlation_id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                v7[0].correlation_id,
+                newer.correlation_id,
+                older.correlation_id
+            ]
+        );
+        let page: Vec<Uuid> = store
+            .ingestions_newest_first(tenant, 1, 1)
+            .expect("journal")
+            .iter()
+            .map(|r| r.correlation_id)
+            .collect();
+        assert_eq!(page, [newer.correlation_id]);
+        assert_eq!(
+            store.ingestion(tenant, older.correlation_id).expect("read"),
+            Some(older)
+        );
+    }
+
+    /// A record read in both places (its group's removal moved it between the two reads of a
+    /// listing) is listed once.
+    #[test]
+    fn a_record_in_its_group_and_of_its_own_is_listed_once() {
+        let (_dir, store, tenant) = store();
+        let items = request(tenant.0, 1, &["free@t.example"]);
+        ingest(&store, &items);
+        let record = record_of(&items[0]);
+        // Its own entry as the group's removal writes it, with the group still there.
+        let mut key = tenant.0.as_bytes().to_vec();
+        key.extend_from_slice(record.correlation_id.as_bytes());
+        store
+            .inner
+            .ingestions
+            .insert(key, crate::store::encode_compact(&record).expect("encoded"))
+            .expect("inserted");
+        assert_eq!(journal(&store, tenant), [record]);
+    }
+
     /// The journal reads the records riding in group entries and those of their own (refused
     /// requests, records written out of removed groups) as one list, newest first; a tenant's
     /// deletion and a reset leave none of either.

@@ -192,6 +192,11 @@ pub(super) fn copies_in(key: &[u8], value: &[u8]) -> usize {
     }
 }
 
+/// Whether a correlation id is a v7 UUID (its first bytes are its time: the journal's order).
+fn is_time_ordered(id: &[u8]) -> bool {
+    id.len() == 16 && id[6] >> 4 == 7
+}
+
 fn newest_first_key(tenant: Uuid, at: DateTime<Utc>, id: Uuid) -> Vec<u8> {
     let mut key = tenant.as_bytes().to_vec();
     let micros = at.timestamp_micros().max(0) as u64;
@@ -579,7 +584,9 @@ impl Store {
     /// are in two places, each in that order: entries of their own in `ingestions` (keyed by
     /// tenant and correlation id), and the entries of the item groups their requests stored
     /// (keyed by the correlation id's first 14 bytes, unique per request: see
-    /// `groups::Group::record`); the two are merged by that key.
+    /// `groups::Group::record`); the two are merged by that key. Records of stores from
+    /// before correlation ids were v7 (time-ordered) have v4 ids, in no order: they come
+    /// after every v7 one, newest first by `received`.
     pub fn ingestions_newest_first(
         &self,
         tenant: TenantId,
@@ -592,14 +599,18 @@ impl Store {
             .ingestions
             .scan_prefix(tenant.0.as_bytes())
             .rev()
-            .map(|entry| -> Entry {
-                let (key, value) = entry?;
+            .filter_map(|entry| -> Option<Entry> {
+                let (key, value) = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => return Some(Err(e.into())),
+                };
                 // (Keys are tenant || correlation id, 32 bytes.)
-                let order = key
-                    .get(16..16 + groups::KEY_LEN)
-                    .and_then(|k| groups::GroupKey::try_from(k).ok())
-                    .unwrap_or_default();
-                Ok((order, value, false))
+                let id = key.get(16..)?;
+                if !is_time_ordered(id) {
+                    return None;
+                }
+                let order = groups::GroupKey::try_from(id.get(..groups::KEY_LEN)?).ok()?;
+                Some(Ok((order, value, false)))
             });
         let in_groups = self
             .inner
@@ -622,30 +633,69 @@ impl Store {
         let mut own = own.peekable();
         let mut in_groups = in_groups.peekable();
         let merged = std::iter::from_fn(|| {
-            let take_own = match (own.peek(), in_groups.peek()) {
+            let (take_own, twice) = match (own.peek(), in_groups.peek()) {
                 (None, None) => return None,
-                (Some(_), None) | (Some(Err(_)), _) => true,
-                (None, Some(_)) | (_, Some(Err(_))) => false,
-                (Some(Ok((a, ..))), Some(Ok((b, ..)))) => a >= b,
+                (Some(_), None) | (Some(Err(_)), _) => (true, false),
+                (None, Some(_)) | (_, Some(Err(_))) => (false, false),
+                (Some(Ok((a, ..))), Some(Ok((b, ..)))) => (a >= b, a == b),
             };
+            if twice {
+                // Read in both places while its group was being removed: once.
+                in_groups.next();
+            }
             if take_own {
                 own.next()
             } else {
                 in_groups.next()
             }
         });
+        // Read only if a page reaches past the v7 records (and only in stores that have any).
+        let legacy = std::iter::once_with(|| self.legacy_ingestions(tenant)).flat_map(
+            |records| -> Vec<Result<Listed>> {
+                match records {
+                    Ok(records) => records.into_iter().map(|r| Ok(Listed::Read(r))).collect(),
+                    Err(e) => vec![Err(e)],
+                }
+            },
+        );
+        enum Listed {
+            Own(sled::IVec),
+            InGroup(groups::GroupKey, sled::IVec),
+            Read(IngestionRecord),
+        }
         merged
+            .map(|entry| {
+                entry.map(|(key, value, in_group)| match in_group {
+                    true => Listed::InGroup(key, value),
+                    false => Listed::Own(value),
+                })
+            })
+            .chain(legacy)
             .skip(skip)
             .take(top)
-            .map(|entry| {
-                let (key, value, in_group) = entry?;
-                if !in_group {
-                    return decode(&value);
+            .map(|listed| match listed? {
+                Listed::Own(value) => decode(&value),
+                Listed::InGroup(key, value) => {
+                    let group = groups::Group::decode(&key, &value)?;
+                    decode(group.record().unwrap_or_default())
                 }
-                let group = groups::Group::decode(&key, &value)?;
-                decode(group.record().unwrap_or_default())
+                Listed::Read(record) => Ok(record),
             })
             .collect()
+    }
+
+    /// The ingestion records of `tenant` whose correlation ids are not v7, newest first by
+    /// `received` (see [`Store::ingestions_newest_first`]).
+    fn legacy_ingestions(&self, tenant: TenantId) -> Result<Vec<IngestionRecord>> {
+        let mut records = Vec::new();
+        for entry in self.inner.ingestions.scan_prefix(tenant.0.as_bytes()) {
+            let (key, value) = entry?;
+            if !key.get(16..).is_some_and(is_time_ordered) {
+                records.push(decode::<IngestionRecord>(&value)?);
+            }
+        }
+        records.sort_by(|a, b| b.received.cmp(&a.received));
+        Ok(records)
     }
 
     // ----- reset -----

@@ -57,6 +57,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("the store is shutting down")]
     Closed,
+    /// Another process has the store open (sled locks it); or, within [`OPEN_WAIT`], a store
+    /// handle of this process that was dropped is still finishing its background work.
+    #[error("the store at {0} is in use by another process (another server on the same data directory?)")]
+    InUse(String),
     #[error("the write-ahead log could not be written: {0}")]
     Log(String),
     #[error("an attachment file could not be read or written: {0}")]
@@ -231,6 +235,37 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
+/// How long opening a store waits for its lock: a store dropped in this process closes when
+/// its background threads let go of it (a checkpoint in progress), a moment later.
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens sled in `dir`, waiting up to [`OPEN_WAIT`] for a lock held by someone else.
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + OPEN_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(16 * 1024 * 1024)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e)) if is_lock_conflict(&e) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse(dir.display().to_string()));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Whether sled could not open its database because another handle holds its file lock
+/// (sled 0.34 reports it as an `Other` error that names the lock).
+fn is_lock_conflict(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 /// Key of one copy: tenant, mailbox, folder, newest first, item id.
 fn copy_key(tenant: Uuid, copy: &CopyRecord, received: DateTime<Utc>, item: Uuid) -> Vec<u8> {
     let mut key = copy_prefix(tenant, &copy.mailbox, Some(&copy.folder));
@@ -262,11 +297,7 @@ impl Store {
     /// `keep_log_for_index`, checkpointed log segments are kept until the search index says it
     /// has committed what they hold ([`Store::index_committed`]).
     pub fn open_with(dir: &Path, fsync: bool, keep_log_for_index: bool) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_db(dir)?;
         let wal_dir = dir.join("wal");
         let keep_from = if keep_log_for_index { 0 } else { u64::MAX };
         let files = blobs::BlobFiles::open(dir, fsync)?;
@@ -696,9 +727,26 @@ impl Store {
         for chunk in groups::chunks_keeping_groups(&ids, 256) {
             self.remove_items(chunk, None, on_change)?;
         }
-        // After the items: a group's removal writes out the ingestion record riding in it.
-        for key in i.ingestions.scan_prefix(id.0.as_bytes()).keys() {
-            i.ingestions.remove(key?)?;
+        // After the items: a group's removal writes out the ingestion record riding in it,
+        // in the log; so the records go through the log too, or a replay of those removals
+        // after a crash would bring them back.
+        let doomed: Vec<sled::IVec> = i
+            .ingestions
+            .scan_prefix(id.0.as_bytes())
+            .keys()
+            .collect::<std::result::Result<_, _>>()?;
+        for chunk in doomed.chunks(4096) {
+            let store = self.clone();
+            let chunk = chunk.to_vec();
+            self.apply_logged(move || {
+                let mut payload = wal::Payload::default();
+                for key in &chunk {
+                    if store.inner.ingestions.remove(key)?.is_some() {
+                        payload.remove(INGESTIONS, key);
+                    }
+                }
+                Ok(((), payload, None))
+            })?;
         }
         self.delete_connectors_of(id)?;
         i.tenants.remove(id.0.as_bytes())?;
@@ -1159,21 +1207,24 @@ impl Store {
         tenant: TenantId,
         correlation_id: Uuid,
     ) -> Result<Option<IngestionRecord>> {
+        // In the entry of the request's group (see `groups::Group::record`), or in one of its
+        // own: read in that order, since a group's removal moves the record from the first
+        // place to the second (in one write), never back.
+        if let Some(group) = self.group(&groups::group_key(&correlation_id))? {
+            if let Some(bytes) = group.record() {
+                if group.header.tenant == tenant.0 {
+                    let record: IngestionRecord = decode(bytes)?;
+                    if record.correlation_id == correlation_id {
+                        return Ok(Some(record));
+                    }
+                }
+            }
+        }
         let mut key = tenant.0.as_bytes().to_vec();
         key.extend_from_slice(correlation_id.as_bytes());
-        if let Some(bytes) = self.inner.ingestions.get(key)? {
-            return Ok(Some(decode(&bytes)?));
-        }
-        // Or in the entry of the request's group (see `groups::Group::record`).
-        let Some(group) = self.group(&groups::group_key(&correlation_id))? else {
-            return Ok(None);
-        };
-        match group.record() {
-            Some(bytes) if group.header.tenant == tenant.0 => {
-                let record: IngestionRecord = decode(bytes)?;
-                Ok((record.correlation_id == correlation_id).then_some(record))
-            }
-            _ => Ok(None),
+        match self.inner.ingestions.get(key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
         }
     }
 
@@ -1546,6 +1597,24 @@ fn spawn_orphan_sweep(inner: Weak<Inner>) {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
+
+    /// A store open elsewhere is refused as in use, once [`OPEN_WAIT`] has passed; a store
+    /// dropped in this process opens again at once, whatever its threads still do.
+    #[test]
+    fn a_store_in_use_is_refused_and_a_dropped_one_opens_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let started = std::time::Instant::now();
+        let refused = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(refused, StoreError::InUse(_)), "{refused:?}");
+        assert!(started.elapsed() >= OPEN_WAIT);
+        assert!(refused.to_string().contains("in use"), "{refused}");
+        for _ in 0..20 {
+            drop(std::hint::black_box(store.clone()));
+        }
+        drop(store);
+        Store::open(dir.path()).expect("opened again");
+    }
 
     /// Checkpoints asked for by several threads at once (the periodic one, `durable()` of
     /// admin writes) and index commits pruning retired segments meanwhile never fail on a
