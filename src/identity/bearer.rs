@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::config::{RevocationMode, TrustedIssuer};
 use crate::domain::{AppId, Principal, TenantId};
+use crate::identity::keys::KeySet;
 
 /// Exchange Online's application id, also an accepted audience.
 pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
@@ -235,7 +236,7 @@ pub fn validate_token(
     now: DateTime<Utc>,
 ) -> Result<Principal, AuthError> {
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let (claims, source) = match remembered_claims(&digest, |kid| state.keys.has(kid)) {
+    let (claims, source) = match remembered_claims(&digest, &state.keys) {
         // Verified before: these very bytes, so the header that passed below (RS256, a key
         // of ours, still in the set) and the same claims.
         Some(claims) => (claims, KeySource::Ours),
@@ -275,7 +276,8 @@ fn verify<'a>(
         None => external_key(&state.config.trusted_issuers, kid).ok_or(AuthError::UnknownKey)?,
     };
 
-    let claims = verified_claims(token, digest, kid, &key, matches!(source, KeySource::Ours))?;
+    let ours = matches!(source, KeySource::Ours).then_some(&*state.keys);
+    let claims = verified_claims(token, digest, kid, &key, ours)?;
     Ok((claims, source))
 }
 
@@ -411,9 +413,17 @@ fn checked_principal(
 /// client reusing its token (all of them do, for its lifetime) costs one RSA verification, not
 /// one per request. Only the signature is cached: lifetime, issuer, tenant, audience, roles and
 /// the service principal are checked on every request. An entry names the key that verified
-/// it, and is used only while that key is still one of ours (a removed key's tokens fail).
+/// it (key set and kid), and is used only by that key set while the key is still in it (a
+/// removed key's tokens fail).
 struct VerifiedTokens {
-    entries: HashMap<[u8; 32], (String, Arc<Value>)>,
+    entries: HashMap<[u8; 32], Verified>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    key_set: u64,
+    kid: String,
+    claims: Arc<Value>,
 }
 
 /// Most tokens remembered; the cache is emptied when full.
@@ -429,13 +439,16 @@ fn verified_tokens() -> &'static Mutex<VerifiedTokens> {
 }
 
 /// The claims of the token whose SHA-256 is `digest`, if it was verified before by a key that
-/// `ours` still names.
-fn remembered_claims(digest: &[u8; 32], ours: impl Fn(&str) -> bool) -> Option<Arc<Value>> {
-    let cache = verified_tokens()
+/// is still in `keys`.
+fn remembered_claims(digest: &[u8; 32], keys: &KeySet) -> Option<Arc<Value>> {
+    let verified = verified_tokens()
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (verified_by, claims) = cache.entries.get(digest)?;
-    ours(verified_by).then(|| claims.clone())
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entries
+        .get(digest)?
+        .clone();
+    // (The key set's lock is taken after the cache's is released.)
+    (verified.key_set == keys.id() && keys.has(&verified.kid)).then_some(verified.claims)
 }
 
 /// The claims of `token` (SHA-256 `digest`) if its signature verifies with `key` (RS256 only).
@@ -444,7 +457,7 @@ fn verified_claims(
     digest: &[u8; 32],
     kid: &str,
     key: &DecodingKey,
-    ours: bool,
+    ours: Option<&KeySet>,
 ) -> Result<Arc<Value>, AuthError> {
     let mut validation = Validation::new(Algorithm::RS256);
     validation.validate_exp = false;
@@ -461,16 +474,19 @@ fn verified_claims(
             })
         }
     };
-    if ours {
+    if let Some(keys) = ours {
+        let verified = Verified {
+            key_set: keys.id(),
+            kid: kid.to_string(),
+            claims: claims.clone(),
+        };
         let mut cache = verified_tokens()
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if cache.entries.len() >= VERIFIED_TOKENS {
             cache.entries.clear();
         }
-        cache
-            .entries
-            .insert(*digest, (kid.to_string(), claims.clone()));
+        cache.entries.insert(*digest, verified);
     }
     Ok(claims)
 }
@@ -886,6 +902,47 @@ pub(crate) mod tests {
             let result = authenticate(&state, &bearer(&token));
             assert_eq!(result.is_ok(), expect_ok, "{mode:?} deleted: {result:?}");
         }
+    }
+
+    /// A token remembered as verified still has its lifetime checked on every request, and
+    /// another key set (another server of the process) does not take it on trust.
+    #[test]
+    fn a_remembered_token_is_checked_again_on_every_request() {
+        let (_dir, state) = test_state();
+        let now = Utc::now();
+        let token = state.keys.sign(&good_claims(now.timestamp())).unwrap();
+        authenticate_at(&state, &bearer(&token), now).unwrap();
+        assert_eq!(
+            authenticate_at(&state, &bearer(&token), now + chrono::Duration::hours(3)),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            authenticate_at(&state, &bearer(&token), now - chrono::Duration::hours(3)),
+            Err(AuthError::NotYetValid)
+        );
+        authenticate_at(&state, &bearer(&token), now).unwrap();
+        // Another server whose store has another key under the same kid.
+        let kid = state.keys.active_kid().unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        {
+            let store = crate::store::Store::open(&other_dir.path().join("store")).unwrap();
+            let mut record = crate::identity::keys::generate_record().unwrap();
+            record.kid = kid.clone();
+            record.active = true;
+            store.put_signing_key(&record).unwrap();
+        }
+        let config = Config::resolve(ServeArgs {
+            admin_key: Some(ADMIN_KEY.into()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        let other = AppState::open(config, other_dir.path()).unwrap();
+        other.search.wait_ready().unwrap();
+        assert_eq!(other.keys.active_kid().unwrap(), kid);
+        assert_eq!(
+            authenticate_at(&other, &bearer(&token), now),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]

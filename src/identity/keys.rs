@@ -77,6 +77,9 @@ type Pending = JoinHandle<Result<SigningKeyRecord, KeyError>>;
 
 /// The published signing keys, one of them active. Shared behind `Arc` by every request.
 pub struct KeySet {
+    /// Unique in the process: what a cache shared by several servers of one process (tests)
+    /// tells key sets apart by, whatever kids their stores hold.
+    id: u64,
     keys: RwLock<Keys>,
     /// The first key of a new store, still being generated.
     pending: Mutex<Option<Pending>>,
@@ -116,7 +119,9 @@ impl KeySet {
                 keys.active = Some(promoted.kid);
             }
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(KeySet {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             keys: RwLock::new(keys),
             pending: Mutex::new(pending),
             store: store.clone(),
@@ -229,6 +234,11 @@ impl KeySet {
         header.x5t = Some(key.x5t.clone());
         jsonwebtoken::encode(&header, claims, &key.encoding)
             .map_err(|e| KeyError::Sign(e.to_string()))
+    }
+
+    /// This key set's id, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether `kid` is one of the keys.
