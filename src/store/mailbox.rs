@@ -694,7 +694,7 @@ impl Store {
                 records.push(decode::<IngestionRecord>(&value)?);
             }
         }
-        records.sort_by(|a, b| b.received.cmp(&a.received));
+        records.sort_by_key(|r| std::cmp::Reverse(r.received));
         Ok(records)
     }
 
