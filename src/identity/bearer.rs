@@ -426,7 +426,8 @@ struct Verified {
     claims: Arc<Value>,
 }
 
-/// Most tokens remembered; the cache is emptied when full.
+/// Most tokens remembered; when full, a new one takes the place of an arbitrary one (the map's
+/// order is random), so a flood of new tokens does not wipe every client's at once.
 const VERIFIED_TOKENS: usize = 4096;
 
 fn verified_tokens() -> &'static Mutex<VerifiedTokens> {
@@ -483,8 +484,10 @@ fn verified_claims(
         let mut cache = verified_tokens()
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cache.entries.len() >= VERIFIED_TOKENS {
-            cache.entries.clear();
+        if cache.entries.len() >= VERIFIED_TOKENS && !cache.entries.contains_key(digest) {
+            if let Some(evicted) = cache.entries.keys().next().copied() {
+                cache.entries.remove(&evicted);
+            }
         }
         cache.entries.insert(*digest, verified);
     }
