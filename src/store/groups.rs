@@ -187,6 +187,15 @@ pub(super) fn entry_has_record_of(entry: &[u8], tenant: Uuid) -> bool {
     header.len() > Header::LEN && header.get(..16) == Some(tenant.as_bytes().as_slice())
 }
 
+/// The tenant of a group's entry that carries its request's ingestion record.
+pub(super) fn record_tenant(entry: &[u8]) -> Option<Uuid> {
+    let header = entry.get(wal::GROUP_REF_LEN..)?;
+    if header.len() <= Header::LEN {
+        return None;
+    }
+    Uuid::from_slice(header.get(..16)?).ok()
+}
+
 /// The value of a group's header operation: the header, then the encoded ingestion record
 /// of its request when that rides in the group's entry.
 pub(super) fn header_value(header: &Header, record: Option<&[u8]>) -> Vec<u8> {
@@ -855,6 +864,80 @@ mod tests {
         copy_dir(dir.path(), copy.path());
         let crashed = Store::open(copy.path()).expect("reopen");
         assert_eq!(journal(&crashed, tenant), expected);
+    }
+
+    /// The first journal read lists the groups carrying records by tenant; groups written
+    /// after it are listed as they are written, removed ones are dropped by the read that
+    /// finds them gone, and each tenant's journal reads its own groups only.
+    #[test]
+    fn the_journal_reads_the_listing_of_its_tenants_groups() {
+        let (_dir, store, tenant) = store();
+        let other = TenantId(Uuid::new_v4());
+        let before: Vec<_> = (0..3)
+            .map(|_| {
+                let items = request(other.0, 1, &["free@t.example"]);
+                ingest(&store, &items);
+                items
+            })
+            .collect();
+        let mine = request(tenant.0, 2, &["free@t.example"]);
+        ingest(&store, &mine);
+        let listed = &store.inner.record_groups;
+        assert!(!listed.is_built(), "nothing kept before a journal read");
+        assert_eq!(journal(&store, tenant), [record_of(&mine[0])]);
+        assert!(listed.is_built());
+        assert_eq!(listed.below(tenant.0, None, 10).len(), 1);
+        assert_eq!(listed.below(other.0, None, 10).len(), 3);
+        // Written after the build: listed at once, and read.
+        let after = request(tenant.0, 1, &["free@t.example"]);
+        ingest(&store, &after);
+        assert_eq!(listed.below(tenant.0, None, 10).len(), 2);
+        assert_eq!(
+            journal(&store, tenant),
+            [record_of(&after[0]), record_of(&mine[0])]
+        );
+        // A removed group: its record is read from its own entry, the listing drops it.
+        store
+            .delete_items(tenant, &ids(&mine), true, None, None)
+            .expect("deleted");
+        assert_eq!(
+            journal(&store, tenant),
+            [record_of(&after[0]), record_of(&mine[0])]
+        );
+        assert_eq!(listed.below(tenant.0, None, 10).len(), 1, "dropped");
+        // Paging over more than one batch of listed keys.
+        let many: Vec<_> = (0..70)
+            .map(|_| {
+                let items = request(other.0, 1, &["free@t.example"]);
+                ingest(&store, &items);
+                record_of(&items[0])
+            })
+            .collect();
+        let page = store
+            .ingestions_newest_first(other, 31, 39)
+            .expect("journal");
+        let newest_first: Vec<_> = many.iter().rev().cloned().collect();
+        assert_eq!(page, newest_first[31..]);
+        let all = store
+            .ingestions_newest_first(other, 0, 100)
+            .expect("journal");
+        assert_eq!(all.len(), 73);
+        assert_eq!(
+            all[70..],
+            before
+                .iter()
+                .rev()
+                .map(|i| record_of(&i[0]))
+                .collect::<Vec<_>>()[..]
+        );
+        // A tenant's deletion and a reset leave nothing listed.
+        assert!(store.delete_tenant(tenant, None).expect("deleted"));
+        assert!(listed.below(tenant.0, None, 10).is_empty());
+        assert!(journal(&store, tenant).is_empty());
+        store.reset(true, None).expect("reset");
+        assert!(!listed.is_built());
+        assert!(journal(&store, other).is_empty());
+        assert!(listed.below(other.0, None, 10).is_empty());
     }
 
     /// A tenant's deletion removes its ingestion records through the log: the group removals

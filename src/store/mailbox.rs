@@ -612,24 +612,7 @@ impl Store {
                 let order = groups::GroupKey::try_from(id.get(..groups::KEY_LEN)?).ok()?;
                 Some(Ok((order, value, false)))
             });
-        let in_groups = self
-            .inner
-            .groups
-            .iter()
-            .rev()
-            .filter_map(|entry| -> Option<Entry> {
-                // (Tested on the entry's bytes: a scan may pass many groups of other tenants.)
-                let read = || -> Result<Option<(groups::GroupKey, sled::IVec, bool)>> {
-                    let (key, value) = entry?;
-                    if !groups::entry_has_record_of(&value, tenant.0) {
-                        return Ok(None);
-                    }
-                    let key = groups::GroupKey::try_from(key.as_ref())
-                        .map_err(|_| StoreError::Log("an item group's key is unreadable".into()))?;
-                    Ok(Some((key, value, true)))
-                };
-                read().transpose()
-            });
+        let in_groups = self.groups_with_records_of(tenant)?;
         let mut own = own.peekable();
         let mut in_groups = in_groups.peekable();
         let merged = std::iter::from_fn(|| {
@@ -682,6 +665,89 @@ impl Store {
                 Listed::Read(record) => Ok(record),
             })
             .collect()
+    }
+
+    /// The entries of the groups carrying a record of `tenant`, newest first: through the
+    /// listing of [`record_groups`](super::record_groups) (built here by the first read), or,
+    /// while another read builds it, by a scan of every group.
+    fn groups_with_records_of(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Box<dyn Iterator<Item = Result<(groups::GroupKey, sled::IVec, bool)>> + '_>> {
+        let listed = &self.inner.record_groups;
+        if !listed.is_built() {
+            if let Some(build) = listed.start_building() {
+                match self.scan_groups_with_records() {
+                    Ok(found) => listed.finish(build, found),
+                    Err(e) => {
+                        listed.abandon(build);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        if !listed.is_built() {
+            return Ok(Box::new(self.inner.groups.iter().rev().filter_map(
+                move |entry| -> Option<Result<(groups::GroupKey, sled::IVec, bool)>> {
+                    // (Tested on the entry's bytes: the scan passes other tenants' groups.)
+                    let read = || -> Result<Option<(groups::GroupKey, sled::IVec, bool)>> {
+                        let (key, value) = entry?;
+                        if !groups::entry_has_record_of(&value, tenant.0) {
+                            return Ok(None);
+                        }
+                        let key = groups::GroupKey::try_from(key.as_ref()).map_err(|_| {
+                            StoreError::Log("an item group's key is unreadable".into())
+                        })?;
+                        Ok(Some((key, value, true)))
+                    };
+                    read().transpose()
+                },
+            )));
+        }
+        // Listed keys, a few at a time, each checked against the store (a removed group stays
+        // listed until a read like this one finds it gone).
+        let mut batch: Vec<groups::GroupKey> = Vec::new();
+        let mut before: Option<groups::GroupKey> = None;
+        let mut done = false;
+        Ok(Box::new(std::iter::from_fn(move || loop {
+            if batch.is_empty() {
+                if done {
+                    return None;
+                }
+                batch = listed.below(tenant.0, before.as_ref(), 32);
+                batch.reverse(); // popped newest first
+                if batch.len() < 32 {
+                    done = true;
+                }
+                match batch.first() {
+                    Some(oldest) => before = Some(*oldest),
+                    None => return None,
+                }
+            }
+            let key = batch.pop()?;
+            match self.inner.groups.get(key) {
+                Err(e) => return Some(Err(e.into())),
+                Ok(Some(value)) if groups::entry_has_record_of(&value, tenant.0) => {
+                    return Some(Ok((key, value, true)));
+                }
+                Ok(_) => listed.forget(tenant.0, &key),
+            }
+        })))
+    }
+
+    /// Every group carrying a record, with its tenant (one scan of the groups).
+    fn scan_groups_with_records(&self) -> Result<Vec<(Uuid, groups::GroupKey)>> {
+        let mut found = Vec::new();
+        for entry in self.inner.groups.iter() {
+            let (key, value) = entry?;
+            if let (Some(tenant), Ok(key)) = (
+                groups::record_tenant(&value),
+                groups::GroupKey::try_from(key.as_ref()),
+            ) {
+                found.push((tenant, key));
+            }
+        }
+        Ok(found)
     }
 
     /// The ingestion records of `tenant` whose correlation ids are not v7, newest first by
@@ -783,6 +849,8 @@ impl Store {
             })?;
         }
         self.sweeps_tree()?.clear()?;
+        // (The groups kept under holds are found again by the next journal read's scan.)
+        i.record_groups.clear();
         Ok(outcome)
     }
 

@@ -24,6 +24,7 @@ pub mod connectors;
 mod groups;
 pub mod mailbox;
 pub mod model;
+mod record_groups;
 mod wal;
 
 use std::ops::Bound;
@@ -118,6 +119,8 @@ struct Inner {
     segments: groups::SegmentFiles,
     /// Ingestion records, `tenant || correlation id` (UUIDv7): also the journal, read backwards.
     ingestions: sled::Tree,
+    /// The groups carrying a record, by tenant (built by the first journal read).
+    record_groups: record_groups::RecordGroups,
     committer: CommitterHandle,
     wal: Arc<WalState>,
     /// Memoised directory reads; every directory write takes [`Store::directory_write`].
@@ -339,6 +342,7 @@ impl Store {
             cache: cache::DirectoryCache::new(),
             gone_tenants: Mutex::new(std::collections::HashSet::new()),
             any_gone: std::sync::atomic::AtomicBool::new(false),
+            record_groups: Default::default(),
             all_fenced: std::sync::atomic::AtomicBool::new(false),
             db,
         };
@@ -748,6 +752,7 @@ impl Store {
                 Ok(((), payload, None))
             })?;
         }
+        i.record_groups.forget_tenant(id.0);
         self.delete_connectors_of(id)?;
         i.tenants.remove(id.0.as_bytes())?;
         Ok(true)
@@ -1161,6 +1166,14 @@ impl Store {
                 i.groups.insert(group.key, entry.encode())?;
                 for (key, members) in &group.copies {
                     i.copies.insert(key.as_slice(), members.as_slice())?;
+                }
+                let tenant = writes
+                    .ingestion
+                    .0
+                    .get(..16)
+                    .and_then(|t| Uuid::from_slice(t).ok());
+                if let (true, Some(tenant)) = (writes.embedded, tenant) {
+                    i.record_groups.added(tenant, group.key);
                 }
             }
             None => {
