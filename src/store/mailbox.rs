@@ -192,6 +192,10 @@ pub(super) fn copies_in(key: &[u8], value: &[u8]) -> usize {
     }
 }
 
+/// A journal entry before decoding: the group key (or a record's own key's first 14 bytes),
+/// the value, and whether it is a group's entry.
+type JournalEntry = Result<(groups::GroupKey, sled::IVec, bool)>;
+
 /// Whether a correlation id is a v7 UUID (its first bytes are its time: the journal's order).
 fn is_time_ordered(id: &[u8]) -> bool {
     id.len() == 16 && id[6] >> 4 == 7
@@ -673,7 +677,7 @@ impl Store {
     fn groups_with_records_of(
         &self,
         tenant: TenantId,
-    ) -> Result<Box<dyn Iterator<Item = Result<(groups::GroupKey, sled::IVec, bool)>> + '_>> {
+    ) -> Result<Box<dyn Iterator<Item = JournalEntry> + '_>> {
         let listed = &self.inner.record_groups;
         if !listed.is_built() {
             if let Some(build) = listed.start_building() {
@@ -688,7 +692,7 @@ impl Store {
         }
         if !listed.is_built() {
             return Ok(Box::new(self.inner.groups.iter().rev().filter_map(
-                move |entry| -> Option<Result<(groups::GroupKey, sled::IVec, bool)>> {
+                move |entry| -> Option<JournalEntry> {
                     // (Tested on the entry's bytes: the scan passes other tenants' groups.)
                     let read = || -> Result<Option<(groups::GroupKey, sled::IVec, bool)>> {
                         let (key, value) = entry?;
