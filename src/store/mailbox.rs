@@ -597,13 +597,12 @@ impl Store {
         skip: usize,
         top: usize,
     ) -> Result<Vec<IngestionRecord>> {
-        type Entry = Result<(groups::GroupKey, sled::IVec, bool)>;
         let own = self
             .inner
             .ingestions
             .scan_prefix(tenant.0.as_bytes())
             .rev()
-            .filter_map(|entry| -> Option<Entry> {
+            .filter_map(|entry| -> Option<JournalEntry> {
                 let (key, value) = match entry {
                     Ok(entry) => entry,
                     Err(e) => return Some(Err(e.into())),
