@@ -183,8 +183,7 @@ impl Group {
 /// Whether a group's entry (a [`GroupRef`]'s bytes) is of `tenant` and carries its request's
 /// ingestion record, read without decoding it.
 pub(super) fn entry_has_record_of(entry: &[u8], tenant: Uuid) -> bool {
-    let header = entry.get(wal::GROUP_REF_LEN..).unwrap_or_default();
-    header.len() > Header::LEN && header.get(..16) == Some(tenant.as_bytes().as_slice())
+    record_tenant(entry) == Some(tenant)
 }
 
 /// The tenant of a group's entry that carries its request's ingestion record.

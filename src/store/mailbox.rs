@@ -201,6 +201,16 @@ fn is_time_ordered(id: &[u8]) -> bool {
     id.len() == 16 && id[6] >> 4 == 7
 }
 
+/// Ingestion records, newest first by `received` (see [`Store::ingestions_newest_first`]).
+fn newest_received_first(values: Vec<sled::IVec>) -> Result<Vec<IngestionRecord>> {
+    let mut records = values
+        .iter()
+        .map(|value| decode::<IngestionRecord>(value))
+        .collect::<Result<Vec<_>>>()?;
+    records.sort_by_key(|r| std::cmp::Reverse(r.received));
+    Ok(records)
+}
+
 fn newest_first_key(tenant: Uuid, at: DateTime<Utc>, id: Uuid) -> Vec<u8> {
     let mut key = tenant.as_bytes().to_vec();
     let micros = at.timestamp_micros().max(0) as u64;
@@ -597,6 +607,8 @@ impl Store {
         skip: usize,
         top: usize,
     ) -> Result<Vec<IngestionRecord>> {
+        // Records with ids that are not v7, set aside as the scan passes them.
+        let legacy_seen = std::cell::RefCell::new(Vec::new());
         let own = self
             .inner
             .ingestions
@@ -610,6 +622,7 @@ impl Store {
                 // (Keys are tenant || correlation id, 32 bytes.)
                 let id = key.get(16..)?;
                 if !is_time_ordered(id) {
+                    legacy_seen.borrow_mut().push(value);
                     return None;
                 }
                 let order = groups::GroupKey::try_from(id.get(..groups::KEY_LEN)?).ok()?;
@@ -635,8 +648,8 @@ impl Store {
                 in_groups.next()
             }
         });
-        // Read only if a page reaches past the v7 records (and only in stores that have any).
-        let legacy = std::iter::once_with(|| self.legacy_ingestions(tenant)).flat_map(
+        // Decoded only if a page reaches past the v7 records (the scan has then passed all).
+        let legacy = std::iter::once_with(|| newest_received_first(legacy_seen.take())).flat_map(
             |records| -> Vec<Result<Listed>> {
                 match records {
                     Ok(records) => records.into_iter().map(|r| Ok(Listed::Read(r))).collect(),
@@ -753,18 +766,26 @@ impl Store {
         Ok(found)
     }
 
-    /// The ingestion records of `tenant` whose correlation ids are not v7, newest first by
-    /// `received` (see [`Store::ingestions_newest_first`]).
-    fn legacy_ingestions(&self, tenant: TenantId) -> Result<Vec<IngestionRecord>> {
-        let mut records = Vec::new();
-        for entry in self.inner.ingestions.scan_prefix(tenant.0.as_bytes()) {
-            let (key, value) = entry?;
-            if !key.get(16..).is_some_and(is_time_ordered) {
-                records.push(decode::<IngestionRecord>(&value)?);
-            }
+    /// Removes these ingestion records through the log (a few thousand a write); how many
+    /// there were.
+    pub(super) fn remove_ingestions(&self, keys: Vec<sled::IVec>) -> Result<usize> {
+        let mut removed = 0;
+        for chunk in keys.chunks(CHUNK * 16) {
+            let store = self.clone();
+            let chunk = chunk.to_vec();
+            removed += self.apply_logged(move || {
+                let mut payload = wal::Payload::default();
+                let mut removed = 0;
+                for key in &chunk {
+                    if store.inner.ingestions.remove(key)?.is_some() {
+                        payload.remove(INGESTIONS, key);
+                        removed += 1;
+                    }
+                }
+                Ok((removed, payload, None))
+            })?;
         }
-        records.sort_by_key(|r| std::cmp::Reverse(r.received));
-        Ok(records)
+        Ok(removed)
     }
 
     // ----- reset -----
@@ -833,24 +854,10 @@ impl Store {
         for key in i.ingestions.iter().keys() {
             let key = key?;
             if !kept_ingestions.contains(key.as_ref()) {
-                doomed_ingestions.push(key.to_vec());
+                doomed_ingestions.push(key);
             }
         }
-        for chunk in doomed_ingestions.chunks(CHUNK * 16) {
-            let store = self.clone();
-            let chunk = chunk.to_vec();
-            outcome.ingestions_removed += self.apply_logged(move || {
-                let mut payload = wal::Payload::default();
-                let mut removed = 0;
-                for key in &chunk {
-                    if store.inner.ingestions.remove(key.as_slice())?.is_some() {
-                        payload.remove(INGESTIONS, key);
-                        removed += 1;
-                    }
-                }
-                Ok((removed, payload, None))
-            })?;
-        }
+        outcome.ingestions_removed = self.remove_ingestions(doomed_ingestions)?;
         self.sweeps_tree()?.clear()?;
         // (The groups kept under holds are found again by the next journal read's scan.)
         i.record_groups.clear();
