@@ -1208,4 +1208,57 @@ mod tests {
         assert_eq!(store.folder_count(tenant, "free@t.example", PURGES), 0);
         assert!(store.item(items[0].id).expect("read").is_none());
     }
+
+    /// A journal read while groups go (each removal moves its record from the group's entry
+    /// to an entry of its own) lists every record: the two places are read in an order that
+    /// a move cannot slip between.
+    #[test]
+    fn the_journal_lists_every_record_while_groups_are_removed() {
+        let (_dir, store, tenant) = store();
+        let requests: Vec<Vec<ItemRecord>> = (0..400)
+            .map(|_| request(tenant.0, 1, &["free@t.example"]))
+            .collect();
+        for items in &requests {
+            ingest(&store, items);
+        }
+        let all = requests.len();
+        assert_eq!(
+            store
+                .ingestions_newest_first(tenant, 0, 1000)
+                .expect("journal")
+                .len(),
+            all
+        );
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let missed = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut missed = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let listed = store
+                        .ingestions_newest_first(tenant, 0, 1000)
+                        .expect("journal");
+                    if listed.len() != all {
+                        missed.push(listed.len());
+                    }
+                }
+                missed
+            });
+            // Oldest first: each removal lands where a read that began before it arrives later.
+            for items in &requests {
+                store
+                    .delete_items(tenant, &ids(items), true, None, None)
+                    .expect("deleted");
+            }
+            done.store(true, Ordering::Relaxed);
+            reader.join().expect("reader")
+        });
+        assert!(missed.is_empty(), "pages that missed records: {missed:?}");
+        assert_eq!(
+            store
+                .ingestions_newest_first(tenant, 0, 1000)
+                .expect("journal")
+                .len(),
+            all
+        );
+    }
 }

@@ -194,11 +194,34 @@ pub(super) fn copies_in(key: &[u8], value: &[u8]) -> usize {
 
 /// A journal entry before decoding: the group key (or a record's own key's first 14 bytes),
 /// the value, and whether it is a group's entry.
-type JournalEntry = Result<(groups::GroupKey, sled::IVec, bool)>;
+type JournalEntry = Result<JournalRow>;
+type JournalRow = (groups::GroupKey, sled::IVec, bool);
 
 /// Whether a correlation id is a v7 UUID (its first bytes are its time: the journal's order).
 fn is_time_ordered(id: &[u8]) -> bool {
     id.len() == 16 && id[6] >> 4 == 7
+}
+
+/// Group entries read in one window of the journal ([`Store::ingestions_newest_first`]).
+const JOURNAL_WINDOW: usize = 64;
+
+/// One window of the journal: its group entries and its records of their own, each newest
+/// first, merged; a record read in both places (its group's removal moved it between the
+/// two reads) once.
+fn merge_journal_window(in_groups: Vec<JournalRow>, own: Vec<JournalRow>) -> Vec<JournalRow> {
+    let mut merged = Vec::with_capacity(in_groups.len() + own.len());
+    let mut own = own.into_iter().peekable();
+    for group in in_groups {
+        while let Some(newer) = own.next_if(|(key, ..)| *key > group.0) {
+            merged.push(newer);
+        }
+        match own.next_if(|(key, ..)| *key == group.0) {
+            Some(same) => merged.push(same),
+            None => merged.push(group),
+        }
+    }
+    merged.extend(own);
+    merged
 }
 
 /// Ingestion records, newest first by `received` (see [`Store::ingestions_newest_first`]).
@@ -601,54 +624,65 @@ impl Store {
     /// `groups::Group::record`); the two are merged by that key. Records of stores from
     /// before correlation ids were v7 (time-ordered) have v4 ids, in no order: they come
     /// after every v7 one, newest first by `received`.
+    ///
+    /// A group's removal moves its record to `ingestions` while this reads, never back. So
+    /// the merge goes by windows: the next [`JOURNAL_WINDOW`] group entries first, then the
+    /// entries of their own in the same key range. A record that the groups' read found gone
+    /// is in `ingestions` when that range is read; one read in both places is listed once.
     pub fn ingestions_newest_first(
         &self,
         tenant: TenantId,
         skip: usize,
         top: usize,
     ) -> Result<Vec<IngestionRecord>> {
-        // Records with ids that are not v7, set aside as the scan passes them.
+        let mut in_groups = self.groups_with_records_of(tenant)?;
+        // Records with ids that are not v7, set aside as the windows pass them.
         let legacy_seen = std::cell::RefCell::new(Vec::new());
-        let own = self
-            .inner
-            .ingestions
-            .scan_prefix(tenant.0.as_bytes())
-            .rev()
-            .filter_map(|entry| -> Option<JournalEntry> {
-                let (key, value) = match entry {
-                    Ok(entry) => entry,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                // (Keys are tenant || correlation id, 32 bytes.)
-                let id = key.get(16..)?;
-                if !is_time_ordered(id) {
-                    legacy_seen.borrow_mut().push(value);
-                    return None;
+        // Where the last window stopped (exclusive); `None` before the first.
+        let mut upper: Option<groups::GroupKey> = None;
+        let mut window = Vec::new().into_iter();
+        let mut done = false;
+        let merged = std::iter::from_fn(|| loop {
+            if let Some(entry) = window.next() {
+                return Some(entry);
+            }
+            if done {
+                return None;
+            }
+            let (mut chunk, mut failed) = (Vec::with_capacity(JOURNAL_WINDOW), None);
+            for entry in in_groups.by_ref().take(JOURNAL_WINDOW) {
+                match entry {
+                    Ok(row) => chunk.push(row),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
-                let order = groups::GroupKey::try_from(id.get(..groups::KEY_LEN)?).ok()?;
-                Some(Ok((order, value, false)))
-            });
-        let in_groups = self.groups_with_records_of(tenant)?;
-        let mut own = own.peekable();
-        let mut in_groups = in_groups.peekable();
-        let merged = std::iter::from_fn(|| {
-            let (take_own, twice) = match (own.peek(), in_groups.peek()) {
-                (None, None) => return None,
-                (Some(_), None) | (Some(Err(_)), _) => (true, false),
-                (None, Some(_)) | (_, Some(Err(_))) => (false, false),
-                (Some(Ok((a, ..))), Some(Ok((b, ..)))) => (a >= b, a == b),
+            }
+            if let Some(e) = failed {
+                // Listed up to the entry that cannot be read, then its error.
+                done = true;
+                let rows = chunk.into_iter().map(Ok);
+                window = rows.chain([Err(e)]).collect::<Vec<_>>().into_iter();
+                continue;
+            }
+            // Down to the chunk's oldest key while groups remain; then to the tenant's end.
+            let lower = match chunk.last() {
+                Some((key, ..)) if chunk.len() == JOURNAL_WINDOW => Some(*key),
+                _ => None,
             };
-            if twice {
-                // Read in both places while its group was being removed: once.
-                in_groups.next();
+            let own = self.own_ingestions_within(tenant, lower, upper, &legacy_seen);
+            (done, upper) = (lower.is_none(), lower);
+            window = match own {
+                Ok(own) => merge_journal_window(chunk, own)
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+                Err(e) => vec![Err(e)],
             }
-            if take_own {
-                own.next()
-            } else {
-                in_groups.next()
-            }
+            .into_iter();
         });
-        // Decoded only if a page reaches past the v7 records (the scan has then passed all).
+        // Decoded only if a page reaches past the v7 records (every window is read by then).
         let legacy = std::iter::once_with(|| newest_received_first(legacy_seen.take())).flat_map(
             |records| -> Vec<Result<Listed>> {
                 match records {
@@ -681,6 +715,54 @@ impl Store {
                 Listed::Read(record) => Ok(record),
             })
             .collect()
+    }
+
+    /// The records of `tenant` with entries of their own whose key (a correlation id's first
+    /// 14 bytes) is at least `lower` and below `upper` (unbounded when `None`), newest first,
+    /// setting aside in `legacy` those with ids that are not v7.
+    fn own_ingestions_within(
+        &self,
+        tenant: TenantId,
+        lower: Option<groups::GroupKey>,
+        upper: Option<groups::GroupKey>,
+        legacy: &std::cell::RefCell<Vec<sled::IVec>>,
+    ) -> Result<Vec<JournalRow>> {
+        // (Keys are tenant || correlation id, 32 bytes: a bound is a key prefix + 00 00.)
+        let bound = |key: &groups::GroupKey| [tenant.0.as_bytes(), &key[..], &[0, 0]].concat();
+        let lo = lower
+            .as_ref()
+            .map_or_else(|| tenant.0.as_bytes().to_vec(), bound);
+        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match upper.as_ref().map(bound) {
+                Some(hi) => Box::new(self.inner.ingestions.range(lo..hi).rev()),
+                None => Box::new(
+                    self.inner
+                        .ingestions
+                        .scan_prefix(tenant.0.as_bytes())
+                        .rev()
+                        .take_while(move |entry| {
+                            entry
+                                .as_ref()
+                                .map_or(true, |(key, _)| key.as_ref() >= lo.as_slice())
+                        }),
+                ),
+            };
+        let mut own = Vec::new();
+        for entry in entries {
+            let (key, value) = entry?;
+            let Some(id) = key.get(16..) else { continue };
+            if !is_time_ordered(id) {
+                legacy.borrow_mut().push(value);
+                continue;
+            }
+            if let Some(order) = id
+                .get(..groups::KEY_LEN)
+                .and_then(|k| groups::GroupKey::try_from(k).ok())
+            {
+                own.push((order, value, false));
+            }
+        }
+        Ok(own)
     }
 
     /// The entries of the groups carrying a record of `tenant`, newest first: through the
