@@ -202,8 +202,9 @@ fn is_time_ordered(id: &[u8]) -> bool {
     id.len() == 16 && id[6] >> 4 == 7
 }
 
-/// Group entries read in one window of the journal ([`Store::ingestions_newest_first`]).
-const JOURNAL_WINDOW: usize = 64;
+/// The most group entries (and records of their own) read in one window of the journal
+/// ([`Store::ingestions_newest_first`]).
+const JOURNAL_WINDOW: usize = 256;
 
 /// One window of the journal: its group entries and its records of their own, each newest
 /// first, merged; a record read in both places (its group's removal moved it between the
@@ -626,9 +627,10 @@ impl Store {
     /// after every v7 one, newest first by `received`.
     ///
     /// A group's removal moves its record to `ingestions` while this reads, never back. So
-    /// the merge goes by windows: the next [`JOURNAL_WINDOW`] group entries first, then the
-    /// entries of their own in the same key range. A record that the groups' read found gone
-    /// is in `ingestions` when that range is read; one read in both places is listed once.
+    /// the merge goes by windows: the next group entries first (as many as the page needs, at
+    /// most [`JOURNAL_WINDOW`]), then the records of their own in the same key range (as
+    /// many at most). A record that the groups' read found gone is in `ingestions` when its
+    /// range is read; one read in both places is listed once.
     pub fn ingestions_newest_first(
         &self,
         tenant: TenantId,
@@ -636,8 +638,12 @@ impl Store {
         top: usize,
     ) -> Result<Vec<IngestionRecord>> {
         let mut in_groups = self.groups_with_records_of(tenant)?;
+        // As many group entries a window as the page needs, within bounds.
+        let size = skip.saturating_add(top).clamp(1, JOURNAL_WINDOW);
         // Records with ids that are not v7, set aside as the windows pass them.
         let legacy_seen = std::cell::RefCell::new(Vec::new());
+        // Group entries read, not listed yet (newest first), and whether all are read.
+        let (mut pending, mut all_read) = (std::collections::VecDeque::new(), false);
         // Where the last window stopped (exclusive); `None` before the first.
         let mut upper: Option<groups::GroupKey> = None;
         let mut window = Vec::new().into_iter();
@@ -649,38 +655,51 @@ impl Store {
             if done {
                 return None;
             }
-            let (mut chunk, mut failed) = (Vec::with_capacity(JOURNAL_WINDOW), None);
-            for entry in in_groups.by_ref().take(JOURNAL_WINDOW) {
-                match entry {
-                    Ok(row) => chunk.push(row),
-                    Err(e) => {
-                        failed = Some(e);
+            while !all_read && pending.len() < size {
+                match in_groups.next() {
+                    Some(Ok(row)) => pending.push_back(row),
+                    Some(Err(e)) => {
+                        // Listed up to the entry that cannot be read, then its error.
+                        done = true;
+                        let rows = pending.drain(..).map(Ok);
+                        window = rows.chain([Err(e)]).collect::<Vec<_>>().into_iter();
                         break;
                     }
+                    None => all_read = true,
                 }
             }
-            if let Some(e) = failed {
-                // Listed up to the entry that cannot be read, then its error.
-                done = true;
-                let rows = chunk.into_iter().map(Ok);
-                window = rows.chain([Err(e)]).collect::<Vec<_>>().into_iter();
+            if done {
                 continue;
             }
-            // Down to the chunk's oldest key while groups remain; then to the tenant's end.
-            let lower = match chunk.last() {
-                Some((key, ..)) if chunk.len() == JOURNAL_WINDOW => Some(*key),
+            // The records of their own are read after the group entries of their range, and
+            // at most `size` of them: the window ends where either part does.
+            let lower = match pending.back() {
+                Some((key, ..)) if !all_read => Some(*key),
                 _ => None,
             };
-            let own = self.own_ingestions_within(tenant, lower, upper, &legacy_seen);
-            (done, upper) = (lower.is_none(), lower);
-            window = match own {
-                Ok(own) => merge_journal_window(chunk, own)
-                    .into_iter()
-                    .map(Ok)
-                    .collect(),
-                Err(e) => vec![Err(e)],
-            }
-            .into_iter();
+            let own = match self.own_ingestions_within(tenant, lower, upper, size, &legacy_seen) {
+                Ok(own) => own,
+                Err(e) => {
+                    done = true;
+                    window = vec![Err(e)].into_iter();
+                    continue;
+                }
+            };
+            let end = match own.last() {
+                Some((key, ..)) if own.len() == size => Some(*key),
+                _ => lower,
+            };
+            let ready = pending
+                .iter()
+                .position(|(key, ..)| end.is_some_and(|end| *key < end))
+                .unwrap_or(pending.len());
+            let in_window: Vec<JournalRow> = pending.drain(..ready).collect();
+            (done, upper) = (end.is_none(), end);
+            window = merge_journal_window(in_window, own)
+                .into_iter()
+                .map(Ok)
+                .collect::<Vec<_>>()
+                .into_iter();
         });
         // Decoded only if a page reaches past the v7 records (every window is read by then).
         let legacy = std::iter::once_with(|| newest_received_first(legacy_seen.take())).flat_map(
@@ -717,14 +736,15 @@ impl Store {
             .collect()
     }
 
-    /// The records of `tenant` with entries of their own whose key (a correlation id's first
-    /// 14 bytes) is at least `lower` and below `upper` (unbounded when `None`), newest first,
-    /// setting aside in `legacy` those with ids that are not v7.
+    /// The newest `most` records of `tenant` with entries of their own whose key (a
+    /// correlation id's first 14 bytes) is at least `lower` and below `upper` (unbounded when
+    /// `None`), newest first, setting aside in `legacy` those with ids that are not v7.
     fn own_ingestions_within(
         &self,
         tenant: TenantId,
         lower: Option<groups::GroupKey>,
         upper: Option<groups::GroupKey>,
+        most: usize,
         legacy: &std::cell::RefCell<Vec<sled::IVec>>,
     ) -> Result<Vec<JournalRow>> {
         // (Keys are tenant || correlation id, 32 bytes: a bound is a key prefix + 00 00.)
@@ -749,6 +769,9 @@ impl Store {
             };
         let mut own = Vec::new();
         for entry in entries {
+            if own.len() == most {
+                break;
+            }
             let (key, value) = entry?;
             let Some(id) = key.get(16..) else { continue };
             if !is_time_ordered(id) {
