@@ -659,10 +659,11 @@ impl Store {
                 match in_groups.next() {
                     Some(Ok(row)) => pending.push_back(row),
                     Some(Err(e)) => {
-                        // Listed up to the entry that cannot be read, then its error.
+                        // A page reaching this window fails: the group entries read before
+                        // the error, without the records of their own between them, would
+                        // be another list.
                         done = true;
-                        let rows = pending.drain(..).map(Ok);
-                        window = rows.chain([Err(e)]).collect::<Vec<_>>().into_iter();
+                        window = vec![Err(e)].into_iter();
                         break;
                     }
                     None => all_read = true,
@@ -723,8 +724,11 @@ impl Store {
                 })
             })
             .chain(legacy)
-            .skip(skip)
-            .take(top)
+            // An error fails the page even where it falls among the skipped entries.
+            .take(skip.saturating_add(top))
+            .enumerate()
+            .filter(|(n, listed)| *n >= skip || listed.is_err())
+            .map(|(_, listed)| listed)
             .map(|listed| match listed? {
                 Listed::Own(value) => decode(&value),
                 Listed::InGroup(key, value) => {
