@@ -679,6 +679,78 @@ mod tests {
             .expect("committed");
     }
 
+    /// Deletes the items of `requests`, in that order, while another thread runs `read` (with
+    /// the number of reads before) again and again; what the reads returned.
+    fn reads_while_removing<T: Send>(
+        store: &Store,
+        tenant: TenantId,
+        requests: &[Vec<ItemRecord>],
+        read: impl Fn(usize) -> Option<T> + Sync,
+    ) -> Vec<T> {
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut found = Vec::new();
+                let mut n = 0;
+                while !done.load(Ordering::Relaxed) {
+                    found.extend(read(n));
+                    n += 1;
+                }
+                found
+            });
+            for items in requests {
+                store
+                    .delete_items(tenant, &ids(items), true, None, None)
+                    .expect("deleted");
+            }
+            done.store(true, Ordering::Relaxed);
+            reader.join().expect("reader")
+        })
+    }
+
+    /// Journals one request of `tenant`: stored (its record in its group's entry) or refused
+    /// (a record of its own).
+    fn stored_or_refused(
+        store: &Store,
+        tenant: TenantId,
+        stored: bool,
+    ) -> crate::store::model::IngestionRecord {
+        if !stored {
+            return refuse(store, tenant.0);
+        }
+        let items = request(tenant.0, 1, &["free@t.example"]);
+        ingest(store, &items);
+        record_of(&items[0])
+    }
+
+    /// Asserts that the journal's page (`skip`, `top`) is that slice of `newest_first`.
+    fn assert_page(
+        store: &Store,
+        tenant: TenantId,
+        newest_first: &[crate::store::model::IngestionRecord],
+        skip: usize,
+        top: usize,
+    ) {
+        let page = store
+            .ingestions_newest_first(tenant, skip, top)
+            .expect("journal");
+        let wanted: Vec<_> = newest_first.iter().skip(skip).take(top).cloned().collect();
+        assert_eq!(page.len(), wanted.len(), "skip {skip} top {top}");
+        assert!(page == wanted, "skip {skip} top {top}: another slice");
+    }
+
+    /// Journals a refusal of a request of `tenant` (a record of its own, no group).
+    fn refuse(store: &Store, tenant: Uuid) -> crate::store::model::IngestionRecord {
+        let mut record = record_of(&request(tenant, 1, &[])[0]);
+        record.http_status = 403;
+        record.outcome = "Refused".into();
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(store.record_ingestion(&record))
+            .expect("journaled");
+        record
+    }
+
     const PURGES: &str = "Recoverable Items/Purges";
 
     /// A retention sweep of every copy received until now.
@@ -1032,16 +1104,7 @@ mod tests {
     #[test]
     fn the_journal_merges_records_in_groups_with_records_of_their_own() {
         let (dir, store, tenant) = store();
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let refused = |store: &Store| {
-            let mut record = record_of(&request(tenant.0, 1, &[])[0]);
-            record.http_status = 403;
-            record.outcome = "Refused".into();
-            runtime
-                .block_on(store.record_ingestion(&record))
-                .expect("journaled");
-            record
-        };
+        let refused = |store: &Store| refuse(store, tenant.0);
         let first = request(tenant.0, 2, &["free@t.example"]);
         ingest(&store, &first);
         let second = refused(&store);
@@ -1222,44 +1285,20 @@ mod tests {
             ingest(&store, items);
         }
         let all = requests.len();
-        assert_eq!(
+        let listed = || {
             store
                 .ingestions_newest_first(tenant, 0, 1000)
                 .expect("journal")
-                .len(),
-            all
-        );
-        let done = std::sync::atomic::AtomicBool::new(false);
-        let missed = std::thread::scope(|scope| {
-            let reader = scope.spawn(|| {
-                let mut missed = Vec::new();
-                while !done.load(Ordering::Relaxed) {
-                    let listed = store
-                        .ingestions_newest_first(tenant, 0, 1000)
-                        .expect("journal");
-                    if listed.len() != all {
-                        missed.push(listed.len());
-                    }
-                }
-                missed
-            });
-            // Oldest first: each removal lands where a read that began before it arrives later.
-            for items in &requests {
-                store
-                    .delete_items(tenant, &ids(items), true, None, None)
-                    .expect("deleted");
-            }
-            done.store(true, Ordering::Relaxed);
-            reader.join().expect("reader")
+                .len()
+        };
+        assert_eq!(listed(), all);
+        // Oldest first: each removal lands where a read that began before it arrives later.
+        let missed = reads_while_removing(&store, tenant, &requests, |_| {
+            let n = listed();
+            (n != all).then_some(n)
         });
         assert!(missed.is_empty(), "pages that missed records: {missed:?}");
-        assert_eq!(
-            store
-                .ingestions_newest_first(tenant, 0, 1000)
-                .expect("journal")
-                .len(),
-            all
-        );
+        assert_eq!(listed(), all);
     }
 
     /// Every page of a journal whose records alternate between the two places in runs longer
@@ -1267,23 +1306,10 @@ mod tests {
     #[test]
     fn journal_pages_are_slices_of_one_list_across_windows() {
         let (_dir, store, tenant) = store();
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let mut oldest_first = Vec::new();
         for (run, length) in [300, 5, 1, 270, 2, 3, 600, 1].into_iter().enumerate() {
             for _ in 0..length {
-                let items = request(tenant.0, 1, &["free@t.example"]);
-                if run % 2 == 0 {
-                    ingest(&store, &items);
-                    oldest_first.push(record_of(&items[0]));
-                } else {
-                    let mut record = record_of(&items[0]);
-                    record.http_status = 403;
-                    record.outcome = "Refused".into();
-                    runtime
-                        .block_on(store.record_ingestion(&record))
-                        .expect("journaled");
-                    oldest_first.push(record);
-                }
+                oldest_first.push(stored_or_refused(&store, tenant, run % 2 == 0));
             }
         }
         let newest_first: Vec<_> = oldest_first.into_iter().rev().collect();
@@ -1297,12 +1323,7 @@ mod tests {
             (1170, 30),
             (1182, 10),
         ] {
-            let page = store
-                .ingestions_newest_first(tenant, skip, top)
-                .expect("journal");
-            let wanted: Vec<_> = newest_first.iter().skip(skip).take(top).cloned().collect();
-            assert_eq!(page.len(), wanted.len(), "skip {skip} top {top}");
-            assert!(page == wanted, "skip {skip} top {top}: another slice");
+            assert_page(&store, tenant, &newest_first, skip, top);
         }
     }
 
@@ -1312,7 +1333,6 @@ mod tests {
     fn journal_pages_are_exact_slices_while_groups_are_removed() {
         use rand::seq::SliceRandom;
         let (_dir, store, tenant) = store();
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let mut oldest_first = Vec::new();
         let mut grouped = Vec::new();
         for n in 0..1500usize {
@@ -1323,57 +1343,32 @@ mod tests {
                 oldest_first.push(record_of(&items[0]));
                 grouped.push(items);
             } else {
-                let mut record = record_of(&items[0]);
-                record.http_status = 403;
-                record.outcome = "Refused".into();
-                runtime
-                    .block_on(store.record_ingestion(&record))
-                    .expect("journaled");
-                oldest_first.push(record);
+                oldest_first.push(refuse(&store, tenant.0));
             }
         }
         let newest_first: Vec<_> = oldest_first.into_iter().rev().collect();
         let all = newest_first.len();
         grouped.shuffle(&mut rand::thread_rng());
-        let done = std::sync::atomic::AtomicBool::new(false);
-        let bad = std::thread::scope(|scope| {
-            let reader = scope.spawn(|| {
-                let mut bad = Vec::new();
-                let pages = [
-                    (0, 10),
-                    (0, all),
-                    (5, 300),
-                    (250, 10),
-                    (255, 2),
-                    (700, 400),
-                    (1490, 20),
-                    (0, 257),
-                    (256, 1),
-                ];
-                let mut n = 0;
-                while !done.load(Ordering::Relaxed) {
-                    let (skip, top) = pages[n % pages.len()];
-                    n += 1;
-                    let page = store
-                        .ingestions_newest_first(tenant, skip, top)
-                        .expect("journal");
-                    let wanted: Vec<_> =
-                        newest_first.iter().skip(skip).take(top).cloned().collect();
-                    if page != wanted {
-                        bad.push((skip, top, page.len()));
-                    }
-                }
-                (bad, n)
-            });
-            for items in &grouped {
-                store
-                    .delete_items(tenant, &ids(items), true, None, None)
-                    .expect("deleted");
-            }
-            done.store(true, Ordering::Relaxed);
-            reader.join().expect("reader")
+        let pages = [
+            (0, 10),
+            (0, all),
+            (5, 300),
+            (250, 10),
+            (255, 2),
+            (700, 400),
+            (1490, 20),
+            (0, 257),
+            (256, 1),
+        ];
+        let bad = reads_while_removing(&store, tenant, &grouped, |n| {
+            let (skip, top) = pages[n % pages.len()];
+            let page = store
+                .ingestions_newest_first(tenant, skip, top)
+                .expect("journal");
+            let wanted: Vec<_> = newest_first.iter().skip(skip).take(top).cloned().collect();
+            (page != wanted).then_some((skip, top, page.len()))
         });
-        assert!(bad.0.is_empty(), "pages not the slice: {:?}", bad.0);
+        assert!(bad.is_empty(), "pages not the slice: {bad:?}");
     }
 
     /// A group entry that cannot be read fails every page that reaches it; it does not
@@ -1382,16 +1377,9 @@ mod tests {
     #[test]
     fn a_journal_read_error_fails_the_page_instead_of_listing_another() {
         let (_dir, store, tenant) = store();
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let mut b_groups = Vec::new();
         for _ in 0..100 {
-            let items = request(tenant.0, 1, &["free@t.example"]);
-            let mut record = record_of(&items[0]);
-            record.http_status = 403;
-            record.outcome = "Refused".into();
-            runtime
-                .block_on(store.record_ingestion(&record))
-                .expect("journaled");
+            refuse(&store, tenant.0);
             let items = request(tenant.0, 1, &["free@t.example"]);
             ingest(&store, &items);
             b_groups.push(group_key(&items[0].correlation_id));
@@ -1429,24 +1417,9 @@ mod tests {
     fn v4_records_come_once_after_the_v7_ones_across_windows() {
         let (_dir, store, tenant) = store();
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let refuse = |items: &[ItemRecord]| {
-            let mut record = record_of(&items[0]);
-            record.http_status = 403;
-            record.outcome = "Refused".into();
-            runtime
-                .block_on(store.record_ingestion(&record))
-                .expect("journaled");
-            record
-        };
         let mut v7 = Vec::new();
         for n in 0..900usize {
-            let items = request(tenant.0, 1, &["free@t.example"]);
-            if n % 3 == 2 {
-                ingest(&store, &items);
-                v7.push(record_of(&items[0]));
-            } else {
-                v7.push(refuse(&items));
-            }
+            v7.push(stored_or_refused(&store, tenant, n % 3 == 2));
         }
         let mut v4 = Vec::new();
         for n in 0..80i64 {
@@ -1477,12 +1450,7 @@ mod tests {
             (300, 700),
             (0, 1),
         ] {
-            let page = store
-                .ingestions_newest_first(tenant, skip, top)
-                .expect("journal");
-            let wanted: Vec<_> = all.iter().skip(skip).take(top).cloned().collect();
-            assert_eq!(page.len(), wanted.len(), "skip {skip} top {top}");
-            assert!(page == wanted, "skip {skip} top {top}: another slice");
+            assert_page(&store, tenant, &all, skip, top);
         }
     }
 }
