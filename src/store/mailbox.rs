@@ -637,6 +637,9 @@ impl Store {
         skip: usize,
         top: usize,
     ) -> Result<Vec<IngestionRecord>> {
+        if top == 0 {
+            return Ok(Vec::new());
+        }
         let mut in_groups = self.groups_with_records_of(tenant)?;
         // As many group entries a window as the page needs, within bounds.
         let size = skip.saturating_add(top).clamp(1, JOURNAL_WINDOW);
