@@ -206,6 +206,21 @@ fn is_time_ordered(id: &[u8]) -> bool {
 /// ([`Store::ingestions_newest_first`]).
 const JOURNAL_WINDOW: usize = 256;
 
+/// Where a journal read is ([`Store::ingestions_newest_first`]).
+struct JournalRead<'a> {
+    /// The group entries carrying the tenant's records, newest first.
+    in_groups: Box<dyn Iterator<Item = JournalEntry> + 'a>,
+    /// The most group entries, and records of their own, a window reads.
+    size: usize,
+    /// Group entries read, not listed yet (newest first), and whether all are read.
+    pending: std::collections::VecDeque<JournalRow>,
+    all_read: bool,
+    /// Where the last window ended (exclusive); `None` before the first.
+    upper: Option<groups::GroupKey>,
+    /// The last window is read (or a read failed).
+    finished: bool,
+}
+
 /// One window of the journal: its group entries and its records of their own, each newest
 /// first, merged; a record read in both places (its group's removal moved it between the
 /// two reads) once.
@@ -640,70 +655,34 @@ impl Store {
         if top == 0 {
             return Ok(Vec::new());
         }
-        let mut in_groups = self.groups_with_records_of(tenant)?;
-        // As many group entries a window as the page needs, within bounds.
-        let size = skip.saturating_add(top).clamp(1, JOURNAL_WINDOW);
+        let mut reading = JournalRead {
+            in_groups: self.groups_with_records_of(tenant)?,
+            // As many group entries a window as the page needs, within bounds.
+            size: skip.saturating_add(top).min(JOURNAL_WINDOW),
+            pending: std::collections::VecDeque::new(),
+            all_read: false,
+            upper: None,
+            finished: false,
+        };
         // Records with ids that are not v7, set aside as the windows pass them.
         let legacy_seen = std::cell::RefCell::new(Vec::new());
-        // Group entries read, not listed yet (newest first), and whether all are read.
-        let (mut pending, mut all_read) = (std::collections::VecDeque::new(), false);
-        // Where the last window stopped (exclusive); `None` before the first.
-        let mut upper: Option<groups::GroupKey> = None;
         let mut window = Vec::new().into_iter();
-        let mut done = false;
         let merged = std::iter::from_fn(|| loop {
-            if let Some(entry) = window.next() {
-                return Some(entry);
+            if let Some(row) = window.next() {
+                return Some(Ok(row));
             }
-            if done {
+            if reading.finished {
                 return None;
             }
-            while !all_read && pending.len() < size {
-                match in_groups.next() {
-                    Some(Ok(row)) => pending.push_back(row),
-                    Some(Err(e)) => {
-                        // A page reaching this window fails: the group entries read before
-                        // the error, without the records of their own between them, would
-                        // be another list.
-                        done = true;
-                        window = vec![Err(e)].into_iter();
-                        break;
-                    }
-                    None => all_read = true,
-                }
-            }
-            if done {
-                continue;
-            }
-            // The records of their own are read after the group entries of their range, and
-            // at most `size` of them: the window ends where either part does.
-            let lower = match pending.back() {
-                Some((key, ..)) if !all_read => Some(*key),
-                _ => None,
-            };
-            let own = match self.own_ingestions_within(tenant, lower, upper, size, &legacy_seen) {
-                Ok(own) => own,
+            match self.next_journal_window(tenant, &mut reading, &legacy_seen) {
+                Ok(rows) => window = rows.into_iter(),
                 Err(e) => {
-                    done = true;
-                    window = vec![Err(e)].into_iter();
-                    continue;
+                    // A page reaching this window fails (what was read of it, without the
+                    // rest, would be another list).
+                    reading.finished = true;
+                    return Some(Err(e));
                 }
-            };
-            let end = match own.last() {
-                Some((key, ..)) if own.len() == size => Some(*key),
-                _ => lower,
-            };
-            let ready = pending
-                .iter()
-                .position(|(key, ..)| end.is_some_and(|end| *key < end))
-                .unwrap_or(pending.len());
-            let in_window: Vec<JournalRow> = pending.drain(..ready).collect();
-            (done, upper) = (end.is_none(), end);
-            window = merge_journal_window(in_window, own)
-                .into_iter()
-                .map(Ok)
-                .collect::<Vec<_>>()
-                .into_iter();
+            }
         });
         // Decoded only if a page reaches past the v7 records (every window is read by then).
         let legacy = std::iter::once_with(|| newest_received_first(legacy_seen.take())).flat_map(
@@ -741,6 +720,40 @@ impl Store {
                 Listed::Read(record) => Ok(record),
             })
             .collect()
+    }
+
+    /// The next window of a journal read: group entries first, then the records of their own
+    /// of the same key range (read after them, and at most `size`), merged; the window ends
+    /// where either part does, and the group entries past its end wait for the next one.
+    fn next_journal_window(
+        &self,
+        tenant: TenantId,
+        reading: &mut JournalRead<'_>,
+        legacy: &std::cell::RefCell<Vec<sled::IVec>>,
+    ) -> Result<Vec<JournalRow>> {
+        while !reading.all_read && reading.pending.len() < reading.size {
+            match reading.in_groups.next().transpose()? {
+                Some(row) => reading.pending.push_back(row),
+                None => reading.all_read = true,
+            }
+        }
+        let lower = match reading.pending.back() {
+            Some((key, ..)) if !reading.all_read => Some(*key),
+            _ => None,
+        };
+        let own = self.own_ingestions_within(tenant, lower, reading.upper, reading.size, legacy)?;
+        let end = match own.last() {
+            Some((key, ..)) if own.len() == reading.size => Some(*key),
+            _ => lower,
+        };
+        let ready = reading
+            .pending
+            .iter()
+            .position(|(key, ..)| end.is_some_and(|end| *key < end))
+            .unwrap_or(reading.pending.len());
+        let in_window: Vec<JournalRow> = reading.pending.drain(..ready).collect();
+        (reading.finished, reading.upper) = (end.is_none(), end);
+        Ok(merge_journal_window(in_window, own))
     }
 
     /// The newest `most` records of `tenant` with entries of their own whose key (a
