@@ -174,6 +174,56 @@ fn parse_copies_with(key: &[u8], value: &[u8]) -> Option<Vec<CopyEntry>> {
     }
 }
 
+/// The entries of the `copies` tree under `prefix`, in key order, each copy once.
+///
+/// A change to one member of a group explodes the group in one transaction: its members get
+/// entries of their own, whose keys are the group's entry's key and two bytes (so they sort
+/// right after it), and the group's entry goes. A sled iterator reads a leaf at a time, so one
+/// that read the group's entry before the change can read the members' new entries after it,
+/// in the next leaf: they are skipped, since the group's entry listed them (both never exist
+/// together in the tree).
+pub(super) fn copy_entries(
+    copies: &sled::Tree,
+    prefix: impl AsRef<[u8]>,
+) -> OncePerCopy<sled::Iter> {
+    OncePerCopy {
+        inner: copies.scan_prefix(prefix),
+        group: None,
+    }
+}
+
+/// See [`copy_entries`].
+pub(super) struct OncePerCopy<I> {
+    inner: I,
+    /// The key of the last group entry read.
+    group: Option<sled::IVec>,
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for OncePerCopy<I> {
+    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (key, value) = match self.inner.next()? {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e)),
+            };
+            let listed = self
+                .group
+                .as_ref()
+                .is_some_and(|group| key.len() == group.len() + 2 && key.starts_with(group));
+            if listed {
+                continue;
+            }
+            // (A group's entry lists its members; a copy's own entry is empty.)
+            if !value.is_empty() {
+                self.group = Some(key.clone());
+            }
+            return Some(Ok((key, value)));
+        }
+    }
+}
+
 /// Whether a key of the `copies` tree is an entry of the group `group`.
 pub(super) fn is_entry_of_group(key: &[u8], group: &groups::GroupKey) -> bool {
     let mut parts = key.get(16..).unwrap_or_default().splitn(3, |b| *b == 0);
@@ -548,7 +598,7 @@ impl Store {
         tenant: TenantId,
     ) -> Result<BTreeMap<String, BTreeMap<String, usize>>> {
         let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-        for entry in self.inner.copies.scan_prefix(tenant.0.as_bytes()) {
+        for entry in copy_entries(&self.inner.copies, tenant.0.as_bytes()) {
             let (key, value) = entry?;
             let n = copies_in(&key, &value);
             if let Some(copy) = parse_copies(&key, &value).into_iter().next() {
@@ -568,11 +618,7 @@ impl Store {
         mailbox: &str,
     ) -> Result<BTreeMap<String, usize>> {
         let mut out: BTreeMap<String, usize> = BTreeMap::new();
-        for entry in self
-            .inner
-            .copies
-            .scan_prefix(copy_prefix(tenant.0, mailbox, None))
-        {
+        for entry in copy_entries(&self.inner.copies, copy_prefix(tenant.0, mailbox, None)) {
             let (key, value) = entry?;
             let n = copies_in(&key, &value);
             if let Some(copy) = parse_copies(&key, &value).into_iter().next() {
@@ -592,10 +638,7 @@ impl Store {
         skip: usize,
         top: usize,
     ) -> Result<(Vec<CopyEntry>, usize)> {
-        let entries = self
-            .inner
-            .copies
-            .scan_prefix(copy_prefix(tenant.0, mailbox, folder));
+        let entries = copy_entries(&self.inner.copies, copy_prefix(tenant.0, mailbox, folder));
         match folder {
             Some(_) => {
                 // One folder: the index is already newest first.
@@ -1027,7 +1070,7 @@ impl Store {
         let cutoff_micros = cutoff.timestamp_micros().max(0) as u64;
         // Due item ids, from the copies index (its keys carry the received time).
         let mut due: BTreeSet<Uuid> = BTreeSet::new();
-        for entry in self.inner.copies.scan_prefix(tenant.0.as_bytes()) {
+        for entry in copy_entries(&self.inner.copies, tenant.0.as_bytes()) {
             let (key, value) = entry?;
             for copy in parse_copies(&key, &value) {
                 if copy.received_micros < cutoff_micros {
@@ -1753,5 +1796,58 @@ pub(super) mod tests {
             .collect();
         assert_eq!(parsed, [first, second]);
         assert_eq!(copies_in(&key, &members), 2);
+    }
+
+    /// A listing that reads a group's entry, then (after the group was exploded meanwhile, in
+    /// the next sled leaf) its members' own entries, lists each member once; entries of other
+    /// items and groups around them, and errors, pass through.
+    #[test]
+    fn a_listing_reads_each_copy_once_across_an_explode() {
+        let tenant = Uuid::new_v4();
+        let copy = CopyRecord {
+            mailbox: "alice@contoso.com".into(),
+            folder: "inbox".into(),
+        };
+        let received = Utc::now();
+        let mut ids = crate::store::ItemIds::new();
+        let members = [ids.next_id(), ids.next_id(), ids.next_id()];
+        let group = groups::group_key(&members[0]);
+        let mut later = crate::store::ItemIds::new();
+        let other_group = groups::group_key(&later.next_id());
+        let alone = Uuid::now_v7();
+        let indices = |n: u16| (0..n).flat_map(u16::to_le_bytes).collect::<Vec<u8>>();
+        let entry =
+            |key: Vec<u8>, value: Vec<u8>| Ok((sled::IVec::from(key), sled::IVec::from(value)));
+        let read = vec![
+            // What an iterator can read: the group's entry, then its members' own entries
+            // (written by the explode that removed it), then other entries.
+            entry(
+                groups::copy_group_key(tenant, &copy, received, &group),
+                indices(3),
+            ),
+            entry(copy_key(tenant, &copy, received, members[0]), vec![]),
+            entry(copy_key(tenant, &copy, received, members[2]), vec![]),
+            entry(copy_key(tenant, &copy, received, alone), vec![]),
+            Err(sled::Error::Unsupported("unreadable".into())),
+            entry(
+                groups::copy_group_key(tenant, &copy, received, &other_group),
+                indices(2),
+            ),
+        ];
+        let listed: Vec<sled::Result<Vec<Uuid>>> = OncePerCopy {
+            inner: read.into_iter(),
+            group: None,
+        }
+        .map(|entry| {
+            entry.map(|(key, value)| parse_copies(&key, &value).iter().map(|c| c.item).collect())
+        })
+        .collect();
+        let mut expected_ids: Vec<Vec<Uuid>> = vec![members.to_vec(), vec![alone]];
+        expected_ids.push((0..2).map(|n| groups::member_id(&other_group, n)).collect());
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        assert_eq!(listed[0].as_ref().unwrap(), &expected_ids[0]);
+        assert_eq!(listed[1].as_ref().unwrap(), &expected_ids[1]);
+        assert!(listed[2].is_err());
+        assert_eq!(listed[3].as_ref().unwrap(), &expected_ids[2]);
     }
 }

@@ -1302,12 +1302,13 @@ impl Store {
 
     /// Number of copies in one folder of a mailbox.
     pub fn folder_count(&self, tenant: TenantId, mailbox: &str, folder: &str) -> usize {
-        self.inner
-            .copies
-            .scan_prefix(copy_prefix(tenant.0, mailbox, Some(folder)))
-            .flatten()
-            .map(|(key, value)| mailbox::copies_in(&key, &value))
-            .sum()
+        mailbox::copy_entries(
+            &self.inner.copies,
+            copy_prefix(tenant.0, mailbox, Some(folder)),
+        )
+        .flatten()
+        .map(|(key, value)| mailbox::copies_in(&key, &value))
+        .sum()
     }
 
     /// Whether the mailbox `upn` holds any copy.
@@ -1333,11 +1334,10 @@ impl Store {
     ) -> Result<Vec<Uuid>> {
         let mut out = Vec::new();
         let mut skipped = 0;
-        for entry in self
-            .inner
-            .copies
-            .scan_prefix(copy_prefix(tenant.0, mailbox, Some(folder)))
-        {
+        for entry in mailbox::copy_entries(
+            &self.inner.copies,
+            copy_prefix(tenant.0, mailbox, Some(folder)),
+        ) {
             let (key, value) = entry?;
             for copy in mailbox::parse_copies(&key, &value) {
                 if skipped < skip {
