@@ -8,9 +8,21 @@ use crate::fixture::{Fixture, FixtureError, DEFAULT_FIXTURE};
 use crate::identity::keys::KeySet;
 use crate::store::{Store, StoreError};
 
-/// Everything a request handler may need. Cheap to clone.
+/// Everything a request handler may need: one `Arc`, cloned for every request (axum's `State`
+/// and each middleware clone it), so a clone is one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub store: Store,
     pub config: Arc<Config>,
     pub keys: Arc<KeySet>,
@@ -113,7 +125,7 @@ impl AppState {
         let admin_key = AdminKey::load_or_create(config.admin_key.as_deref(), data_dir)?;
         store.flush()?;
         let search = crate::search::SearchIndex::open(&data_dir.join("index"), &store)?;
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             store,
             config: Arc::new(config),
             keys: Arc::new(keys),
@@ -121,7 +133,7 @@ impl AppState {
             search,
             faults: Arc::default(),
             sessions: Arc::default(),
-        })
+        })))
     }
 }
 
