@@ -1089,17 +1089,33 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Decode base64Binary, ignoring whitespace (clients wrap lines).
+/// Decode base64Binary, ignoring whitespace (clients wrap lines), padding optional, the last
+/// symbol's unused bits zero.
+///
+/// The SIMD decoder (`base64-simd`, ~8x the `base64` crate's speed: a 64 KB attachment's
+/// content took ~110 µs, a fifth of its request) decodes what it accepts; what it refuses is
+/// decoded by the `base64` crate, whose verdict and error message stand. Both are strict
+/// decoders of the same alphabet, so the first accepts nothing the second refuses
+/// (`simd_and_scalar_decoding_agree`).
 pub(crate) fn decode_base64(b: &[u8]) -> std::result::Result<Vec<u8>, base64::DecodeError> {
-    if b.iter().any(u8::is_ascii_whitespace) {
-        let cleaned: Vec<u8> = b
-            .iter()
+    let cleaned: Cow<'_, [u8]> = if b.iter().any(u8::is_ascii_whitespace) {
+        b.iter()
             .copied()
             .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        BASE64.decode(cleaned)
+            .collect::<Vec<u8>>()
+            .into()
     } else {
-        BASE64.decode(b)
+        b.into()
+    };
+    // Padded when its length is a multiple of four (or needing none), unpadded otherwise.
+    let simd = if cleaned.len().is_multiple_of(4) {
+        base64_simd::STANDARD
+    } else {
+        base64_simd::STANDARD_NO_PAD
+    };
+    match simd.decode_to_vec(&cleaned) {
+        Ok(decoded) => Ok(decoded),
+        Err(_) => BASE64.decode(&cleaned),
     }
 }
 
@@ -1851,5 +1867,58 @@ bG8=</t:Content></t:FileAttachment></m:Attachments></m:CreateAttachment></s:Body
         // GetFolder without FolderIds.
         let d = format!("{ENV_OPEN}<s:Body><m:GetFolder/></s:Body></s:Envelope>");
         assert!(is_schema(parse_request(d.as_bytes())));
+    }
+
+    /// The base64 crate alone, as every base64Binary was decoded before the SIMD decoder.
+    fn scalar(b: &[u8]) -> std::result::Result<Vec<u8>, base64::DecodeError> {
+        let cleaned: Vec<u8> = b
+            .iter()
+            .copied()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        BASE64.decode(cleaned)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Strings over the alphabet, `=` and whitespace (mostly invalid): the same verdict,
+        /// the same bytes, the same error.
+        #[test]
+        fn simd_and_scalar_decoding_agree(text in "[A-Za-z0-9+/= \r\n\t]{0,80}") {
+            proptest::prop_assert_eq!(decode_base64(text.as_bytes()), scalar(text.as_bytes()));
+        }
+
+        /// Encodings of any bytes, padded or not, wrapped or not, with one symbol changed
+        /// or not (most changes make a valid string of other bytes, some a non-canonical end).
+        #[test]
+        fn simd_and_scalar_decoding_agree_on_encodings(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            pad: bool,
+            wrap in 0usize..80,
+            change in proptest::option::of((proptest::prelude::any::<usize>(), 0usize..65)),
+        ) {
+            use base64::Engine as _;
+            let mut text = if pad {
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            } else {
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(&bytes)
+            }
+            .into_bytes();
+            if let Some((at, symbol)) = change {
+                if !text.is_empty() {
+                    let at = at % text.len();
+                    text[at] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="[symbol];
+                }
+            }
+            if wrap > 0 {
+                text = text.chunks(wrap).collect::<Vec<_>>().join(&b"\r\n"[..]);
+            }
+            let decoded = decode_base64(&text);
+            proptest::prop_assert_eq!(&decoded, &scalar(&text));
+            if change.is_none() {
+                proptest::prop_assert_eq!(decoded, Ok(bytes));
+            }
+        }
     }
 }
