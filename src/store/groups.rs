@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::model::{CopyRecord, ItemRecord};
 use super::wal::{self, GroupRef};
 use super::{abort, copy_key, copy_prefix, decode, encode_compact, Result, Store, StoreError};
-use super::{COPIES, INGESTIONS, ITEMS};
+use super::{BLOBS, COPIES, INGESTIONS, ITEMS};
 
 /// The members of a group as its log record holds them: (id, encoded record).
 type Members = Vec<(Vec<u8>, Vec<u8>)>;
@@ -423,6 +423,34 @@ impl Store {
         Ok(members)
     }
 
+    /// The attachments of `group`'s members, by key (`blob_key`): they stay in its log record
+    /// while the group stands (no file each: creating one was most of a request with an
+    /// attachment), and are written out as files when it is exploded.
+    pub(super) fn group_attachments(&self, group: &Group) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let file = self.inner.segments.get(group.at.seq)?;
+        wal::read_record_inserts(&file, group.at.offset, BLOBS)
+    }
+
+    /// Attachment `key` (`blob_key(id, _)`) of item `id` when it is a member of a stored
+    /// group. `Ok(None)` when it is not, or when its group went while it was read (the item is
+    /// then stored on its own, its attachments as files, or gone).
+    pub(super) fn grouped_attachment(&self, id: Uuid, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let group_key = group_key(&id);
+        let Some(group) = self.group(&group_key)? else {
+            return Ok(None);
+        };
+        // (Its attachments follow its members in its record: `PreparedIngestion::log`.)
+        let read = self.inner.segments.get(group.at.seq).and_then(|file| {
+            let from = group.members_offset() + u64::from(group.header.members_len);
+            wal::find_insert(&file, group.at.offset, from, BLOBS, key)
+        });
+        match read {
+            Ok(content) => Ok(content),
+            Err(_) if self.group(&group_key)?.as_ref() != Some(&group) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The members of `group`.
     pub(super) fn group_items(&self, group: &Group) -> Result<Vec<ItemRecord>> {
         self.group_values(group)?
@@ -556,6 +584,22 @@ impl Store {
         };
         let group = Group::decode(&key, &value).map_err(abort)?;
         let members = self.group_items(&group).map_err(abort)?;
+        // Its attachments become files, as those of items of their own are (sled gets this
+        // write before the log: synced first, with `--fsync`; see `BlobFiles::put_synced`).
+        if members.iter().any(|item| !item.attachments.is_empty()) {
+            let attachments = self.group_attachments(&group).map_err(abort)?;
+            self.inner
+                .files
+                .put_synced(
+                    attachments
+                        .iter()
+                        .map(|(k, v)| (k.as_slice(), v.as_slice())),
+                )
+                .map_err(abort)?;
+            for (blob, content) in &attachments {
+                payload.insert(BLOBS, blob, content);
+            }
+        }
         let mut copy_groups = BTreeSet::new();
         for item in &members {
             let bytes = encode_compact(item).map_err(abort)?;
@@ -665,11 +709,17 @@ mod tests {
     }
 
     fn ingest(store: &Store, items: &[ItemRecord]) {
+        ingest_with(store, items, |_| b"x".to_vec());
+    }
+
+    /// [`ingest`], item `n`'s attachment being `attachment(n)`.
+    fn ingest_with(store: &Store, items: &[ItemRecord], attachment: impl Fn(usize) -> Vec<u8>) {
         let commit = IngestionCommit {
             record: record_of(&items[0]),
             items: items
                 .iter()
-                .map(|it| (it.clone(), vec![b"x".to_vec()]))
+                .enumerate()
+                .map(|(n, it)| (it.clone(), vec![attachment(n)]))
                 .collect(),
             after: None,
         };
@@ -1210,6 +1260,60 @@ mod tests {
         assert_eq!(
             store.item(second[0].id).expect("read").as_ref(),
             Some(&second[0])
+        );
+    }
+
+    /// A group's attachments stay in its log record: no file is written for them, they are
+    /// read from the record (after a crash's replay too), and a change to one member writes
+    /// the others' out as files before the group goes, so they outlive its segment.
+    #[test]
+    fn a_groups_attachments_stay_in_its_record_until_it_is_written_out() {
+        let (dir, store, tenant) = store();
+        let items = request(tenant.0, 3, &["free@t.example"]);
+        let content = |n: usize| format!("attachment of item {n}").into_bytes();
+        ingest_with(&store, &items, content);
+        let files = |store: &Store| -> usize {
+            store
+                .inner
+                .files
+                .directories()
+                .iter()
+                .map(|d| crate::store::blobs::BlobFiles::keys_in(d).len())
+                .sum()
+        };
+        let attachments = |store: &Store| -> Vec<Option<Vec<u8>>> {
+            items
+                .iter()
+                .map(|it| store.attachment(it.id, 0).expect("read"))
+                .collect()
+        };
+        let all: Vec<_> = (0..3).map(|n| Some(content(n))).collect();
+        assert_eq!(files(&store), 0, "no file for a group's attachments");
+        assert_eq!(attachments(&store), all);
+        assert_eq!(store.attachment(items[0].id, 1).expect("read"), None);
+        let copy = tempfile::tempdir().expect("dir");
+        copy_dir(dir.path(), copy.path());
+        let crashed = Store::open(copy.path()).expect("reopen");
+        assert_eq!(files(&crashed), 0, "the replay writes no file either");
+        assert_eq!(attachments(&crashed), all);
+        drop(crashed);
+        // Deleting one member writes the others' attachments out, and the segment can go.
+        let segment = store.log_segment();
+        store
+            .delete_items(tenant, &[items[1].id], true, None, None)
+            .expect("delete");
+        assert!(store.inner.groups.is_empty());
+        assert_eq!(files(&store), 2);
+        store.flush().expect("checkpoint");
+        let deleted = store.collect_segments().expect("collect");
+        assert!(deleted.contains(&segment), "{deleted:?}");
+        let kept = vec![Some(content(0)), None, Some(content(2))];
+        assert_eq!(attachments(&store), kept);
+        let copy = tempfile::tempdir().expect("dir");
+        copy_dir(dir.path(), copy.path());
+        assert_eq!(
+            attachments(&Store::open(copy.path()).expect("reopen")),
+            kept
         );
     }
 

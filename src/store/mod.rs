@@ -1142,7 +1142,10 @@ impl Store {
     /// before the copies listing them in folders, the ingestion record and journal entry last.
     fn apply_ingestion(&self, writes: &PreparedIngestion, at: wal::RecordAt) -> Result<()> {
         let i = &self.inner;
-        writes.write_files(&i.files, false)?;
+        if writes.group.is_none() {
+            // (A group's attachments stay in its log record: `Store::attachment`.)
+            writes.write_files(&i.files, false)?;
+        }
         match &writes.group {
             Some(group) => {
                 let entry = wal::GroupRef {
@@ -1237,12 +1240,21 @@ impl Store {
         }
     }
 
+    /// Attachment `n` of item `id`: a file, or (a member of a stored group) in the group's
+    /// log record, or (stores of earlier versions) in sled.
     pub fn attachment(&self, id: Uuid, n: usize) -> Result<Option<Vec<u8>>> {
         let key = blob_key(id, n);
-        match self.inner.files.get(&key)? {
-            Some(content) => Ok(Some(content)),
-            None => Ok(self.inner.blobs.get(key)?.map(|v| v.to_vec())),
+        if let Some(content) = self.inner.files.get(&key)? {
+            return Ok(Some(content));
         }
+        if let Some(content) = self.grouped_attachment(id, &key)? {
+            return Ok(Some(content));
+        }
+        // The group may have been exploded meanwhile, its attachments written out.
+        if let Some(content) = self.inner.files.get(&key)? {
+            return Ok(Some(content));
+        }
+        Ok(self.inner.blobs.get(key)?.map(|v| v.to_vec()))
     }
 
     /// Appends an attachment to a stored item (EWS `CreateAttachment`), atomically and durably
