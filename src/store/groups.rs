@@ -12,6 +12,9 @@
 //! - The members of a group have the ids `group key || index (u16 BE)`, index 0.. in request
 //!   order ([`ItemIds`]): an item's group key is the first 14 bytes of its id, and the ids of a
 //!   group sort in its order, as the v7 ids of one request did.
+//! - A group's attachments are in its log record too, right after its members (no file each),
+//!   read from there while the group stands ([`Store::grouped_attachment`]); an explode writes
+//!   them out as files, in its transaction, before the group goes.
 //! - Groups are immutable. Whatever changes one member (a deletion, copies removed, an
 //!   attachment added) first writes every member as an entry of its own and removes the group
 //!   ([`Store::explode_group_of`], in the same transaction): everything after that is the code
