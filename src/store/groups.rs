@@ -426,12 +426,22 @@ impl Store {
         Ok(members)
     }
 
-    /// The attachments of `group`'s members, by key (`blob_key`): they stay in its log record
-    /// while the group stands (no file each: creating one was most of a request with an
-    /// attachment), and are written out as files when it is exploded.
-    pub(super) fn group_attachments(&self, group: &Group) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// The attachments of `group`'s members, by key (`blob_key`): they stay in its log record,
+    /// right after its members (`PreparedIngestion::log`), while the group stands (no file
+    /// each: creating one was most of a request with an attachment), and are written out as
+    /// files when it is exploded. `only`: just that one.
+    pub(super) fn group_attachments(
+        &self,
+        group: &Group,
+        only: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let file = self.inner.segments.get(group.at.seq)?;
-        wal::read_record_inserts(&file, group.at.offset, BLOBS)
+        let from = group.members_offset() + u64::from(group.header.members_len);
+        wal::inserts_from(&file, group.at.offset, from, BLOBS)?
+            .into_iter()
+            .filter(|(key, _, _)| only.is_none_or(|only| key.as_slice() == only))
+            .map(|(key, at, len)| Ok((key, wal::read_value(&file, at, len)?)))
+            .collect()
     }
 
     /// Attachment `key` (`blob_key(id, _)`) of item `id` when it is a member of a stored
@@ -442,13 +452,8 @@ impl Store {
         let Some(group) = self.group(&group_key)? else {
             return Ok(None);
         };
-        // (Its attachments follow its members in its record: `PreparedIngestion::log`.)
-        let read = self.inner.segments.get(group.at.seq).and_then(|file| {
-            let from = group.members_offset() + u64::from(group.header.members_len);
-            wal::find_insert(&file, group.at.offset, from, BLOBS, key)
-        });
-        match read {
-            Ok(content) => Ok(content),
+        match self.group_attachments(&group, Some(key)) {
+            Ok(found) => Ok(found.into_iter().next().map(|(_, content)| content)),
             Err(_) if self.group(&group_key)?.as_ref() != Some(&group) => Ok(None),
             Err(e) => Err(e),
         }
@@ -590,7 +595,7 @@ impl Store {
         // Its attachments become files, as those of items of their own are (sled gets this
         // write before the log: synced first, with `--fsync`; see `BlobFiles::put_synced`).
         if members.iter().any(|item| !item.attachments.is_empty()) {
-            let attachments = self.group_attachments(&group).map_err(abort)?;
+            let attachments = self.group_attachments(&group, None).map_err(abort)?;
             self.inner
                 .files
                 .put_synced(
@@ -1267,8 +1272,9 @@ mod tests {
     }
 
     /// A group's attachments stay in its log record: no file is written for them, they are
-    /// read from the record (after a crash's replay too), and a change to one member writes
-    /// the others' out as files before the group goes, so they outlive its segment.
+    /// read from the record (after a crash's replay too, which writes them as files as well:
+    /// see `wal::apply`), and a change to one member writes the others' out as files before
+    /// the group goes, so they outlive its segment.
     #[test]
     fn a_groups_attachments_stay_in_its_record_until_it_is_written_out() {
         let (dir, store, tenant) = store();
@@ -1297,7 +1303,6 @@ mod tests {
         let copy = tempfile::tempdir().expect("dir");
         copy_dir(dir.path(), copy.path());
         let crashed = Store::open(copy.path()).expect("reopen");
-        assert_eq!(files(&crashed), 0, "the replay writes no file either");
         assert_eq!(attachments(&crashed), all);
         drop(crashed);
         // Deleting one member writes the others' attachments out, and the segment can go.
@@ -1318,6 +1323,96 @@ mod tests {
             attachments(&Store::open(copy.path()).expect("reopen")),
             kept
         );
+    }
+
+    /// An explode writes a group's attachments out as files (truncated, then written) while
+    /// its members stay readable: a read meanwhile takes the group's record, never a file
+    /// being written, even in a store of an earlier version where the files were there first
+    /// (from a review; read the file first, it returned 0 or 2 MB of 4 MB attachments).
+    #[test]
+    fn a_read_during_an_explode_never_sees_a_partial_attachment() {
+        let (_dir, store, tenant) = store();
+        let size = 4 << 20;
+        let content = |n: usize| vec![n as u8 + 1; size];
+        let mut bad = Vec::new();
+        for _round in 0..10 {
+            let items = request(tenant.0, 8, &["free@t.example"]);
+            ingest_with(&store, &items, content);
+            // As the previous version left it: a file for each grouped attachment.
+            for (n, it) in items.iter().enumerate() {
+                store
+                    .inner
+                    .files
+                    .put(&super::super::blob_key(it.id, 0), &content(n))
+                    .expect("put");
+            }
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let readers: Vec<_> = (1..3)
+                    .map(|k| {
+                        let (store, items, done) = (&store, &items, &done);
+                        s.spawn(move || {
+                            let mut bad = Vec::new();
+                            while !done.load(Ordering::Relaxed) {
+                                if let Some(c) = store.attachment(items[k].id, 0).expect("read") {
+                                    if c.len() != size {
+                                        bad.push(c.len());
+                                    }
+                                }
+                            }
+                            bad
+                        })
+                    })
+                    .collect();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                store
+                    .delete_items(tenant, &[items[0].id], true, None, None)
+                    .expect("delete");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                done.store(true, Ordering::Relaxed);
+                for r in readers {
+                    bad.extend(r.join().expect("reader"));
+                }
+            });
+        }
+        assert!(bad.is_empty(), "partial attachments read: {bad:?}");
+    }
+
+    /// Damaged bytes in an attachment of a group do not keep its members from changing: an
+    /// explode copies the attachments out unchecked, as their reads return them (from a
+    /// review; a CRC check of the whole record made every partial removal fail for ever).
+    #[test]
+    fn a_damaged_attachment_does_not_block_a_partial_removal_for_ever() {
+        let (dir, store, tenant) = store();
+        let items = request(tenant.0, 2, &["free@t.example"]);
+        let marker = b"ATTACHMENT-MARKER-0123456789".to_vec();
+        ingest_with(&store, &items, |_| marker.clone());
+        let wal = dir.path().join("wal");
+        let mut damaged = false;
+        for entry in std::fs::read_dir(&wal).expect("wal").flatten() {
+            let mut bytes = std::fs::read(entry.path()).expect("read");
+            if let Some(at) = bytes
+                .windows(marker.len())
+                .position(|w| w == marker.as_slice())
+            {
+                bytes[at] ^= 0xff;
+                std::fs::write(entry.path(), &bytes).expect("write");
+                damaged = true;
+            }
+        }
+        assert!(damaged);
+        assert!(store.item(items[0].id).expect("members readable").is_some());
+        for attempt in 0..2 {
+            store
+                .delete_items(tenant, &[items[0].id], true, None, None)
+                .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        }
+        assert!(store.inner.groups.is_empty());
+        let other = store
+            .attachment(items[1].id, 0)
+            .expect("read")
+            .expect("written out");
+        assert_eq!(other.len(), marker.len());
     }
 
     #[test]

@@ -1240,17 +1240,15 @@ impl Store {
         }
     }
 
-    /// Attachment `n` of item `id`: a file, or (a member of a stored group) in the group's
-    /// log record, or (stores of earlier versions) in sled.
+    /// Attachment `n` of item `id`: (a member of a stored group) in the group's log record, or
+    /// a file, or (stores of earlier versions) in sled.
     pub fn attachment(&self, id: Uuid, n: usize) -> Result<Option<Vec<u8>>> {
         let key = blob_key(id, n);
-        if let Some(content) = self.inner.files.get(&key)? {
-            return Ok(Some(content));
-        }
+        // The group first: while it stands, an explode may be writing its attachments out as
+        // files (a file met then could be part-written); once it is gone, they are written.
         if let Some(content) = self.grouped_attachment(id, &key)? {
             return Ok(Some(content));
         }
-        // The group may have been exploded meanwhile, its attachments written out.
         if let Some(content) = self.inner.files.get(&key)? {
             return Ok(Some(content));
         }

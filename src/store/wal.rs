@@ -223,90 +223,74 @@ pub fn read_group_members(
         .collect()
 }
 
-/// The values the record framed at `offset` of `file` (its segment) inserts into `tree`, by
-/// key, checked against the record's CRC: the attachments of a stored item group, which stay
-/// in its record (see `Store::attachment`).
-pub fn read_record_inserts(
-    file: &File,
-    offset: u64,
-    tree: &str,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let unreadable = || {
-        StoreError::Log(format!(
-            "the log record of a stored item group (offset {offset}) is unreadable"
-        ))
-    };
-    let mut frame = [0u8; FRAME_HEADER as usize];
-    read_at(file, &mut frame, offset).map_err(|_| unreadable())?;
-    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-    let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let mut payload = vec![0u8; len];
-    read_at(file, &mut payload, offset + FRAME_HEADER).map_err(|_| unreadable())?;
-    if crc32fast::hash(&payload) != crc {
-        return Err(unreadable());
-    }
-    let ops = decode_ops(&payload).ok_or_else(unreadable)?;
-    Ok(ops
-        .into_iter()
-        .filter(|op| op.tree == tree && op.tag == INSERT)
-        .filter_map(|op| Some((op.key.to_vec(), op.value?.to_vec())))
-        .collect())
-}
-
-/// The value of the operation inserting `key` into `tree` among those from `from` on of the
-/// record framed at `frame` of `file`, read as a walk over the operations' heads (a read of
-/// each, the value skipped), up to the first operation on another tree: the attachment of
-/// one member of a stored item group, without reading the others (a group of 100 items with
-/// 64 KB each would otherwise read 6.4 MB per attachment). Not CRC-checked, as attachment
-/// files are not: a record is in the log whole before a group points into it.
-pub fn find_insert(
+/// Where the values of the operations inserting into `tree` are, among the operations from
+/// `from` on of the record framed at `frame` of `file` (its segment), up to the first operation
+/// of another kind: `(key, offset of the value, its length)`. Read as a walk over the
+/// operations' heads, the values skipped, so one attachment of a stored item group is read
+/// without the others (a group of 100 items with 64 KB each would otherwise read 6.4 MB for
+/// each). The values are not CRC-checked, as attachment files are not (a record is in the
+/// log whole before a group points into it): damaged bytes in one attachment spoil that one
+/// only, and never keep a group from being written out.
+pub fn inserts_from(
     file: &File,
     frame: u64,
     from: u64,
     tree: &str,
-    key: &[u8],
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Vec<(Vec<u8>, u64, u32)>> {
     let unreadable = || {
         StoreError::Log(format!(
             "the log record of a stored item group (offset {frame}) is unreadable"
         ))
     };
-    let mut head = [0u8; FRAME_HEADER as usize];
-    read_at(file, &mut head, frame).map_err(|_| unreadable())?;
+    let read = |len: usize, at: u64| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        read_at(file, &mut buf, at).map_err(|_| unreadable())?;
+        Ok(buf)
+    };
+    let head = read(FRAME_HEADER as usize, frame)?;
     let end =
         frame + FRAME_HEADER + u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
-    // An operation's head: tree name length, name, key length, key, tag, value length.
-    let head_len = 1 + tree.len() + 4 + key.len() + 1 + 4;
-    let mut op = vec![0u8; head_len];
+    let mut found = Vec::new();
     let mut at = from;
-    while at + head_len as u64 <= end {
-        read_at(file, &mut op, at).map_err(|_| unreadable())?;
-        let name_len = usize::from(op[0]);
-        if name_len != tree.len() || &op[1..1 + name_len] != tree.as_bytes() {
-            return Ok(None);
+    // An operation: tree name length (1), name, key length (4), key, tag (1), value length
+    // (4), value.
+    let name_head = 1 + tree.len() + 4;
+    while at + name_head as u64 <= end {
+        let op = read(name_head, at)?;
+        if usize::from(op[0]) != tree.len() || &op[1..1 + tree.len()] != tree.as_bytes() {
+            break;
         }
-        let rest = &op[1 + name_len..];
-        let key_len = u32::from_le_bytes(rest[..4].try_into().map_err(|_| unreadable())?) as usize;
-        if key_len != key.len() || rest[4 + key_len] != INSERT {
-            return Ok(None);
-        }
-        let value_len = u32::from_le_bytes(
-            rest[5 + key_len..9 + key_len]
-                .try_into()
-                .map_err(|_| unreadable())?,
-        ) as u64;
-        let value_at = at + head_len as u64;
-        if value_at + value_len > end {
+        let key_len =
+            u32::from_le_bytes(op[1 + tree.len()..].try_into().map_err(|_| unreadable())?);
+        let key_at = at + name_head as u64;
+        let value_at = key_at + u64::from(key_len) + 5;
+        if value_at > end {
             return Err(unreadable());
         }
-        if &rest[4..4 + key_len] == key {
-            let mut value = vec![0u8; value_len as usize];
-            read_at(file, &mut value, value_at).map_err(|_| unreadable())?;
-            return Ok(Some(value));
+        let rest = read(key_len as usize + 5, key_at)?;
+        let (key, tail) = rest.split_at(key_len as usize);
+        if tail[0] != INSERT {
+            break;
         }
-        at = value_at + value_len;
+        let value_len = u32::from_le_bytes(tail[1..5].try_into().map_err(|_| unreadable())?);
+        if value_at + u64::from(value_len) > end {
+            return Err(unreadable());
+        }
+        found.push((key.to_vec(), value_at, value_len));
+        at = value_at + u64::from(value_len);
     }
-    Ok(None)
+    Ok(found)
+}
+
+/// The value at `at` of `len` bytes in `file` (see [`inserts_from`]).
+pub fn read_value(file: &File, at: u64, len: u32) -> Result<Vec<u8>> {
+    let mut value = vec![0u8; len as usize];
+    read_at(file, &mut value, at).map_err(|_| {
+        StoreError::Log(format!(
+            "the log record of a stored item group (value at {at}) is unreadable"
+        ))
+    })?;
+    Ok(value)
 }
 
 #[cfg(unix)]
@@ -608,10 +592,10 @@ fn apply(
             }
         };
         if op.tree == BLOBS {
-            // The attachments of a group stay in its record (`Store::attachment`); others
-            // are files; stores older than them may have one in sled.
+            // Attachments are files (those of a group are read from its record while it
+            // stands, but a replay writes them too: an earlier version's explode, which
+            // logged none, may follow in the log); stores older than them may have one in sled.
             match op.value {
-                Some(_) if grouped => {}
                 Some(content) => files.put(op.key, content)?,
                 None => {
                     files.remove(op.key)?;
